@@ -1,0 +1,3 @@
+"""rlhf-gym: teach Gymnasium agents from human feedback."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,110 @@
+"""Typed run configuration. The CLI builds one of these and hands it to the library."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+FEEDBACK_TYPES = ("evaluative", "preference")
+EVALUATIVE_LEARNERS = ("reinforce", "tamer", "coach")
+EVALUATIVE_TEACHERS = ("oracle", "expert", "noisy", "delayed", "random", "human", "web")
+PREFERENCE_TEACHERS = ("oracle", "stochastic", "mistake", "skip", "equal", "myopic", "random", "human", "web")
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; saved as ``config.json`` in the run folder."""
+
+    env: str = "CartPole-v1"
+    """Gymnasium environment id."""
+    feedback: str = "evaluative"
+    """Kind of feedback: ``evaluative`` (was this action right?) or ``preference`` (which clip is better?)."""
+    learner: str = "tamer"
+    """Evaluative learner: ``reinforce``, ``tamer`` or ``coach``."""
+    teacher: str = "oracle"
+    """Who answers: a simulated teacher (``oracle``, ``noisy``, ``delayed``, ``random``...), ``human`` (terminal) or ``web``."""
+    budget: int = 300
+    """Feedback answers (evaluative) or labels (preference) the learner may ask for."""
+    seed: int = 0
+    """Seeds environments, networks and teachers; the same seed gives the same run."""
+    out: str = "runs/default"
+    """Run folder."""
+    algo: str = "auto"
+    """Preference RL algorithm: ``ppo``, ``sac`` or ``auto`` (SAC for continuous actions, PPO otherwise)."""
+    reward: str | None = None
+    """Path to a trained reward model (run folder or file) to optimise instead of learning one."""
+    db: str | None = None
+    """Store URL or path; default ``OUT/feedback.db`` (SQLite). ``postgresql://...`` for a shared server."""
+    server: str | None = None
+    """Annotation server URL for ``--teacher web``."""
+    token: str | None = None
+    """Admin token for the annotation server."""
+    noise: float = 0.2
+    """Wrong-answer rate of the ``noisy``/``mistake`` teacher."""
+    timesteps: int | None = None
+    """Environment steps for RL on a learned reward (preference); None picks a default per task."""
+    segment_length: int = 50
+    """Clip length for preference queries."""
+    eval_episodes: int = 20
+    """Episodes per evaluation of the greedy policy on the true reward."""
+    annotator: str | None = None
+    """Annotator id to record answers under (default: the teacher's name, or a new pseudonym for people)."""
+    progress: bool = True
+    """Show a progress bar."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Learner-specific settings (``--set key=value``), e.g. ``lr=0.01``."""
+
+    def validate(self) -> TrainConfig:
+        """Raise ValueError naming the first bad setting."""
+        if self.feedback not in FEEDBACK_TYPES:
+            raise ValueError(f"--feedback must be one of {', '.join(FEEDBACK_TYPES)}, got {self.feedback!r}")
+        if self.budget <= 0:
+            raise ValueError(f"--budget must be a positive number of answers, got {self.budget}")
+        if self.feedback == "evaluative":
+            if self.learner not in EVALUATIVE_LEARNERS:
+                raise ValueError(f"--learner must be one of {', '.join(EVALUATIVE_LEARNERS)}, got {self.learner!r}")
+            if self.teacher not in EVALUATIVE_TEACHERS:
+                raise ValueError(f"--teacher for evaluative feedback must be one of {', '.join(EVALUATIVE_TEACHERS)}, "
+                                 f"got {self.teacher!r}")
+        else:
+            if self.teacher not in PREFERENCE_TEACHERS:
+                raise ValueError(f"--teacher for preference feedback must be one of {', '.join(PREFERENCE_TEACHERS)}, "
+                                 f"got {self.teacher!r}")
+            if self.algo not in ("auto", "ppo", "sac"):
+                raise ValueError(f"--algo must be ppo, sac or auto, got {self.algo!r}")
+            if self.segment_length < 1:
+                raise ValueError(f"--segment-length must be >= 1, got {self.segment_length}")
+        if not 0.0 <= self.noise <= 1.0:
+            raise ValueError(f"--noise must be a rate in [0, 1], got {self.noise}")
+        if self.teacher == "web" and not self.server:
+            raise ValueError("--teacher web needs --server URL of a running `rlhf-gym serve`")
+        if self.eval_episodes < 1:
+            raise ValueError(f"--eval-episodes must be >= 1, got {self.eval_episodes}")
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """Parse ``key=value`` pairs; values are read as int, float, bool or left as strings."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = _auto(v.strip())
+    return out
+
+
+def _auto(v: str) -> Any:
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v

@@ -1,0 +1,65 @@
+"""Top-level entry points shared by every feedback type: train, evaluate, video."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlhf_gym.config import TrainConfig
+from rlhf_gym.envs import make_env, try_render
+from rlhf_gym.rollouts import evaluate_policy
+from rlhf_gym.runs import RunDir, save_video
+
+#: feedback type -> "module:function" taking a TrainConfig and returning a result dict with at least
+#: mean_return, std_return, episodes, feedback_used.
+TRAINERS = {
+    "evaluative": "rlhf_gym.learners.evaluative_loop:train_evaluative",
+    "preference": "rlhf_gym.learners.preference:train_preference",
+}
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run one training job as configured; everything it makes goes to ``cfg.out``."""
+    cfg.validate()
+    mod, fn = TRAINERS[cfg.feedback].split(":")
+    return getattr(importlib.import_module(mod), fn)(cfg)
+
+
+def evaluate_run(run_dir: str | Path, episodes: int = 20, seed: int = 10_000) -> dict[str, Any]:
+    """True environment return of the run's greedy policy over ``episodes`` episodes."""
+    run = RunDir(run_dir, create=False)
+    cfg = run.config()
+    policy = run.load_policy()
+    env = make_env(cfg["env"], seed=seed)
+    try:
+        rets = evaluate_policy(env, policy, episodes, seed=seed)
+    finally:
+        env.close()
+    return {"env": cfg["env"], "mean_return": float(rets.mean()), "std_return": float(rets.std()),
+            "episodes": int(episodes), "min_return": float(rets.min()), "max_return": float(rets.max())}
+
+
+def video_run(run_dir: str | Path, out: str | Path | None = None, seed: int = 10_000, max_steps: int = 500,
+              fps: int = 30) -> Path:
+    """Render one episode of the trained agent to ``out`` (MP4, or GIF without an encoder)."""
+    run = RunDir(run_dir, create=False)
+    cfg = run.config()
+    policy = run.load_policy()
+    env = make_env(cfg["env"], seed=seed, render_mode="rgb_array")
+    frames: list[np.ndarray] = []
+    try:
+        obs, _ = env.reset(seed=seed)
+        for _ in range(max_steps):
+            fr = try_render(env)
+            if fr is None:
+                raise RuntimeError(f"{cfg['env']} could not be rendered (rgb_array); no video written")
+            frames.append(fr)
+            obs, _r, term, trunc, _ = env.step(policy(obs))
+            if term or trunc:
+                break
+    finally:
+        env.close()
+    return save_video(frames, out or run.file("agent.mp4"), fps=fps)

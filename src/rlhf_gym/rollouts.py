@@ -1,0 +1,85 @@
+"""Collect trajectories from any policy and cut them into fixed-length segments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import gymnasium as gym
+import numpy as np
+
+from rlhf_gym.types import Segment, Trajectory
+
+Policy = Callable[[np.ndarray], object]
+
+
+def rollout(env: gym.Env, policy: Policy, seed: int | None = None, max_steps: int | None = None,
+            env_id: str | None = None) -> Trajectory:
+    """Run one episode (or ``max_steps`` of one) and return it as a :class:`Trajectory`."""
+    obs, _ = env.reset(seed=seed)
+    observations, actions, rewards = [obs], [], []
+    terminated = truncated = False
+    while not (terminated or truncated):
+        a = policy(obs)
+        obs, r, terminated, truncated, _ = env.step(a)
+        observations.append(obs)
+        actions.append(a)
+        rewards.append(float(r))
+        if max_steps is not None and len(actions) >= max_steps and not terminated:
+            truncated = True
+    eid = env_id or (env.spec.id if env.spec else None)
+    return Trajectory(np.asarray(observations), np.asarray(actions), np.asarray(rewards), bool(terminated),
+                      bool(truncated), env_id=eid, seed=seed)
+
+
+def rollouts(env: gym.Env, policy: Policy, n: int, seed: int = 0, max_steps: int | None = None) -> list[Trajectory]:
+    """``n`` episodes with seeds ``seed, seed + 1, ...``."""
+    return [rollout(env, policy, seed=seed + i, max_steps=max_steps) for i in range(n)]
+
+
+def evaluate_policy(env: gym.Env, policy: Policy, episodes: int, seed: int = 10_000) -> np.ndarray:
+    """True (environment) returns of ``episodes`` episodes; seeds are disjoint from training's by default."""
+    return np.array([rollout(env, policy, seed=seed + i).ret for i in range(episodes)])
+
+
+def random_policy(env: gym.Env) -> Policy:
+    space = env.action_space
+    return lambda _obs: space.sample()
+
+
+def cut_segments(traj: Trajectory, length: int, stride: int | None = None, pad_absorbing: bool = True) -> Iterator[Segment]:
+    """Cut ``traj`` into segments of ``length`` steps, every ``stride`` steps (default: ``length``).
+
+    A terminated episode is padded past its end with the absorbing state (environment reward 0,
+    ``absorbing=True``), so a clip in which the episode ended early can be compared with one in which
+    it did not. A truncated episode is not padded (its last state is not absorbing); its final
+    partial clip is dropped.
+    """
+    if length < 1:
+        raise ValueError(f"segment length must be >= 1, got {length}")
+    stride = stride or length
+    n = len(traj)
+    last_start = n - 1 if (traj.terminated and pad_absorbing) else n - length
+    for start in range(0, max(last_start, -1) + 1, stride):
+        yield segment_at(traj, start, length)
+
+
+def segment_at(traj: Trajectory, start: int, length: int) -> Segment:
+    """The clip ``traj[start:start + length]``, padded with the absorbing state past a termination."""
+    n = len(traj)
+    if not 0 <= start < n:
+        raise ValueError(f"segment start {start} outside trajectory of length {n}")
+    end = min(start + length, n)
+    real = end - start
+    pad = length - real
+    if pad and not traj.terminated:
+        raise ValueError("only a terminated trajectory can be padded with the absorbing state")
+    idx = np.r_[np.arange(start, end), np.full(pad, n - 1)]
+    obs = traj.obs[idx]
+    nxt = traj.obs[np.minimum(idx + 1, n)]
+    rews = np.r_[traj.rews[start:end], np.zeros(pad)]
+    absorbing = np.r_[np.zeros(real, bool), np.ones(pad, bool)]
+    if pad:  # padded steps sit in the terminal state itself
+        obs[real:] = traj.obs[n]
+        nxt[real:] = traj.obs[n]
+    return Segment(obs, traj.acts[idx], nxt, rews, absorbing, traj_id=traj.id, start=start, env_id=traj.env_id,
+                   seed=traj.seed)

@@ -1,0 +1,5 @@
+"""Feedback store: SQLite by default, PostgreSQL through the same code."""
+
+from rlhf_gym.store.store import ConsentError, FeedbackStore, StoreError, hash_token, resolve_url
+
+__all__ = ["ConsentError", "FeedbackStore", "StoreError", "hash_token", "resolve_url"]

@@ -1,0 +1,373 @@
+"""The feedback store: every query and answer, committed before any learner uses it.
+
+One class over SQLAlchemy so the embedded default (SQLite, a file in the run folder) and a shared
+PostgreSQL server (``postgresql+psycopg://...``) go through the same code. Each write is its own
+transaction and writes an audit entry in that same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from rlhf_gym.store import audit
+from rlhf_gym.store.schema import (
+    AnnotatorRow,
+    Base,
+    ConsentRow,
+    FeedbackRow,
+    LineageRow,
+    ModelRow,
+    QueryRow,
+    RunRow,
+)
+from rlhf_gym.types import Feedback, PairQuery, Query, new_id
+
+
+class StoreError(ValueError):
+    """Bad input to the store (unknown id, withdrawn annotator, missing consent). Nothing was written."""
+
+
+class ConsentError(StoreError):
+    """A person tried to give feedback without a recorded consent to the current text."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def resolve_url(db: str | Path) -> str:
+    """Accept a SQLAlchemy URL or a plain file path (made into a SQLite URL)."""
+    s = str(db)
+    if "://" in s:
+        if s.startswith("postgresql://"):
+            s = "postgresql+psycopg://" + s[len("postgresql://"):]
+        return s
+    Path(s).parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(s).resolve()}"
+
+
+class FeedbackStore:
+    """Annotators, consents, runs, queries, feedback, models with lineage, and the audit log."""
+
+    def __init__(self, db: str | Path = "rlhf.db", *, consent_version: str | None = None, echo: bool = False) -> None:
+        self.url = resolve_url(db)
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine = create_engine(self.url, **kwargs)
+        if self.url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        #: when set, people (kind="human") need a consent to this version before any label is taken
+        self.consent_version = consent_version
+
+    def session(self) -> Session:
+        return self._session()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- annotators and consent -------------------------------------------------------------------
+    def add_annotator(self, annotator_id: str | None = None, *, kind: str = "simulated", token: str | None = None,
+                      role: str = "annotator", meta: dict | None = None, actor: str = "system") -> str:
+        """Register an annotator (idempotent for an existing id). Returns the id."""
+        if kind not in ("human", "simulated"):
+            raise StoreError(f"annotator kind must be 'human' or 'simulated', got {kind!r}")
+        aid = annotator_id or new_id("ann")
+        with self.session() as s, s.begin():
+            if s.get(AnnotatorRow, aid) is not None:
+                return aid
+            s.add(AnnotatorRow(id=aid, kind=kind, role=role, created_at=time.time(), meta=meta,
+                               token_hash=hash_token(token) if token else None))
+            audit.append(s, actor, "annotator.add", {"annotator": aid, "kind": kind, "role": role})
+        return aid
+
+    def annotator(self, annotator_id: str) -> AnnotatorRow | None:
+        with self.session() as s:
+            return s.get(AnnotatorRow, annotator_id)
+
+    def annotator_by_token(self, token: str) -> AnnotatorRow | None:
+        with self.session() as s:
+            return s.execute(select(AnnotatorRow).where(AnnotatorRow.token_hash == hash_token(token))).scalar_one_or_none()
+
+    def annotators(self) -> list[AnnotatorRow]:
+        with self.session() as s:
+            return list(s.execute(select(AnnotatorRow).order_by(AnnotatorRow.created_at)).scalars())
+
+    def record_consent(self, annotator_id: str, version: str, text: str, agreed: bool) -> None:
+        with self.session() as s, s.begin():
+            if s.get(AnnotatorRow, annotator_id) is None:
+                raise StoreError(f"unknown annotator {annotator_id!r}")
+            s.add(ConsentRow(annotator_id=annotator_id, version=version, agreed=agreed, at=time.time(),
+                             text_hash=hashlib.sha256(text.encode()).hexdigest()))
+            audit.append(s, annotator_id, "consent.agree" if agreed else "consent.decline",
+                         {"annotator": annotator_id, "version": version})
+
+    def has_consent(self, annotator_id: str, version: str | None = None) -> bool:
+        """True when the latest decision for ``version`` (default: the store's) is an agreement."""
+        version = version or self.consent_version
+        with self.session() as s:
+            q = select(ConsentRow).where(ConsentRow.annotator_id == annotator_id)
+            if version is not None:
+                q = q.where(ConsentRow.version == version)
+            row = s.execute(q.order_by(ConsentRow.id.desc()).limit(1)).scalar_one_or_none()
+            return bool(row and row.agreed)
+
+    # -- runs and queries ---------------------------------------------------------------------
+    def add_run(self, run_id: str | None = None, config: dict | None = None) -> str:
+        rid = run_id or new_id("run")
+        with self.session() as s, s.begin():
+            if s.get(RunRow, rid) is None:
+                s.add(RunRow(id=rid, created_at=time.time(), config=_json_safe(config)))
+                audit.append(s, "system", "run.start", {"run": rid})
+        return rid
+
+    def add_queries(self, queries: Sequence[Query], run_id: str | None = None,
+                    assigned_to: str | None = None) -> list[str]:
+        """Store queries; ids already present are left as they are (re-posting is harmless)."""
+        new: list[str] = []
+        with self.session() as s, s.begin():
+            for q in queries:
+                if s.get(QueryRow, q.id) is not None:
+                    continue
+                rid = q.run_id or run_id
+                if rid is not None and s.get(RunRow, rid) is None:
+                    s.add(RunRow(id=rid, created_at=time.time()))
+                    s.flush()
+                if assigned_to is not None and s.get(AnnotatorRow, assigned_to) is None:
+                    raise StoreError(f"unknown annotator {assigned_to!r}")
+                s.add(QueryRow(id=q.id, run_id=rid, kind=q.kind, payload=q.payload(), created_at=q.created_at,
+                               assigned_to=assigned_to))
+                new.append(q.id)
+        return new
+
+    def query(self, query_id: str) -> Query:
+        with self.session() as s:
+            row = s.get(QueryRow, query_id)
+            if row is None:
+                raise StoreError(f"unknown query id {query_id!r}")
+            return _query_from_row(row)
+
+    def queries(self, run_id: str | None = None, kind: str | None = None) -> list[Query]:
+        with self.session() as s:
+            q = select(QueryRow)
+            if run_id is not None:
+                q = q.where(QueryRow.run_id == run_id)
+            if kind is not None:
+                q = q.where(QueryRow.kind == kind)
+            return [_query_from_row(r) for r in s.execute(q.order_by(QueryRow.created_at)).scalars()]
+
+    # -- feedback -------------------------------------------------------------------------------
+    def add_feedback(self, fb: Feedback, client_key: str | None = None) -> Feedback:
+        """Commit one answer (with its audit entry) and return it with its row id.
+
+        Refused with :class:`StoreError` (nothing written) for an unknown query or annotator, a
+        withdrawn annotator, a query assigned to someone else, or a person without consent. A repeated
+        ``client_key`` from the same annotator returns the first stored answer instead of a duplicate.
+        """
+        try:
+            with self.session() as s, s.begin():
+                ann = s.get(AnnotatorRow, fb.annotator_id)
+                if ann is None:
+                    raise StoreError(f"unknown annotator {fb.annotator_id!r}")
+                if ann.withdrawn_at is not None:
+                    raise StoreError(f"annotator {fb.annotator_id!r} has withdrawn; no feedback is accepted")
+                if client_key is not None:
+                    prev = s.execute(select(FeedbackRow).where(FeedbackRow.annotator_id == fb.annotator_id,
+                                                               FeedbackRow.client_key == client_key)).scalar_one_or_none()
+                    if prev is not None:
+                        if prev.query_id != fb.query_id:
+                            raise StoreError(f"client key {client_key!r} was already used for another query")
+                        return _feedback_from_row(prev)
+                q = s.get(QueryRow, fb.query_id)
+                if q is None:
+                    raise StoreError(f"unknown query id {fb.query_id!r}")
+                if q.assigned_to is not None and q.assigned_to != fb.annotator_id:
+                    raise StoreError(f"query {fb.query_id!r} is not assigned to annotator {fb.annotator_id!r}")
+                if ann.kind == "human" and self.consent_version is not None:
+                    c = s.execute(select(ConsentRow).where(ConsentRow.annotator_id == ann.id,
+                                                           ConsentRow.version == self.consent_version)
+                                  .order_by(ConsentRow.id.desc()).limit(1)).scalar_one_or_none()
+                    if c is None or not c.agreed:
+                        raise ConsentError(f"annotator {ann.id!r} has not agreed to consent version "
+                                           f"{self.consent_version!r}; no label is accepted before that")
+                row = FeedbackRow(query_id=fb.query_id, annotator_id=fb.annotator_id, value=fb.value,
+                                  data=_json_safe(fb.data), asked_at=fb.asked_at, answered_at=fb.answered_at,
+                                  step=fb.step, client_key=client_key)
+                s.add(row)
+                s.flush()
+                audit.append(s, fb.annotator_id, "feedback.add",
+                             {"feedback": row.id, "query": fb.query_id, "value": fb.value})
+                return _feedback_from_row(row)
+        except IntegrityError as e:  # a concurrent duplicate client key lost the race: return the winner
+            if client_key is None:
+                raise StoreError(f"could not store feedback: {e.orig}") from e
+            with self.session() as s:
+                prev = s.execute(select(FeedbackRow).where(FeedbackRow.annotator_id == fb.annotator_id,
+                                                           FeedbackRow.client_key == client_key)).scalar_one()
+                return _feedback_from_row(prev)
+
+    def feedback(self, run_id: str | None = None, kind: str | None = None, annotator_id: str | None = None,
+                 include_withdrawn: bool = False, include_skipped: bool = True) -> list[Feedback]:
+        """Stored answers in the order given. Withdrawn ones are left out unless asked for."""
+        with self.session() as s:
+            q = select(FeedbackRow).join(QueryRow, QueryRow.id == FeedbackRow.query_id)
+            if run_id is not None:
+                q = q.where(QueryRow.run_id == run_id)
+            if kind is not None:
+                q = q.where(QueryRow.kind == kind)
+            if annotator_id is not None:
+                q = q.where(FeedbackRow.annotator_id == annotator_id)
+            if not include_withdrawn:
+                q = q.where(FeedbackRow.withdrawn.is_(False))
+            rows = s.execute(q.order_by(FeedbackRow.id)).scalars()
+            out = [_feedback_from_row(r) for r in rows]
+        if not include_skipped:
+            out = [f for f in out if not f.skipped]
+        return out
+
+    def labelled_pairs(self, run_id: str | None = None) -> list[tuple[PairQuery, Feedback]]:
+        """Preference queries joined with their (non-withdrawn, non-skipped) answers."""
+        fbs = self.feedback(run_id=run_id, kind="pair", include_skipped=False)
+        cache: dict[str, Query] = {}
+        out = []
+        for fb in fbs:
+            if fb.query_id not in cache:
+                cache[fb.query_id] = self.query(fb.query_id)
+            q = cache[fb.query_id]
+            assert isinstance(q, PairQuery)
+            out.append((q, fb))
+        return out
+
+    # -- withdrawal, models and lineage ----------------------------------------------------------
+    def withdraw_annotator(self, annotator_id: str, actor: str = "admin", reason: str = "") -> dict[str, Any]:
+        """Exclude every label of this person from now on and flag every model trained on them."""
+        with self.session() as s, s.begin():
+            ann = s.get(AnnotatorRow, annotator_id)
+            if ann is None:
+                raise StoreError(f"unknown annotator {annotator_id!r}")
+            ann.withdrawn_at = ann.withdrawn_at or time.time()
+            ids = list(s.execute(select(FeedbackRow.id).where(FeedbackRow.annotator_id == annotator_id)).scalars())
+            s.execute(update(FeedbackRow).where(FeedbackRow.annotator_id == annotator_id).values(withdrawn=True))
+            model_ids = sorted(set(s.execute(select(LineageRow.model_id).where(LineageRow.feedback_id.in_(ids))).scalars())) if ids else []
+            for mid in model_ids:
+                m = s.get(ModelRow, mid)
+                m.flagged = f"trained on feedback withdrawn by {annotator_id}"
+            audit.append(s, actor, "annotator.withdraw", {"annotator": annotator_id, "labels": len(ids),
+                                                          "models_flagged": model_ids, "reason": reason})
+        return {"annotator": annotator_id, "labels_withdrawn": len(ids), "models_flagged": model_ids}
+
+    def record_model(self, path: str | Path, feedback_ids: Iterable[int], kind: str = "reward",
+                     run_id: str | None = None, model_id: str | None = None) -> str:
+        """Register a trained model with the ids of the feedback that trained it (lineage)."""
+        mid = model_id or new_id(kind)
+        ids = sorted({int(i) for i in feedback_ids})
+        with self.session() as s, s.begin():
+            if run_id is not None and s.get(RunRow, run_id) is None:
+                s.add(RunRow(id=run_id, created_at=time.time()))
+                s.flush()
+            s.add(ModelRow(id=mid, run_id=run_id, kind=kind, path=str(path), created_at=time.time()))
+            s.flush()
+            s.add_all([LineageRow(model_id=mid, feedback_id=i) for i in ids])
+            audit.append(s, "system", "model.train", {"model": mid, "kind": kind, "labels": len(ids)})
+        return mid
+
+    def models(self, flagged_only: bool = False) -> list[ModelRow]:
+        with self.session() as s:
+            q = select(ModelRow)
+            if flagged_only:
+                q = q.where(ModelRow.flagged.is_not(None))
+            return list(s.execute(q.order_by(ModelRow.created_at)).scalars())
+
+    def lineage(self, model_id: str) -> list[int]:
+        with self.session() as s:
+            return sorted(s.execute(select(LineageRow.feedback_id).where(LineageRow.model_id == model_id)).scalars())
+
+    def models_using(self, annotator_id: str) -> list[str]:
+        """Ids of every model trained on at least one label of this annotator."""
+        with self.session() as s:
+            q = (select(LineageRow.model_id).join(FeedbackRow, FeedbackRow.id == LineageRow.feedback_id)
+                 .where(FeedbackRow.annotator_id == annotator_id).distinct())
+            return sorted(s.execute(q).scalars())
+
+    # -- audit ------------------------------------------------------------------------------------
+    def audit(self, actor: str, action: str, payload: dict | None = None) -> None:
+        with self.session() as s, s.begin():
+            audit.append(s, actor, action, payload)
+
+    def verify_audit(self) -> audit.VerifyResult:
+        with self.session() as s:
+            return audit.verify(s)
+
+    # -- export / import --------------------------------------------------------------------------
+    def export_jsonl(self, path: str | Path, run_id: str | None = None, actor: str = "system") -> int:
+        """Write one JSON object per answer (with its query) to ``path``; withdrawn answers are left out."""
+        fbs = self.feedback(run_id=run_id)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as f:
+            for fb in fbs:
+                f.write(json.dumps({"feedback": fb.to_dict(), "query": self.query(fb.query_id).to_dict()}) + "\n")
+        self.audit(actor, "export", {"path": str(path), "rows": len(fbs), "run": run_id})
+        return len(fbs)
+
+    def import_jsonl(self, path: str | Path, actor: str = "system") -> int:
+        """Read rows written by :meth:`export_jsonl`. Validates every row before writing any."""
+        rows = []
+        with Path(path).open() as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    d = json.loads(line)
+                    rows.append((Query.from_dict(d["query"]), Feedback.from_dict(d["feedback"])))
+                except (ValueError, KeyError, TypeError) as e:
+                    raise StoreError(f"{path}:{n}: not a feedback row ({e})") from e
+        n = 0
+        for q, fb in rows:
+            self.add_annotator(fb.annotator_id)
+            self.add_queries([q], run_id=q.run_id)
+            with self.session() as s:
+                dup = s.execute(select(FeedbackRow.id).where(
+                    FeedbackRow.query_id == fb.query_id, FeedbackRow.annotator_id == fb.annotator_id,
+                    FeedbackRow.answered_at == fb.answered_at)).first()
+            if dup is None:
+                self.add_feedback(Feedback(fb.query_id, fb.annotator_id, fb.value, fb.asked_at, fb.answered_at,
+                                           fb.step, fb.data))
+                n += 1
+        self.audit(actor, "import", {"path": str(path), "rows": n})
+        return n
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # an acknowledged answer survives a killed process
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _json_safe(x: Any) -> Any:
+    return None if x is None else json.loads(json.dumps(x, default=str))
+
+
+def _query_from_row(row: QueryRow) -> Query:
+    return Query.from_dict({"id": row.id, "kind": row.kind, "run_id": row.run_id, "created_at": row.created_at,
+                            "payload": row.payload})
+
+
+def _feedback_from_row(r: FeedbackRow) -> Feedback:
+    return Feedback(r.query_id, r.annotator_id, r.value, r.asked_at, r.answered_at, r.step, r.data, r.id)
