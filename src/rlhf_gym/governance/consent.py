@@ -35,6 +35,10 @@ class FeedbackPolicy:
     keep_contact: bool = False
     version_label: str | None = None
 
+    def consent_record_text(self) -> str:
+        """The exact text a person agrees to (purpose + consent); its hash is stored with the decision."""
+        return self.purpose + "\n" + self.consent_text
+
     @property
     def consent_version(self) -> str:
         """An explicit label if set, else a short hash of purpose + text (so any edit asks again)."""
@@ -64,21 +68,28 @@ def ensure_terminal_consent(store: FeedbackStore, annotator_id: str, policy: Fee
                             input_fn: Callable[[str], str] = input, out: Callable[[str], None] = print) -> bool:
     """Show purpose and consent text at the terminal unless this person already agreed to this version.
 
-    Records the decision (and sets ``store.consent_version`` so the store refuses labels without it).
-    Returns True when the person agreed.
+    Registers an unknown id as a person (kind ``human``), records the decision, and sets
+    ``store.consent_version`` so the store refuses labels without it. Returns True when the person
+    agreed; False when they declined or have withdrawn.
     """
     policy = policy or load_policy()
     store.consent_version = policy.consent_version
+    ann = store.annotator(annotator_id)
+    if ann is None:  # a person at the terminal: register them (pseudonymous id only)
+        store.add_annotator(annotator_id, kind="human")
+    elif ann.withdrawn_at is not None:
+        out(f"Annotator {annotator_id} has withdrawn; no feedback is asked or stored.")
+        return False
     if store.has_consent(annotator_id, policy.consent_version):
         return True
     out(f"\nPurpose of this feedback:\n  {policy.purpose}\n\nConsent ({policy.consent_version}):\n  {policy.consent_text}\n")
     while True:
         ans = input_fn("Do you agree to take part? (yes/no) ").strip().lower()
         if ans in ("y", "yes"):
-            store.record_consent(annotator_id, policy.consent_version, policy.purpose + "\n" + policy.consent_text, True)
+            store.record_consent(annotator_id, policy.consent_version, policy.consent_record_text(), True)
             return True
         if ans in ("n", "no"):
-            store.record_consent(annotator_id, policy.consent_version, policy.purpose + "\n" + policy.consent_text, False)
+            store.record_consent(annotator_id, policy.consent_version, policy.consent_record_text(), False)
             out("No consent given: no feedback will be asked or stored.")
             return False
         out(f"Please answer yes or no (got {ans!r}).")

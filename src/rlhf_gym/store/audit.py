@@ -1,14 +1,27 @@
-"""Append-only, hash-chained audit log.
+"""Append-only, hash-chained audit log with a signed head checkpoint.
 
 Each entry's hash covers its sequence number, time, actor, action, payload and the previous entry's
-hash, so changing, deleting or reordering any entry breaks every hash after it. :func:`verify`
-recomputes the chain and names the first entry that does not fit.
+hash, so changing, deleting or reordering any entry breaks every hash after it.
+
+The chain alone cannot show that its *last* entries were removed (a shorter chain is still a valid
+chain). So every append also updates a one-row ``audit_head`` table in the same transaction with the
+new entry's ``seq`` and ``hash`` plus an HMAC of both. :func:`verify` recomputes the chain and then
+checks that it ends exactly at the checkpoint, naming the first missing entry when it does not.
+
+The HMAC key comes from the environment variable ``RLHF_GYM_AUDIT_KEY``. Without it a fixed public
+key is used: that still catches plain deletion of the last rows (or of the checkpoint), but someone
+who knows this code could rewrite the checkpoint too. With a secret key kept outside the database,
+the checkpoint cannot be forged. Against an attacker who also holds the key (or replays an old
+checkpoint row), publish the head now and then (``rlhf-gym audit head``) and verify against it
+later (``rlhf-gym audit verify --expect SEQ:HASH``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,15 +29,25 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from rlhf_gym.store.schema import AuditRow
+from rlhf_gym.store.schema import AuditHeadRow, AuditRow
 
 GENESIS = "0" * 64
+KEY_ENV = "RLHF_GYM_AUDIT_KEY"
+_PUBLIC_KEY = b"rlhf-gym audit head (no RLHF_GYM_AUDIT_KEY set)"
 
 
 def entry_hash(seq: int, at: float, actor: str, action: str, payload: dict[str, Any], prev_hash: str) -> str:
     body = json.dumps([seq, repr(float(at)), actor, action, payload, prev_hash], sort_keys=True,
                       separators=(",", ":"), default=str)
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def head_mac(seq: int, hash_: str, key: bytes | None = None) -> str:
+    """HMAC-SHA256 of the checkpoint, keyed by ``RLHF_GYM_AUDIT_KEY`` (read at call time)."""
+    if key is None:
+        env = os.environ.get(KEY_ENV)
+        key = env.encode() if env else _PUBLIC_KEY
+    return hmac.new(key, f"{seq}:{hash_}".encode(), hashlib.sha256).hexdigest()
 
 
 def append(session: Session, actor: str, action: str, payload: dict[str, Any] | None = None) -> AuditRow:
@@ -42,31 +65,81 @@ def append(session: Session, actor: str, action: str, payload: dict[str, Any] | 
     row = AuditRow(seq=seq, at=at, actor=actor, action=action, payload=payload, prev_hash=prev,
                    hash=entry_hash(seq, at, actor, action, payload, prev))
     session.add(row)
+    head = session.get(AuditHeadRow, 1)
+    if head is None:
+        session.add(AuditHeadRow(id=1, seq=seq, hash=row.hash, mac=head_mac(seq, row.hash)))
+    else:
+        head.seq, head.hash, head.mac = seq, row.hash, head_mac(seq, row.hash)
     session.flush()
     return row
 
 
 @dataclass(frozen=True)
 class VerifyResult:
+    """Outcome of :func:`verify`: ``first_bad_seq`` names the first entry that is wrong or missing."""
+
     ok: bool
     entries: int
     first_bad_seq: int | None = None
     reason: str = ""
+    head_seq: int | None = None
+    head_hash: str | None = None
 
 
-def verify(session: Session) -> VerifyResult:
-    """Recompute the chain; report the first entry whose hash, link or sequence is wrong."""
+def verify(session: Session, expect: tuple[int, str] | None = None) -> VerifyResult:
+    """Recompute the chain; report the first entry whose hash, link or sequence is wrong or missing.
+
+    Also checks that the chain ends at the signed head checkpoint (catches a truncated tail) and,
+    when ``expect=(seq, hash)`` is given (a head published earlier), that this entry is still there.
+    """
     prev = GENESIS
     expected_seq = 1
     n = 0
+    seen: dict[int, str] = {}
     for row in session.execute(select(AuditRow).order_by(AuditRow.seq)).scalars():
         n += 1
         if row.seq != expected_seq:
-            return VerifyResult(False, n, row.seq, f"entry {expected_seq} is missing (found {row.seq} next)")
+            return VerifyResult(False, n, expected_seq, f"entry {expected_seq} is missing (found {row.seq} next)")
         if row.prev_hash != prev:
-            return VerifyResult(False, n, row.seq, f"entry {row.seq} does not link to the entry before it")
+            return VerifyResult(False, n, row.seq, f"entry {row.seq} ({row.action}) does not link to the entry "
+                                                   "before it (entries reordered, replaced or removed)")
         if entry_hash(row.seq, row.at, row.actor, row.action, row.payload, row.prev_hash) != row.hash:
             return VerifyResult(False, n, row.seq, f"entry {row.seq} ({row.action}) was changed after it was written")
         prev = row.hash
         expected_seq += 1
-    return VerifyResult(True, n)
+        if expect is not None and row.seq == expect[0]:
+            seen[row.seq] = row.hash
+    last_seq = expected_seq - 1
+    head = session.get(AuditHeadRow, 1)
+    if head is None:
+        if n:
+            return VerifyResult(False, n, last_seq + 1, "the head checkpoint is missing, so entries after "
+                                f"{last_seq} may have been deleted")
+    else:
+        if not hmac.compare_digest(head.mac, head_mac(head.seq, head.hash)):
+            return VerifyResult(False, n, min(head.seq, last_seq + 1),
+                                f"the head checkpoint's signature does not match (checkpoint rewritten, or a "
+                                f"different {KEY_ENV} than when it was written)")
+        if head.seq > last_seq:
+            return VerifyResult(False, n, last_seq + 1, f"entries {last_seq + 1}..{head.seq} were deleted from the "
+                                f"end of the log (the checkpoint says it has {head.seq} entries)")
+        if head.seq < last_seq:
+            return VerifyResult(False, n, head.seq + 1, f"entries {head.seq + 1}..{last_seq} were added outside "
+                                "the store (after the signed checkpoint)")
+        if head.hash != prev:
+            return VerifyResult(False, n, last_seq, f"entry {last_seq} does not match the signed head checkpoint")
+    if expect is not None:
+        eseq, ehash = expect
+        if eseq > last_seq:
+            return VerifyResult(False, n, last_seq + 1, f"entry {eseq} of the published head is missing "
+                                f"(the log ends at {last_seq})")
+        if seen.get(eseq) != ehash:
+            return VerifyResult(False, n, eseq, f"entry {eseq} differs from the published head hash")
+    return VerifyResult(True, n, head_seq=last_seq if n else None, head_hash=prev if n else None)
+
+
+def entries(session: Session) -> list[dict[str, Any]]:
+    """Every entry as a JSON-safe dict, in order (for exports and the admin page)."""
+    return [{"seq": r.seq, "at": r.at, "actor": r.actor, "action": r.action, "payload": r.payload,
+             "prev_hash": r.prev_hash, "hash": r.hash}
+            for r in session.execute(select(AuditRow).order_by(AuditRow.seq)).scalars()]

@@ -113,3 +113,17 @@ class AuditRow(Base):
     payload: Mapped[dict] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRow(Base):
+    """The latest audit entry (seq, hash) with a MAC, updated in the same transaction as each append.
+
+    The chain alone cannot show that its last entries were deleted; comparing the chain's end with
+    this checkpoint can (see :func:`rlhf_gym.store.audit.verify`).
+    """
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))

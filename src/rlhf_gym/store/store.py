@@ -115,6 +115,37 @@ class FeedbackStore:
             audit.append(s, annotator_id, "consent.agree" if agreed else "consent.decline",
                          {"annotator": annotator_id, "version": version})
 
+    def _check_consent(self, s: Session, annotator_id: str) -> None:
+        """Raise ConsentError unless this person's latest decision (for the current version) is yes.
+
+        With ``consent_version`` set (terminal and web set it from the owner's policy) the decision must
+        be about that version, so a changed text asks again; without it any recorded agreement counts,
+        so a person never gives a label with no consent on record at all.
+        """
+        q = select(ConsentRow).where(ConsentRow.annotator_id == annotator_id)
+        if self.consent_version is not None:
+            q = q.where(ConsentRow.version == self.consent_version)
+        c = s.execute(q.order_by(ConsentRow.at.desc(), ConsentRow.id.desc()).limit(1)).scalar_one_or_none()
+        if c is None or not c.agreed:
+            which = f"consent version {self.consent_version!r}" if self.consent_version else "any consent text"
+            state = "declined" if c is not None else "has not agreed to"
+            raise ConsentError(f"annotator {annotator_id!r} {state} {which}; no label is accepted without a "
+                               "recorded consent (show the purpose and consent text first)")
+
+    def consent_status(self, annotator_id: str) -> dict[str, Any] | None:
+        """The latest consent decision of this person (version, agreed, time), or None."""
+        with self.session() as s:
+            c = s.execute(select(ConsentRow).where(ConsentRow.annotator_id == annotator_id)
+                          .order_by(ConsentRow.at.desc(), ConsentRow.id.desc()).limit(1)).scalar_one_or_none()
+            return None if c is None else {"version": c.version, "agreed": c.agreed, "at": c.at}
+
+    def consents(self, annotator_id: str) -> list[dict[str, Any]]:
+        """Every consent decision of this person, oldest first."""
+        with self.session() as s:
+            rows = s.execute(select(ConsentRow).where(ConsentRow.annotator_id == annotator_id)
+                             .order_by(ConsentRow.at, ConsentRow.id)).scalars()
+            return [{"version": c.version, "text_hash": c.text_hash, "agreed": c.agreed, "at": c.at} for c in rows]
+
     def has_consent(self, annotator_id: str, version: str | None = None) -> bool:
         """True when the latest decision for ``version`` (default: the store's) is an agreement."""
         version = version or self.consent_version
@@ -122,7 +153,7 @@ class FeedbackStore:
             q = select(ConsentRow).where(ConsentRow.annotator_id == annotator_id)
             if version is not None:
                 q = q.where(ConsentRow.version == version)
-            row = s.execute(q.order_by(ConsentRow.id.desc()).limit(1)).scalar_one_or_none()
+            row = s.execute(q.order_by(ConsentRow.at.desc(), ConsentRow.id.desc()).limit(1)).scalar_one_or_none()
             return bool(row and row.agreed)
 
     # -- runs and queries ---------------------------------------------------------------------
@@ -152,6 +183,23 @@ class FeedbackStore:
                                assigned_to=assigned_to))
                 new.append(q.id)
         return new
+
+    def set_gold(self, query_id: str, value: float | None, actor: str = "admin") -> None:
+        """Mark a stored query as an attention check with a known answer (None clears it). Audited."""
+        if value is not None and not (0.0 <= float(value) <= 1.0):
+            raise StoreError(f"gold value must be in [0, 1] (1 = left/good, 0 = right/bad), got {value!r}")
+        with self.session() as s, s.begin():
+            row = s.get(QueryRow, query_id)
+            if row is None:
+                raise StoreError(f"unknown query id {query_id!r}")
+            row.gold_value = None if value is None else float(value)
+            audit.append(s, actor, "gold.set", {"query": query_id, "value": row.gold_value})
+
+    def gold_values(self) -> dict[str, float]:
+        """Query id -> known answer, for every seeded attention check."""
+        with self.session() as s:
+            rows = s.execute(select(QueryRow.id, QueryRow.gold_value).where(QueryRow.gold_value.is_not(None)))
+            return {qid: float(v) for qid, v in rows}
 
     def query(self, query_id: str) -> Query:
         with self.session() as s:
@@ -196,13 +244,8 @@ class FeedbackStore:
                     raise StoreError(f"unknown query id {fb.query_id!r}")
                 if q.assigned_to is not None and q.assigned_to != fb.annotator_id:
                     raise StoreError(f"query {fb.query_id!r} is not assigned to annotator {fb.annotator_id!r}")
-                if ann.kind == "human" and self.consent_version is not None:
-                    c = s.execute(select(ConsentRow).where(ConsentRow.annotator_id == ann.id,
-                                                           ConsentRow.version == self.consent_version)
-                                  .order_by(ConsentRow.id.desc()).limit(1)).scalar_one_or_none()
-                    if c is None or not c.agreed:
-                        raise ConsentError(f"annotator {ann.id!r} has not agreed to consent version "
-                                           f"{self.consent_version!r}; no label is accepted before that")
+                if ann.kind == "human":
+                    self._check_consent(s, ann.id)
                 row = FeedbackRow(query_id=fb.query_id, annotator_id=fb.annotator_id, value=fb.value,
                                   data=_json_safe(fb.data), asked_at=fb.asked_at, answered_at=fb.answered_at,
                                   step=fb.step, client_key=client_key)
@@ -259,6 +302,8 @@ class FeedbackStore:
             if ann is None:
                 raise StoreError(f"unknown annotator {annotator_id!r}")
             ann.withdrawn_at = ann.withdrawn_at or time.time()
+            if ann.meta and "contact" in ann.meta:  # personal data is not kept past withdrawal
+                ann.meta = {k: v for k, v in ann.meta.items() if k != "contact"}
             ids = list(s.execute(select(FeedbackRow.id).where(FeedbackRow.annotator_id == annotator_id)).scalars())
             s.execute(update(FeedbackRow).where(FeedbackRow.annotator_id == annotator_id).values(withdrawn=True))
             model_ids = sorted(set(s.execute(select(LineageRow.model_id).where(LineageRow.feedback_id.in_(ids))).scalars())) if ids else []
@@ -307,37 +352,120 @@ class FeedbackStore:
         with self.session() as s, s.begin():
             audit.append(s, actor, action, payload)
 
-    def verify_audit(self) -> audit.VerifyResult:
+    def verify_audit(self, expect: tuple[int, str] | None = None) -> audit.VerifyResult:
+        """Check the hash chain and the signed head (see :func:`rlhf_gym.store.audit.verify`)."""
         with self.session() as s:
-            return audit.verify(s)
+            return audit.verify(s, expect)
+
+    def audit_entries(self) -> list[dict[str, Any]]:
+        with self.session() as s:
+            return audit.entries(s)
 
     # -- export / import --------------------------------------------------------------------------
-    def export_jsonl(self, path: str | Path, run_id: str | None = None, actor: str = "system") -> int:
-        """Write one JSON object per answer (with its query) to ``path``; withdrawn answers are left out."""
+    def export_records(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Every non-withdrawn answer with its query and its annotator (kind, and a person's consents).
+
+        Carrying the annotator's kind and consent records lets :meth:`import_jsonl` keep the consent
+        rule in the receiving store. No contact detail is ever exported.
+        """
         fbs = self.feedback(run_id=run_id)
+        queries: dict[str, dict[str, Any]] = {}
+        anns: dict[str, dict[str, Any]] = {}
+        out = []
+        for fb in fbs:
+            if fb.query_id not in queries:
+                queries[fb.query_id] = self.query(fb.query_id).to_dict()
+            if fb.annotator_id not in anns:
+                row = self.annotator(fb.annotator_id)
+                kind = row.kind if row is not None else "human"
+                anns[fb.annotator_id] = {"id": fb.annotator_id, "kind": kind,
+                                         "consents": self.consents(fb.annotator_id) if kind == "human" else []}
+            out.append({"feedback": fb.to_dict(), "query": queries[fb.query_id], "annotator": anns[fb.annotator_id]})
+        return out
+
+    def export_jsonl(self, path: str | Path, run_id: str | None = None, actor: str = "system") -> int:
+        """Write one JSON object per answer (with its query and annotator) to ``path``; audited.
+
+        Withdrawn answers are left out. The audit entry records the file's SHA-256.
+        """
+        recs = self.export_records(run_id)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w") as f:
-            for fb in fbs:
-                f.write(json.dumps({"feedback": fb.to_dict(), "query": self.query(fb.query_id).to_dict()}) + "\n")
-        self.audit(actor, "export", {"path": str(path), "rows": len(fbs), "run": run_id})
-        return len(fbs)
+            for r in recs:
+                f.write(json.dumps(r) + "\n")
+        self.audit(actor, "export.labels", {"path": str(path), "format": "jsonl", "rows": len(recs), "run": run_id,
+                                            "sha256": _file_sha256(path)})
+        return len(recs)
 
-    def import_jsonl(self, path: str | Path, actor: str = "system") -> int:
-        """Read rows written by :meth:`export_jsonl`. Validates every row before writing any."""
-        rows = []
+    def import_jsonl(self, path: str | Path, actor: str = "system", attest_consent: bool = False) -> int:
+        """Read rows written by :meth:`export_jsonl`; returns the number of answers added.
+
+        Every row is validated before anything is written. Annotators keep their kind; a row without
+        one counts as a person (the safe choice). A person's labels are taken only with a consent on
+        record: already in this store, carried in the file (imported and audited), or - with
+        ``attest_consent=True`` - an owner's attestation that they hold it, recorded as a consent by
+        ``actor`` and audited. Labels of people withdrawn in this store are skipped (and counted).
+        """
+        rows: list[tuple[Query, Feedback, dict[str, Any] | None]] = []
         with Path(path).open() as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 try:
                     d = json.loads(line)
-                    rows.append((Query.from_dict(d["query"]), Feedback.from_dict(d["feedback"])))
-                except (ValueError, KeyError, TypeError) as e:
+                    ann = d.get("annotator")
+                    if ann is not None and (not isinstance(ann, dict) or ann.get("kind") not in ("human", "simulated")):
+                        raise ValueError("annotator must be an object with kind 'human' or 'simulated'")
+                    rows.append((Query.from_dict(d["query"]), Feedback.from_dict(d["feedback"]), ann))
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
                     raise StoreError(f"{path}:{n}: not a feedback row ({e})") from e
+        kinds: dict[str, str] = {}
+        file_consents: dict[str, list[dict[str, Any]]] = {}
+        for _, fb, ann in rows:
+            kind = ann["kind"] if ann else "human"
+            if kinds.setdefault(fb.annotator_id, kind) != kind:
+                raise StoreError(f"{path}: annotator {fb.annotator_id!r} is both human and simulated in the file")
+            if ann and ann.get("consents"):
+                file_consents[fb.annotator_id] = ann["consents"]
+        withdrawn: set[str] = set()
+        attest: list[str] = []
+        missing: list[str] = []
+        for aid, kind in kinds.items():
+            row = self.annotator(aid)
+            if row is not None:
+                if row.kind != kind:
+                    raise StoreError(f"{path}: annotator {aid!r} is {kind} in the file but {row.kind} in this store")
+                if row.withdrawn_at is not None:
+                    withdrawn.add(aid)
+                    continue
+            if kind != "human" or self._consent_ok_after_import(aid, file_consents.get(aid, [])):
+                continue
+            (attest if attest_consent else missing).append(aid)
+        if missing:
+            raise ConsentError(f"{path}: no recorded consent for person(s) {', '.join(sorted(missing))} (none in "
+                               "this store, none in the file); nothing was imported. Import with "
+                               "--attest-consent only if you hold their consent: the attestation is audited")
         n = 0
-        for q, fb in rows:
-            self.add_annotator(fb.annotator_id)
+        for aid, kind in kinds.items():
+            if aid in withdrawn:
+                continue
+            self.add_annotator(aid, kind=kind, actor=actor)
+            if aid in file_consents:
+                self._import_consents(aid, file_consents[aid], actor, str(path))
+            if aid in attest:
+                with self.session() as s, s.begin():
+                    version = self.consent_version or "attested"
+                    s.add(ConsentRow(annotator_id=aid, version=version, agreed=True, at=time.time(),
+                                     text_hash=hashlib.sha256(f"attested by {actor} on import of {path}".encode())
+                                     .hexdigest()))
+                    audit.append(s, actor, "consent.attest", {"annotator": aid, "version": version,
+                                                              "source": str(path)})
+        skipped = 0
+        for q, fb, _ in rows:
+            if fb.annotator_id in withdrawn:
+                skipped += 1
+                continue
             self.add_queries([q], run_id=q.run_id)
             with self.session() as s:
                 dup = s.execute(select(FeedbackRow.id).where(
@@ -347,8 +475,46 @@ class FeedbackStore:
                 self.add_feedback(Feedback(fb.query_id, fb.annotator_id, fb.value, fb.asked_at, fb.answered_at,
                                            fb.step, fb.data))
                 n += 1
-        self.audit(actor, "import", {"path": str(path), "rows": n})
+        self.audit(actor, "import", {"path": str(path), "rows": n, "skipped_withdrawn": skipped,
+                                     "withdrawn_annotators": sorted(withdrawn), "attested": sorted(attest)})
         return n
+
+    def _consent_ok_after_import(self, annotator_id: str, consents: list[dict[str, Any]]) -> bool:
+        """Would this person pass the consent rule with the store's records plus ``consents``?"""
+        if self.annotator(annotator_id) is not None:
+            with self.session() as s:
+                try:
+                    self._check_consent(s, annotator_id)
+                    return True
+                except ConsentError:
+                    pass
+        relevant = [c for c in consents if self.consent_version is None or c.get("version") == self.consent_version]
+        return bool(relevant) and bool(relevant[-1].get("agreed"))
+
+    def _import_consents(self, annotator_id: str, consents: list[dict[str, Any]], actor: str, source: str) -> None:
+        with self.session() as s, s.begin():
+            have = {(c.version, c.at) for c in s.execute(
+                select(ConsentRow).where(ConsentRow.annotator_id == annotator_id)).scalars()}
+            for c in consents:
+                try:
+                    key = (str(c["version"]), float(c["at"]))
+                    agreed, text_hash = bool(c["agreed"]), str(c.get("text_hash", ""))
+                except (KeyError, TypeError, ValueError) as e:
+                    raise StoreError(f"{source}: bad consent record for {annotator_id!r} ({e})") from e
+                if key in have:
+                    continue
+                s.add(ConsentRow(annotator_id=annotator_id, version=key[0], agreed=agreed, at=key[1],
+                                 text_hash=text_hash))
+                audit.append(s, actor, "consent.import", {"annotator": annotator_id, "version": key[0],
+                                                          "agreed": agreed, "at": key[1], "source": source})
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
