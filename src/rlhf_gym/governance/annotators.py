@@ -1,0 +1,63 @@
+"""Inviting, listing and withdrawing annotators: the owner's side of consent and withdrawal."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from rlhf_gym.governance.consent import FeedbackPolicy, load_policy
+from rlhf_gym.store import FeedbackStore, StoreError
+from rlhf_gym.types import new_id
+
+
+def invite_annotator(store: FeedbackStore, annotator_id: str | None = None, *, role: str = "annotator",
+                     contact: str | None = None, policy: FeedbackPolicy | None = None,
+                     actor: str = "admin") -> tuple[str, str]:
+    """Create a person (kind ``human``) with a fresh random token; returns ``(id, token)``.
+
+    Only the token's hash is stored, so the token is shown once. A contact detail is kept only when
+    the owner's policy says ``keep_contact = true``; otherwise passing one is an error. The person
+    still has to agree to the consent text before their first label.
+    """
+    if role not in ("annotator", "admin"):
+        raise StoreError(f"role must be 'annotator' or 'admin', got {role!r}")
+    policy = policy or load_policy()
+    if contact and not policy.keep_contact:
+        raise StoreError("contact details are not kept under this feedback policy (keep_contact = false in "
+                         "rlhf-gym.toml [feedback]); annotators are pseudonymous ids")
+    aid = annotator_id or new_id("person")
+    if store.annotator(aid) is not None:
+        raise StoreError(f"annotator {aid!r} already exists; choose another id")
+    token = secrets.token_urlsafe(24)
+    store.add_annotator(aid, kind="human", token=token, role=role, meta={"contact": contact} if contact else None,
+                        actor=actor)
+    return aid, token
+
+
+def invite_link(server_url: str, token: str) -> str:
+    """The link a person opens in the web app (``SERVER/?token=...``)."""
+    return server_url.rstrip("/") + "/?token=" + token
+
+
+def annotator_summaries(store: FeedbackStore) -> list[dict[str, Any]]:
+    """One row per annotator: kind, role, consent state, labels kept and withdrawn, models using them.
+
+    Contact details are never listed.
+    """
+    kept: dict[str, int] = {}
+    withdrawn: dict[str, int] = {}
+    for fb in store.feedback(include_withdrawn=True):
+        kept.setdefault(fb.annotator_id, 0)
+        withdrawn.setdefault(fb.annotator_id, 0)
+    for fb in store.feedback():
+        kept[fb.annotator_id] += 1
+    for aid in withdrawn:
+        withdrawn[aid] = len(store.feedback(annotator_id=aid, include_withdrawn=True)) - kept[aid]
+    out = []
+    for a in store.annotators():
+        out.append({"id": a.id, "kind": a.kind, "role": a.role, "created_at": a.created_at,
+                    "withdrawn_at": a.withdrawn_at, "consent": store.consent_status(a.id),
+                    "labels": kept.get(a.id, 0), "labels_withdrawn": withdrawn.get(a.id, 0),
+                    "has_contact": bool(a.meta and a.meta.get("contact")),
+                    "models_using": store.models_using(a.id)})
+    return out
