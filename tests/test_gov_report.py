@@ -159,3 +159,37 @@ def test_without_any_reference_position_bias_uses_the_randomised_clip_order():
         "same_side", "position_bias"}
     assert population_flags(only_acc, {}, ["acc1"])["acc1"] == []
     assert BiasSettings().alpha == 0.01
+
+
+def test_owner_config_example_parses_to_the_defaults(tmp_path):
+    from pathlib import Path
+
+    from rlhf_gym.governance.bias import load_monitoring
+    from rlhf_gym.governance.consent import FeedbackPolicy, load_policy
+
+    example = Path(__file__).resolve().parents[1] / "rlhf-gym.toml.example"
+    assert load_policy(example) == FeedbackPolicy()
+    assert load_monitoring(example) == (BiasSettings(), WeightPolicy())
+    custom = tmp_path / "rlhf-gym.toml"
+    custom.write_text('[monitoring]\nannotator_weighting = "exclude"\nweight_flags = ["too_fast"]\nalpha = 0.05\n')
+    settings, weighting = load_monitoring(custom)
+    assert settings.alpha == 0.05 and weighting == WeightPolicy("exclude", flags=("too_fast",))
+    custom.write_text("[monitoring]\nalpah = 0.05\n")
+    with pytest.raises(ValueError, match="alpah"):
+        load_monitoring(custom)
+    assert WeightPolicy.from_settings({"annotator_weighting": "downweight", "flagged_weight": "0.1",
+                                       "weight_flags": "same_side,too_fast"}) == WeightPolicy(
+        "downweight", 0.1, ("same_side", "too_fast"))
+
+
+def test_admin_page_shows_flags_and_escapes_ids(population, tmp_path):
+    from rlhf_gym.governance.admin import render_admin_html
+
+    _, _, rep = population
+    page = render_admin_html(rep)
+    assert page.count('class="flag"') == sum(len(a["flags"]) for a in rep["annotators"])
+    assert "same_side" in page and "intact" in page
+    store = FeedbackStore(tmp_path / "x.db")
+    store.add_annotator("<script>alert(1)</script>")
+    page = render_admin_html(annotator_report(store))
+    assert "<script>" not in page and "&lt;script&gt;" in page

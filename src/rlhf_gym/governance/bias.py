@@ -32,8 +32,10 @@ flag                        test
 from __future__ import annotations
 
 import statistics
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -232,6 +234,16 @@ class WeightPolicy:
         if unknown:
             raise ValueError(f"unknown flag(s) {', '.join(sorted(unknown))}; known: {', '.join(FLAG_NAMES)}")
 
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> WeightPolicy:
+        """From learner settings (``--set annotator_weighting=exclude --set flagged_weight=0.2``)."""
+        flags = settings.get("weight_flags")
+        if isinstance(flags, str):
+            flags = tuple(f.strip() for f in flags.split(",") if f.strip())
+        return cls(mode=str(settings.get("annotator_weighting", "off")),
+                   flagged_weight=float(settings.get("flagged_weight", 0.25)),
+                   flags=tuple(flags) if flags else None)
+
     def weight(self, flags: Iterable[str]) -> float:
         counted = [f for f in flags if self.flags is None or f in self.flags]
         if self.mode == "off" or not counted:
@@ -251,3 +263,26 @@ def annotator_weights(report: Mapping[str, Any], policy: WeightPolicy) -> dict[s
 def feedback_weights(feedback: Sequence[Feedback], weights: Mapping[str, float]) -> np.ndarray:
     """One weight per answer (its annotator's; 1.0 when unknown), to multiply into a per-label loss."""
     return np.array([float(weights.get(fb.annotator_id, 1.0)) for fb in feedback], dtype=np.float64)
+
+
+def load_monitoring(path: str | Path | None = None) -> tuple[BiasSettings, WeightPolicy]:
+    """Read ``[monitoring]`` of ``rlhf-gym.toml`` (flag thresholds and the training weighting).
+
+    Keys: any :class:`BiasSettings` field, plus ``annotator_weighting``, ``flagged_weight`` and
+    ``weight_flags`` (see :class:`WeightPolicy`). A missing default file gives the defaults.
+    """
+    p = Path(path) if path else Path("rlhf-gym.toml")
+    if not p.exists():
+        if path:
+            raise FileNotFoundError(f"policy file {p} not found")
+        return BiasSettings(), WeightPolicy()
+    data = dict(tomllib.loads(p.read_text()).get("monitoring", {}))
+    names = {f.name for f in fields(BiasSettings)}
+    unknown = set(data) - names - {"annotator_weighting", "flagged_weight", "weight_flags"}
+    if unknown:
+        raise ValueError(f"{p}: unknown keys in [monitoring]: {', '.join(sorted(unknown))}")
+    try:
+        settings = BiasSettings(**{k: type(getattr(BiasSettings, k))(v) for k, v in data.items() if k in names})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{p}: bad value in [monitoring]: {e}") from e
+    return settings, WeightPolicy.from_settings(data)

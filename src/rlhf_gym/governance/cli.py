@@ -98,6 +98,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _db_arg(ra)
     ra.add_argument("--run", default=None, help="only this run's queries")
     ra.add_argument("--json", action="store_true", help="print the report as JSON")
+    ra.add_argument("--policy", default=None,
+                    help="rlhf-gym.toml whose [monitoring] sets thresholds and weighting (default ./rlhf-gym.toml)")
     ra.set_defaults(func=cmd_report)
 
     e = subparsers.add_parser("export", help="export all labels (JSONL, Parquet) and the audit log; each is audited")
@@ -225,9 +227,11 @@ def cmd_head(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from rlhf_gym.governance.bias import load_monitoring
     from rlhf_gym.governance.report import annotator_report, format_report
 
-    rep = annotator_report(_store(args), run_id=args.run)
+    settings, weighting = load_monitoring(args.policy)
+    rep = annotator_report(_store(args), run_id=args.run, settings=settings, weighting=weighting)
     print(json.dumps(rep, indent=1) if args.json else format_report(rep))
     return 0
 

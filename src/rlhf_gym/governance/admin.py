@@ -1,0 +1,62 @@
+"""A self-contained HTML page of the annotator report, for the web app's admin view.
+
+The web app can serve ``render_admin_html(annotator_report(store))`` as is (no scripts, no external
+assets; every value is escaped) or build its own page from the same JSON.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}table{border-collapse:collapse;margin:1rem 0}
+td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;font-size:.9rem}th{background:#f3f3f3}
+.flag{color:#a00;font-weight:600}.ok{color:#070}.bad{color:#a00;font-weight:700}"""
+
+
+def _pct(x: dict[str, Any] | None) -> str:
+    return "-" if not x or x.get("rate") is None else f"{x['rate']:.0%} ({x['n']})"
+
+
+def render_admin_html(report: dict[str, Any]) -> str:
+    """The report as one HTML page: annotators, flags, kappas, flagged models and audit state."""
+    rows = []
+    for a in report["annotators"]:
+        consent = a["consent"]
+        cons = "-" if consent is None else (consent["version"] if consent["agreed"] else "declined")
+        if a["withdrawn"]:
+            cons = "withdrawn"
+        flags = "<br>".join(f'<span class="flag" title="{escape(f["detail"])}">{escape(f["name"])}</span>'
+                            for f in a["flags"]) or "-"
+        cells = [a["id"], a["kind"], str(a["labels"]),
+                 "-" if a["labels_per_hour"] is None else f"{a['labels_per_hour']:.0f}",
+                 _pct(a["agreement_majority"]), _pct(a["agreement_reward_model"]),
+                 f"{a['gold']['failed']}/{a['gold']['n']}" if a["gold"]["n"] else "-",
+                 "-" if a["median_response_s"] is None else f"{a['median_response_s']:.1f}",
+                 ", ".join(f"{k} {v}" for k, v in a["distribution"].items()) or "-", cons, f"{a['weight']:g}"]
+        rows.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + f"<td>{flags}</td></tr>")
+    head = ["annotator", "kind", "labels", "per hour", "majority", "reward model", "gold failed", "median s",
+            "answers", "consent", "weight", "flags"]
+    fl = report["agreement"]["fleiss"]
+    cohen = "".join(f"<tr><td>{escape(c['a'])}</td><td>{escape(c['b'])}</td><td>{c['n']}</td><td>"
+                    f"{'-' if c['kappa'] is None else format(c['kappa'], '.3f')}</td></tr>"
+                    for c in report["agreement"]["cohen"])
+    models = "".join(f"<li>{escape(m['id'])} ({escape(m['kind'])}): {escape(m['reason'] or '')}</li>"
+                     for m in report["models_flagged"]) or "<li>none</li>"
+    au = report["audit"]
+    audit_line = (f'<span class="ok">intact, {au["entries"]} entries</span>' if au["ok"]
+                  else f'<span class="bad">BROKEN at entry {au["first_bad_seq"]}: {escape(au["reason"])}</span>')
+    t = report["totals"]
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Annotators</title>
+<style>{_STYLE}</style></head><body>
+<h1>Annotators</h1>
+<p>{t['labels']} labels from {t['annotators']} annotators; {t['gold_queries']} gold queries.
+Answers: {escape(", ".join(f"{k} {v}" for k, v in t["distribution"].items()) or "-")}.
+Audit log: {audit_line}.</p>
+<table><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>{"".join(rows)}</table>
+<h2>Agreement</h2>
+<p>Fleiss' kappa: {'-' if fl['kappa'] is None else format(fl['kappa'], '.3f')} over {fl['n']} queries with two or
+more raters.</p>
+<table><tr><th>a</th><th>b</th><th>shared</th><th>Cohen's kappa</th></tr>{cohen}</table>
+<h2>Models to retrain</h2><ul>{models}</ul>
+</body></html>"""
