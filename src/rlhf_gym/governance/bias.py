@@ -13,15 +13,17 @@ flag                        test
 ``same_side``               >= ``same_side_share`` of decisive answers on one side, and more of
                             that side than the reference gives (one-sided binomial); without a
                             reference, pairs are compared with 0.5 (clip order is randomised)
+                            at level ``alpha / 10``
 ``position_bias``           errors lean to one side: the error rate where the reference says
                             "right" differs from the one where it says "left" (Fisher's exact
                             test) by >= ``position_effect``; without a reference, the left
-                            rate is tested against 0.5
+                            rate is tested against 0.5 at level ``alpha / 10``
 ``disagrees_with_majority`` agreement with the leave-one-out majority significantly below
                             ``min_agreement`` (one-sided binomial)
 ``random_clicking``         agreement with the reference significantly below ``min_agreement``
-                            and under ``chance_ceiling``, not explained by ``same_side`` or
-                            ``position_bias``: the answers carry no information
+                            and under ``chance_ceiling``, not explained by ``same_side`` or by a
+                            ``position_bias`` that is accurate on one side: the answers carry
+                            no information
 ``too_fast``                people only: the median response time is significantly below
                             ``min_response_s`` (sign test); simulated teachers answer instantly
 ``fails_gold``              failure rate on gold queries significantly above ``gold_max_fail``
@@ -107,15 +109,16 @@ def annotator_flags(labels: Sequence[Label], own: Mapping[str, float], reference
         side, count = (1.0, ones) if ones >= n - ones else (0.0, n - ones)
         share = count / n
         refd = [reference[q] for q in decisive if q in reference and reference[q] != 0.5]
+        level = st.alpha
         if len(refd) >= st.min_labels // 2:
             p_exp, basis = sum(r == side for r in refd) / len(refd), "the reference answers"
         elif len(pairs) == n:
-            p_exp, basis = 0.5, "0.5 (clip order is randomised)"
+            p_exp, basis, level = 0.5, "0.5 (clip order is randomised)", st.alpha / 10
         else:
             p_exp, basis = None, ""
         if share >= st.same_side_share and p_exp is not None and p_exp < st.same_side_share:
             p = binom_sf(count, n, p_exp)
-            if p < st.alpha:
+            if p < level:
                 name = _side_name(side, pairs == decisive)
                 flags.append(Flag("same_side", f"{share:.0%} of {n} answers are '{name}' where {basis} "
                                                f"give {p_exp:.0%}", p, n))
@@ -124,6 +127,7 @@ def annotator_flags(labels: Sequence[Label], own: Mapping[str, float], reference
     ref_pairs = {q: c for q, c in pairs.items() if reference.get(q) in (0.0, 1.0)}
     n_left = sum(reference[q] == 1.0 for q in ref_pairs)
     n_right = len(ref_pairs) - n_left
+    reliable_side = False  # accurate on one side: low agreement is then explained by the lean
     if len(ref_pairs) >= st.min_labels // 2 and min(n_left, n_right) >= 5:
         to_left = sum(reference[q] == 0.0 and c == 1.0 for q, c in ref_pairs.items())
         to_right = sum(reference[q] == 1.0 and c == 0.0 for q, c in ref_pairs.items())
@@ -132,6 +136,7 @@ def annotator_flags(labels: Sequence[Label], own: Mapping[str, float], reference
         if m and abs(e_r - e_l) >= st.position_effect:
             p = fisher_exact(to_left, n_right - to_left, to_right, n_left - to_right)
             if p < st.alpha:
+                reliable_side = min(e_r, e_l) <= 1.0 - st.chance_ceiling
                 side = "left" if e_r > e_l else "right"
                 flags.append(Flag("position_bias", f"leans {side}: says left on {e_r:.0%} of {n_right} pairs "
                                                    f"where the right clip is better, right on {e_l:.0%} of {n_left} "
@@ -140,7 +145,7 @@ def annotator_flags(labels: Sequence[Label], own: Mapping[str, float], reference
         k = sum(c == 1.0 for c in pairs.values())
         rate = k / len(pairs)
         p = binom_two_sided(k, len(pairs), 0.5)
-        if p < st.alpha and abs(rate - 0.5) >= st.position_effect / 2:
+        if p < st.alpha / 10 and abs(rate - 0.5) >= st.position_effect / 2:
             flags.append(Flag("position_bias", f"answers left on {rate:.0%} of {len(pairs)} pairs (no reference: "
                                                "compared with 0.5, as clip order is randomised)", p, len(pairs)))
 
@@ -155,7 +160,7 @@ def annotator_flags(labels: Sequence[Label], own: Mapping[str, float], reference
 
     # -- random clicking -------------------------------------------------------------------------
     k, n = agreement(own, reference)
-    explained = {f.name for f in flags} & {"same_side", "position_bias"}
+    explained = "same_side" in {f.name for f in flags} or reliable_side
     if n >= st.min_labels and not explained and k / n < st.chance_ceiling:
         p = binom_cdf(k, n, st.min_agreement)
         if p < st.alpha:
