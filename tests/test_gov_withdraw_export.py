@@ -98,3 +98,33 @@ def test_export_round_trips_into_a_fresh_store(trained, tmp_path):
     assert other.import_jsonl(tmp_path / "l.jsonl") == 12  # consent records travel with the labels
     assert {a.id: a.kind for a in other.annotators()} == {"p1": "human", "p2": "human"}
     assert other.verify_audit().ok
+
+
+def test_gold_pairs_and_gold_cli(store, capsys):
+    from rlhf_gym.governance.gold import add_gold_pairs
+
+    good, bad = _seg(5.0), _seg(-5.0)
+    ids = add_gold_pairs(store, [(good, bad)] * 40, np.random.default_rng(0), run_id="r1")
+    gold = store.gold_values()
+    assert set(gold) == set(ids)
+    for qid in ids:  # the gold answer points at the better clip, wherever it was put
+        q = store.query(qid)
+        assert gold[qid] == float(q.left.ret > q.right.ret)
+    assert 10 < sum(gold.values()) < 30  # both sides used
+    db = store.url.removeprefix("sqlite:///")
+    assert main(["annotators", "gold", ids[0], "none", "--db", db]) == 0
+    assert ids[0] not in store.gold_values()
+    assert main(["annotators", "gold", ids[0], "2", "--db", db]) == 2
+    assert main(["annotators", "gold", "q-nope", "1", "--db", db]) == 2
+    assert "unknown query" in capsys.readouterr().err
+    actions = [e["action"] for e in store.audit_entries()]
+    assert actions.count("gold.set") == 41
+
+
+def test_list_cli_text(trained, capsys):
+    store, db, rm, _ = trained
+    store.withdraw_annotator("p2")
+    assert main(["annotators", "list", "--db", db]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "WITHDRAWN" in lines["p2"] and "WITHDRAWN" not in lines["p1"] and " v1 " in lines["p1"]
