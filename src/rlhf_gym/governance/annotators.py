@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from typing import Any
 
 from rlhf_gym.governance.consent import FeedbackPolicy, load_policy
@@ -44,15 +45,11 @@ def annotator_summaries(store: FeedbackStore) -> list[dict[str, Any]]:
 
     Contact details are never listed.
     """
-    kept: dict[str, int] = {}
-    withdrawn: dict[str, int] = {}
+    kept_ids = {fb.id for fb in store.feedback()}
+    kept: Counter[str] = Counter()
+    withdrawn: Counter[str] = Counter()
     for fb in store.feedback(include_withdrawn=True):
-        kept.setdefault(fb.annotator_id, 0)
-        withdrawn.setdefault(fb.annotator_id, 0)
-    for fb in store.feedback():
-        kept[fb.annotator_id] += 1
-    for aid in withdrawn:
-        withdrawn[aid] = len(store.feedback(annotator_id=aid, include_withdrawn=True)) - kept[aid]
+        (kept if fb.id in kept_ids else withdrawn)[fb.annotator_id] += 1
     out = []
     for a in store.annotators():
         out.append({"id": a.id, "kind": a.kind, "role": a.role, "created_at": a.created_at,

@@ -48,9 +48,10 @@ def annotator_report(store: FeedbackStore, reward_fn: RewardFn | None = None, ru
     by_ann: dict[str, list] = defaultdict(list)
     for lab in labels:
         by_ann[lab.annotator_id].append(lab)
+    kept_ids = {lab.feedback_id for lab in labels}
     withdrawn_counts: dict[str, int] = defaultdict(int)
     for fb in store.feedback(run_id=run_id, include_withdrawn=True):
-        if fb.id is not None and fb.annotator_id not in by_ann:
+        if fb.id not in kept_ids:
             withdrawn_counts[fb.annotator_id] += 1
 
     anns = store.annotators()
