@@ -14,7 +14,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+
 from rlhf_gym.store import FeedbackStore
+from rlhf_gym.store.schema import QueryRow
 from rlhf_gym.types import PairQuery
 
 #: Predicts P(left clip is better) for a pair query, e.g. a trained reward model's Bradley-Terry output.
@@ -52,7 +55,11 @@ def load_labels(store: FeedbackStore, run_id: str | None = None) -> list[Label]:
     Response time is ``answered_at - asked_at`` unless the source stored a measured one in
     ``data["response_s"]`` (the time from showing the query to the answer).
     """
-    kinds = {q.id: q.kind for q in store.queries(run_id=run_id)}
+    with store.session() as s:  # ids and kinds only: query payloads (clips) can be large
+        q = select(QueryRow.id, QueryRow.kind)
+        if run_id is not None:
+            q = q.where(QueryRow.run_id == run_id)
+        kinds = {qid: kind for qid, kind in s.execute(q)}
     out = []
     for fb in store.feedback(run_id=run_id):
         rt = fb.answered_at - fb.asked_at
