@@ -37,6 +37,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -189,9 +190,9 @@ class WebApp:
 
     def progress(self, aid: str) -> dict[str, Any]:
         with self.store.session() as s:
-            given = s.execute(select(func.count(FeedbackRow.id)).where(
-                FeedbackRow.annotator_id == aid, FeedbackRow.withdrawn.is_(False),
-                or_(FeedbackRow.value.is_not(None), FeedbackRow.data.is_not(None)))).scalar_one()
+            given = s.execute(select(func.count(FeedbackRow.id)).join(QueryRow, QueryRow.id == FeedbackRow.query_id)
+                              .where(FeedbackRow.annotator_id == aid, FeedbackRow.withdrawn.is_(False),
+                                     or_(FeedbackRow.value.is_not(None), QueryRow.kind == "demo"))).scalar_one()
             open_by_kind = dict(s.execute(select(QueryRow.kind, func.count(QueryRow.id))
                                           .where(*self._open_filter(aid)).group_by(QueryRow.kind)).all())
         open_n = int(sum(open_by_kind.values()))
@@ -531,6 +532,14 @@ def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "c
                   openapi_url="/api/openapi.json")
     app.state.web = web
     app.add_middleware(BodyLimit)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # One readable line per problem; the offending input is not echoed (it may not even be JSON-safe).
+        errs = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                for e in exc.errors()]
+        msg = "; ".join(f"{'.'.join(e['loc']) or 'request'}: {e['msg']}" for e in errs) or "invalid request"
+        return JSONResponse({"detail": msg, "errors": errs}, status_code=422)
     static_dir = resources.files("rlhf_gym.web").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
 
