@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from _web_helpers import ADMIN, add_people, admin_headers, headers, make_queries, post_queries
 
+from _web_helpers import ADMIN, add_people, admin_headers, headers, make_queries, post_queries
 from rlhf_gym.store import ConsentError, FeedbackStore, StoreError
 from rlhf_gym.types import Feedback, StepQuery
 

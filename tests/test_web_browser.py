@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from _web_helpers import TOKENS, LiveServer, add_people, make_queries, post_queries, tmp_app
 from fastapi.testclient import TestClient
+
+from _web_helpers import TOKENS, LiveServer, add_people, make_queries, post_queries, tmp_app
 
 CHROMIUM = os.environ.get("RLHF_GYM_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

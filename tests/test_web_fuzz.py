@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from _web_helpers import ADMIN, TOKENS, add_people, make_queries, post_queries
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
+
+from _web_helpers import ADMIN, TOKENS, add_people, make_queries, post_queries
 
 schemathesis = pytest.importorskip("schemathesis")
 

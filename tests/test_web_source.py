@@ -6,8 +6,8 @@ import time
 
 import httpx
 import pytest
-from _web_helpers import ADMIN, LiveServer, add_people, free_port, headers, make_queries, tmp_app
 
+from _web_helpers import ADMIN, LiveServer, add_people, free_port, headers, make_queries, tmp_app
 from rlhf_gym.feedback.sources import FeedbackSource
 from rlhf_gym.feedback.web_source import WebSource, WebSourceError
 from rlhf_gym.store import FeedbackStore

@@ -151,13 +151,14 @@ class WebApp:
         self.demos_lock = threading.Lock()
         self.max_demo_sessions = max_demo_sessions
         self._prerender_lock = threading.Lock()
+        self.token_cache = auth.TokenCache(store)
 
     # -- auth helpers --------------------------------------------------------------------------
     def annotator(self, request: Request) -> auth.Annotator:
-        return auth.require_annotator(request, self.store, self.admin_token)
+        return auth.require_annotator(request, self.store, self.admin_token, self.token_cache)
 
     def admin(self, request: Request) -> None:
-        auth.require_admin(request, self.store, self.admin_token)
+        auth.require_admin(request, self.store, self.admin_token, self.token_cache)
 
     # -- queries -------------------------------------------------------------------------------
     def visible_query(self, ann: auth.Annotator, query_id: str) -> tuple[RQuery, QueryRow]:
@@ -224,7 +225,11 @@ class WebApp:
         return d
 
     def prerender(self, queries: list[RQuery], env_id: str | None) -> None:
-        """Render clips of newly posted queries in the background so the first view is fast."""
+        """Render preference clips of newly posted queries in the background so the first view is fast.
+
+        Evaluative frames are single PNGs made in milliseconds on first request (pre-rendering thousands of
+        them would take the CPU from people posting labels).
+        """
 
         def work() -> None:
             with self._prerender_lock:
@@ -233,8 +238,6 @@ class WebApp:
                         if isinstance(q, PairQuery):
                             self.clips.pair_clip(q, "left")
                             self.clips.pair_clip(q, "right")
-                        elif isinstance(q, StepQuery):
-                            self.clips.step_frame(q, env_id)
                     except Exception:  # a clip that fails here is rendered (or reported) on request
                         pass
 
@@ -548,7 +551,7 @@ def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "c
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index(request: Request, token: str | None = None) -> Response:
         if token is not None:
-            if auth.lookup_annotator(store, token) is None:
+            if web.token_cache.get(token) is None:
                 return HTMLResponse("<h1>Invite link not valid</h1><p>This token is unknown or was revoked. "
                                     "Ask the project owner for a new invite link.</p>", status_code=401)
             resp = RedirectResponse("/", status_code=303)
@@ -595,6 +598,7 @@ def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "c
             raise HTTPException(422, "send {\"confirm\": true} to withdraw")
         with web.write_lock:
             out = store.withdraw_annotator(ann.id, actor=ann.id, reason="withdrawn by the annotator (web)")
+        web.token_cache.clear()
         resp = JSONResponse({"annotator_id": ann.id, "labels_withdrawn": out["labels_withdrawn"],
                              "withdrawn": True})
         resp.delete_cookie(auth.COOKIE)
