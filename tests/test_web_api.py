@@ -97,6 +97,8 @@ def test_annotators_see_and_change_only_their_own(web):
     assert mine == {alice_pair.id}
     assert {q["id"] for q in c.get("/api/queries?kind=pair", headers=headers("bob")).json()["queries"]} == {bob_pair.id}
     assert c.get(f"/api/clips/{bob_pair.id}/left", headers=headers("alice")).status_code == 403
+    assert c.get(f"/api/clips/{bob_pair.id}/left", headers=headers("bob")).status_code == 200
+    assert c.get(f"/api/clips/{bob_pair.id}/left", headers=headers("alice")).status_code == 403  # cached: still not hers
     r = label(c, "alice", bob_pair.id)
     assert r.status_code == 403 and "not assigned" in r.json()["detail"]
     assert label(c, "bob", bob_pair.id, 0.0).status_code == 201
@@ -263,7 +265,9 @@ def test_progress_counts_given_and_wanted(web):
     p = c.get("/api/me", headers=headers("alice")).json()["progress"]
     assert p == {"given": 0, "open": 5, "wanted": 5, "open_by_kind": {"pair": 1, "step": 3, "demo": 1}}
     label(c, "alice", qs["step"][0].id, None, key="skip")  # a skip is handled but is not a label
-    r = label(c, "alice", qs["pair"][0].id, 1.0)
+    r = c.post("/api/feedback?progress=true", headers=headers("alice"),
+               json={"query_id": qs["pair"][0].id, "value": 1.0, "client_key": "p1"})
+    assert "progress" not in label(c, "alice", qs["step"][1].id, 1.0).json()  # only when asked
     assert r.json()["progress"] == {"given": 1, "open": 3, "wanted": 4, "open_by_kind": {"pair": 0, "step": 2, "demo": 1}}
 
 

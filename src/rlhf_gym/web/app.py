@@ -42,6 +42,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, or_, select, update
+from starlette.concurrency import run_in_threadpool
 
 from rlhf_gym.governance.consent import FeedbackPolicy, load_policy
 from rlhf_gym.store import ConsentError, FeedbackStore, StoreError
@@ -132,6 +133,39 @@ def demo_keys(env_id: str, n_actions: int) -> list[dict[str, Any]]:
     return [{"key": str(a), "label": f"action {a}", "action": a} for a in range(min(n_actions, 10))]
 
 
+class _LRU:
+    """A small thread-safe least-recently-used cache bounded by total bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._d: OrderedDict[Any, tuple[bytes, Any]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> tuple[bytes, Any] | None:
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
+
+    def put(self, key: Any, value: tuple[bytes, Any]) -> None:
+        with self._lock:
+            old = self._d.pop(key, None)
+            if old is not None:
+                self._size -= len(old[0])
+            self._d[key] = value
+            self._size += len(value[0])
+            while self._size > self.max_bytes and len(self._d) > 1:
+                _k, v = self._d.popitem(last=False)
+                self._size -= len(v[0])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+            self._size = 0
+
+
 class WebApp:
     """State behind the routes: the store, the clip cache, the write lock and demos in progress."""
 
@@ -152,6 +186,8 @@ class WebApp:
         self.max_demo_sessions = max_demo_sessions
         self._prerender_lock = threading.Lock()
         self.token_cache = auth.TokenCache(store)
+        #: (query id, side) -> (webp bytes, annotator it is assigned to or None), most recent last
+        self.clip_mem = _LRU(max_bytes=64 * 1024 * 1024)
 
     # -- auth helpers --------------------------------------------------------------------------
     def annotator(self, request: Request) -> auth.Annotator:
@@ -182,6 +218,15 @@ class WebApp:
         done_runs = select(RunRow.id).where(RunRow.status == "done")
         return [or_(QueryRow.assigned_to == aid, QueryRow.assigned_to.is_(None)), ~answered,
                 or_(QueryRow.run_id.is_(None), QueryRow.run_id.not_in(done_runs))]
+
+    def load_clip(self, ann: auth.Annotator, query_id: str, side: str) -> tuple[bytes, str | None]:
+        """Render (or read the cached file of) one side of a pair, checking who may see it."""
+        q, row = self.visible_query(ann, query_id)
+        if not isinstance(q, PairQuery):
+            raise HTTPException(400, f"query {query_id!r} is a {q.kind} query and has no clips")
+        entry = (self.clips.pair_clip(q, side).read_bytes(), row.assigned_to)
+        self.clip_mem.put((query_id, side), entry)
+        return entry
 
     def open_queries(self, aid: str, kind: str, limit: int) -> list[QueryRow]:
         with self.store.session() as s:
@@ -275,8 +320,7 @@ class WebApp:
                                           "feedback_id": again.id, "query_id": q.id})
             s.rollback()
             stored = self._add_feedback(fb, body.client_key)
-        return 201, {"feedback_id": stored.id, "query_id": q.id, "value": stored.value,
-                     "progress": self.progress(ann.id)}
+        return 201, {"feedback_id": stored.id, "query_id": q.id, "value": stored.value}
 
     def _add_feedback(self, fb: Feedback, client_key: str | None) -> Feedback:
         try:
@@ -462,11 +506,19 @@ class WebApp:
         with self.write_lock, self.store.session() as s, s.begin():
             s.execute(update(RunRow).where(RunRow.id == run_id).values(status="done"))
         self.store.audit("admin", "run.finish", {"run": run_id})
+        self.clip_mem.clear()
         return {"run_id": run_id, "status": "done", "clips_removed": self.clips.cleanup_run(run_id)}
 
 
-def _annotator_dep(request: Request) -> auth.Annotator:
-    return request.app.state.web.annotator(request)
+async def _annotator_dep(request: Request) -> auth.Annotator:
+    web: WebApp = request.app.state.web
+    # Fast path without a thread hop when the token was seen in the last seconds; else ask the store.
+    token = auth.bearer(request) or request.cookies.get(auth.COOKIE)
+    if token and not auth.is_admin_token(token, web.admin_token):
+        hit = web.token_cache.peek(token)
+        if hit is not None:
+            return hit
+    return await run_in_threadpool(web.annotator, request)
 
 
 def _admin_dep(request: Request) -> None:
@@ -616,14 +668,17 @@ def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "c
         rows = web.open_queries(ann.id, kind, limit)
         return {"queries": [web.describe(r) for r in rows], "progress": web.progress(ann.id)}
 
-    @app.get("/api/clips/{query_id}/{side}", response_class=FileResponse,
+    @app.get("/api/clips/{query_id}/{side}", response_class=Response,
              responses={200: {"content": {"image/webp": {}}}})
-    def clip(query_id: str, side: Literal["left", "right"], ann: AnnotatorDep) -> FileResponse:
-        q, _row = web.visible_query(ann, query_id)
-        if not isinstance(q, PairQuery):
-            raise HTTPException(400, f"query {query_id!r} is a {q.kind} query and has no clips")
-        path = web.clips.pair_clip(q, side)
-        return FileResponse(path, media_type="image/webp", headers={"Cache-Control": "private, max-age=3600"})
+    async def clip(query_id: str, side: Literal["left", "right"], ann: AnnotatorDep) -> Response:
+        # Served from memory once rendered (who may see it is kept with the bytes); else render/read.
+        hit = web.clip_mem.get((query_id, side))
+        if hit is None:
+            hit = await run_in_threadpool(web.load_clip, ann, query_id, side)
+        data, owner = hit
+        if owner is not None and owner != ann.id:
+            raise HTTPException(403, f"query {query_id!r} is not assigned to you")
+        return Response(data, media_type="image/webp", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/api/frames/{query_id}", response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})
     def frame(query_id: str, ann: AnnotatorDep) -> FileResponse:
@@ -634,8 +689,11 @@ def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "c
         return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.post("/api/feedback", status_code=201)
-    def feedback(body: FeedbackIn, ann: AnnotatorDep) -> JSONResponse:
+    def feedback(body: FeedbackIn, ann: AnnotatorDep,
+                 progress: bool = Query(False, description="also return my progress counter")) -> JSONResponse:
         code, out = web.submit(ann, body)
+        if progress:
+            out["progress"] = web.progress(ann.id)
         return JSONResponse(out, status_code=code)
 
     @app.post("/api/demo/{query_id}/start")

@@ -82,6 +82,12 @@ class TokenCache:
                 self._d[token] = (now, ann)
         return ann
 
+    def peek(self, token: str) -> Annotator | None:
+        """The cached annotator of a token seen in the last ``ttl`` seconds, without asking the store."""
+        with self._lock:
+            hit = self._d.get(token)
+        return hit[1] if hit is not None and time.monotonic() - hit[0] < self.ttl else None
+
     def clear(self) -> None:
         with self._lock:
             self._d.clear()

@@ -40,7 +40,7 @@ async function postLabel(body, tries = 4) {
   body.client_key = body.client_key || newKey();
   for (let i = 0; ; i++) {
     try {
-      const out = await api("POST", "/api/feedback", body);
+      const out = await api("POST", "/api/feedback?progress=true", body);
       if (out.progress) setProgress(out.progress);
       window.labelsSaved = (window.labelsSaved || 0) + 1;
       return out;
