@@ -21,7 +21,6 @@ Bounded in count and time (``--max-seconds``); prints a table and writes
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -31,8 +30,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -130,21 +131,25 @@ def post_queries(url: str, run_id: str, n_labels: int, tokens: dict[str, str]) -
     return out
 
 
-async def annotator(url: str, aid: str, token: str, qids: list[str], acked: dict, lat: list[float],
-                    errors: list[str], stop_after: asyncio.Event | None = None) -> None:
-    """Post one label per query; record which got a 2xx (the ack) and how long each took."""
-    async with httpx.AsyncClient(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as c:
+def annotator(url: str, aid: str, token: str, qids: list[str], acked: dict, lat: list[float],
+              errors: list[str], stop: threading.Event | None = None) -> None:
+    """Post one label per query; record which got a 2xx (the ack) and how long each took.
+
+    A label whose request failed is not retried here; a later call (after a restart) resends it with
+    the same client key, and a 409 naming the stored label counts as its acknowledgement.
+    """
+    with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as c:
         for i, qid in enumerate(qids):
             key = f"{aid}:{qid}"
             if key in acked:
                 continue
+            if stop is not None and stop.is_set():
+                return
             t = time.perf_counter()
             try:
-                r = await c.post("/api/feedback", json={"query_id": qid, "value": float(i % 2), "client_key": key})
+                r = c.post("/api/feedback", json={"query_id": qid, "value": float(i % 2), "client_key": key})
             except httpx.HTTPError as e:
                 errors.append(type(e).__name__)
-                if stop_after is not None and stop_after.is_set():
-                    return
                 continue
             if r.status_code == 201:
                 acked[key] = r.json()["feedback_id"]
@@ -155,13 +160,21 @@ async def annotator(url: str, aid: str, token: str, qids: list[str], acked: dict
                 errors.append(f"{r.status_code}: {r.text[:120]}")
 
 
-async def fetch_clips(url: str, token: str, paths: list[str], n: int, lat: list[float]) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as c:
+def fetch_clips(url: str, token: str, paths: list[str], n: int, lat: list[float]) -> None:
+    with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as c:
         for i in range(n):
             t = time.perf_counter()
-            r = await c.get(paths[i % len(paths)])
+            r = c.get(paths[i % len(paths)])
             if r.status_code == 200 and r.content:
                 lat.append(time.perf_counter() - t)
+
+
+def in_threads(jobs: list[tuple[Any, ...]], timeout: float) -> None:
+    """Run ``fn(*args)`` for each job in its own thread (one per annotator) and wait, bounded in time."""
+    with ThreadPoolExecutor(max_workers=len(jobs)) as ex:
+        futs = [ex.submit(fn, *args) for fn, *args in jobs]
+        for f in futs:
+            f.result(timeout=max(1.0, timeout))
 
 
 def stored(db: str) -> dict[str, list[int]]:
@@ -225,7 +238,7 @@ def check_exactly_once(acked: dict[str, int], rows: dict[str, list[int]]) -> dic
             "duplicates": len(dup), "ack_id_mismatch": len(wrong)}
 
 
-async def run_backend(backend: str, n_annot: int, n_labels: int, crash_at: float, deadline: float) -> dict[str, Any]:
+def run_backend(backend: str, n_annot: int, n_labels: int, crash_at: float, deadline: float) -> dict[str, Any]:
     res: dict[str, Any] = {"backend": backend}
     with tempfile.TemporaryDirectory(prefix="rlhf-load-") as d:
         tmp = Path(d)
@@ -241,9 +254,8 @@ async def run_backend(backend: str, n_annot: int, n_labels: int, crash_at: float
                 lat: list[float] = []
                 errors: list[str] = []
                 t0 = time.perf_counter()
-                await asyncio.wait_for(asyncio.gather(*[
-                    annotator(srv.url, a, tokens[a], qids[a], acked, lat, errors) for a in tokens]),
-                    timeout=max(10.0, deadline - time.monotonic()))
+                in_threads([(annotator, srv.url, a, tokens[a], qids[a], acked, lat, errors) for a in tokens],
+                           deadline - time.monotonic())
                 wall = time.perf_counter() - t0
                 res["load"] = {"annotators": n_annot, "labels_each": n_labels, "wall_s": round(wall, 2),
                                "labels_per_s": round(len(acked) / wall, 1), "p50_ms": round(pct(lat, 50), 1),
@@ -263,13 +275,14 @@ async def run_backend(backend: str, n_annot: int, n_labels: int, crash_at: float
                         c.get(p).raise_for_status()
                     first = (time.perf_counter() - t) / len(paths)
                 clip_lat: list[float] = []
-                await asyncio.gather(*[fetch_clips(srv.url, tokens[a0], paths, 50, clip_lat) for _ in range(10)])
+                in_threads([(fetch_clips, srv.url, tokens[a0], paths, 100, clip_lat) for _ in range(4)],
+                           deadline - time.monotonic())
                 busy_lat: list[float] = []
                 more = post_queries(srv.url, "load2", 20, tokens)
                 acked2: dict[str, int] = {}
-                await asyncio.gather(
-                    *[annotator(srv.url, a, tokens[a], more[a], acked2, [], []) for a in tokens],
-                    *[fetch_clips(srv.url, tokens[a0], paths, 50, busy_lat) for _ in range(4)])
+                in_threads([(annotator, srv.url, a, tokens[a], more[a], acked2, [], []) for a in tokens]
+                           + [(fetch_clips, srv.url, tokens[a0], paths, 50, busy_lat) for _ in range(4)],
+                           deadline - time.monotonic())
                 res["clips"] = {"first_render_ms": round(first * 1000, 1), "fetches": len(clip_lat),
                                 "p50_ms": round(pct(clip_lat, 50), 1), "p99_ms": round(pct(clip_lat, 99), 1),
                                 "under_label_load_p50_ms": round(pct(busy_lat, 50), 1),
@@ -288,33 +301,32 @@ async def run_backend(backend: str, n_annot: int, n_labels: int, crash_at: float
             qids = post_queries(srv.url, "crash", n_labels, tokens)
             acked = {}
             errors = []
-            killed = asyncio.Event()
+            killed = threading.Event()
             target = int(crash_at * n_annot * n_labels)
 
-            async def killer() -> None:
-                while len(acked) < target:
-                    await asyncio.sleep(0.005)
-                srv.kill()
+            def killer() -> None:
+                end = time.monotonic() + 120
+                while len(acked) < target and time.monotonic() < end:
+                    time.sleep(0.002)
+                srv.kill()  # SIGKILL while the other threads are still posting
                 killed.set()
 
-            await asyncio.wait_for(asyncio.gather(killer(), *[
-                annotator(srv.url, a, tokens[a], qids[a], acked, [], errors, killed) for a in tokens]),
-                timeout=max(10.0, deadline - time.monotonic()))
+            in_threads([(killer,)] + [(annotator, srv.url, a, tokens[a], qids[a], acked, [], errors, killed)
+                                      for a in tokens], deadline - time.monotonic())
             acked_before = dict(acked)
             rows = stored(db)  # read the store while the server is dead
             before = check_exactly_once(acked_before, rows)
             srv.start()  # restart on the same store; clients resend what was not acknowledged
             try:
-                await asyncio.wait_for(asyncio.gather(*[
-                    annotator(srv.url, a, tokens[a], qids[a], acked, [], []) for a in tokens]),
-                    timeout=max(10.0, deadline - time.monotonic()))
+                in_threads([(annotator, srv.url, a, tokens[a], qids[a], acked, [], []) for a in tokens],
+                           deadline - time.monotonic())
             finally:
                 srv.stop()
             after = check_exactly_once(acked, stored(db))
             res["crash"] = {"killed_after_acks": len(acked_before), "stored_at_kill": before["stored"],
                             "acked_missing_after_restart": before["acked_missing"],
                             "duplicates_at_kill": before["duplicates"],
-                            "in_flight_stored_unacked": before["stored"] - before["acked"] + before["acked_missing"],
+                            "stored_without_ack": before["stored"] - before["acked"] + before["acked_missing"],
                             "after_resend": after, "client_errors_during_kill": len(errors)}
         finally:
             if drop:
@@ -339,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("postgresql needs RLHF_GYM_TEST_PG_URL")
         backends.remove("postgresql")
     deadline = time.monotonic() + args.max_seconds
-    results = [asyncio.run(run_backend(b, args.annotators, args.labels, args.crash_at, deadline)) for b in backends]
+    results = [run_backend(b, args.annotators, args.labels, args.crash_at, deadline) for b in backends]
 
     print(f"\nweb_load: {args.annotators} annotators x {args.labels} labels on 127.0.0.1 "
           f"({os.cpu_count()} CPUs, {platform.python_version()})")
