@@ -1,0 +1,71 @@
+"""``rlhf-gym serve``: run the annotation web app.
+
+Binds to 127.0.0.1 unless another host is given explicitly (then it warns: the app speaks plain
+HTTP, so put it behind TLS before exposing it). The admin token comes from ``--admin-token``, else
+``RLHF_GYM_ADMIN_TOKEN``, else a fresh one is generated and printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import secrets
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    s = subparsers.add_parser("serve", help="run the annotation web app (people label in a browser)",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--db", default="rlhf.db", help="store: SQLite file path or postgresql://user@host/db URL")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback must be asked for")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--admin-token", default=None,
+                   help="token for the admin API (default: $RLHF_GYM_ADMIN_TOKEN, else generated and printed)")
+    s.add_argument("--clip-dir", default=None, help="where rendered clips are cached (default: DB folder/clips)")
+    s.add_argument("--policy", default=None, help="rlhf-gym.toml with the [feedback] purpose and consent text")
+    s.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    s.set_defaults(func=cmd_serve)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    token = args.admin_token or os.environ.get("RLHF_GYM_ADMIN_TOKEN")
+    generated = token is None
+    if generated:
+        token = secrets.token_urlsafe(24)
+    if len(token) < 8:
+        raise ValueError("--admin-token must be at least 8 characters")
+    import uvicorn
+
+    from rlhf_gym.governance.consent import load_policy
+    from rlhf_gym.store import FeedbackStore
+    from rlhf_gym.web.app import create_app
+
+    clip_dir = args.clip_dir
+    if clip_dir is None:
+        clip_dir = (Path(args.db).parent / "clips") if "://" not in args.db else Path("clips")
+    store = FeedbackStore(args.db)
+    app = create_app(store, token, clip_dir, policy=load_policy(args.policy))
+    if not is_loopback(args.host):
+        print(f"WARNING: binding to {args.host}: the app is reachable from other machines over plain HTTP. "
+              "Put it behind TLS and share invite links only with your annotators.", file=sys.stderr)
+    url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}"
+    print(f"rlhf-gym annotation app on {url}  (store: {store.url.split('@')[-1]})", flush=True)
+    if generated:
+        print(f"admin token (generated; pass --admin-token or set RLHF_GYM_ADMIN_TOKEN to keep one): {token}",
+              flush=True)
+    print("invite annotators with: rlhf-gym annotators invite --db ... --url " + url, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0

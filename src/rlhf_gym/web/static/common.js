@@ -1,0 +1,74 @@
+// Shared helpers of the annotation pages: API calls with clear errors, retrying label posts,
+// the progress counter and the consent guard. No external libraries.
+"use strict";
+
+function $(id) { return document.getElementById(id); }
+
+async function api(method, path, body) {
+  const opts = { method, credentials: "same-origin", headers: {} };
+  if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
+  const r = await fetch(path, opts);
+  let data = null;
+  try { data = await r.json(); } catch (_e) { data = null; }
+  if (!r.ok) {
+    const d = data && data.detail;
+    let msg = typeof d === "string" ? d : (d && d.message) || (Array.isArray(d) ? d.map((x) => x.msg).join("; ") : "") || r.statusText;
+    const err = new Error(msg); err.status = r.status; err.detail = d; throw err;
+  }
+  return data;
+}
+
+function newKey() {
+  const b = new Uint8Array(16); crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+function setStatus(msg, cls) {
+  const el = $("status"); if (!el) return;
+  el.textContent = msg || ""; el.className = "status" + (cls ? " " + cls : "");
+}
+
+function setProgress(p) {
+  const el = $("progress"); if (!el || !p) return;
+  el.textContent = `${p.given} labels given / ${p.wanted} wanted`;
+  el.dataset.given = p.given; el.dataset.wanted = p.wanted;
+}
+
+// Post one label; a network failure is retried with the same client key, so the server stores it once
+// (a resend of a stored key answers 409 naming the stored label, which counts as saved).
+async function postLabel(body, tries = 4) {
+  body.client_key = body.client_key || newKey();
+  for (let i = 0; ; i++) {
+    try {
+      const out = await api("POST", "/api/feedback?progress=true", body);
+      if (out.progress) setProgress(out.progress);
+      window.labelsSaved = (window.labelsSaved || 0) + 1;
+      return out;
+    } catch (e) {
+      if (e.status === 409 && e.detail && e.detail.feedback_id !== undefined) {
+        window.labelsSaved = (window.labelsSaved || 0) + 1;
+        return { feedback_id: e.detail.feedback_id, duplicate: true };
+      }
+      if (e.status !== undefined || i + 1 >= tries) throw e;  // a 4xx will not get better by retrying
+      await new Promise((res) => setTimeout(res, 300 * (i + 1)));
+    }
+  }
+}
+
+// Load /api/me; send people without consent to the start page; show who is labelling.
+async function guard() {
+  let me;
+  try { me = await api("GET", "/api/me"); } catch (e) {
+    setStatus(e.status === 401 ? "Not signed in: open the invite link you were given." : e.message, "error");
+    throw e;
+  }
+  if (me.withdrawn) { setStatus("You have withdrawn; no more labels are taken.", "error"); throw new Error("withdrawn"); }
+  if (me.consent.needed) { window.location.href = "/"; throw new Error("consent needed"); }
+  const who = $("who"); if (who) who.textContent = "annotator " + me.annotator_id;
+  setProgress(me.progress);
+  return me;
+}
+
+function typingInField(ev) {
+  const t = ev.target; return t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable);
+}
