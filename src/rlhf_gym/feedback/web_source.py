@@ -183,7 +183,7 @@ class WebSource(FeedbackSource):
         aid = a["annotator_id"]
         self.store.add_annotator(aid, kind="human", actor="web")
         version = a.get("consent_version")
-        if version and self.store.consent_version == version and not self.store.has_consent(aid, version):
+        if version and self.store.consent_version in (None, version) and not self.store.has_consent(aid, version):
             self.store.record_consent(aid, version, f"agreed in the annotation app at {self.server}", True)
 
     def _warn(self, msg: str) -> None:
