@@ -33,7 +33,8 @@ def trained(store):
             store.add_feedback(Feedback(q.id, p, float(q.left.ret > q.right.ret), 0.0, 3.0))
     ids = [fb.id for fb in store.feedback()]
     rm = store.record_model("runs/r1/reward.safetensors", ids, kind="reward", run_id="r1")
-    pol = store.record_model("runs/r1/policy.zip", ids, kind="policy", run_id="r1")
+    pol = store.record_model("runs/r1/policy.zip", [], kind="policy", run_id="r1", derived_from=[rm])
+    assert store.lineage(pol) == sorted(ids)  # a policy trained on the reward model inherits its lineage
     return store, store.url.removeprefix("sqlite:///"), rm, pol
 
 

@@ -315,10 +315,20 @@ class FeedbackStore:
         return {"annotator": annotator_id, "labels_withdrawn": len(ids), "models_flagged": model_ids}
 
     def record_model(self, path: str | Path, feedback_ids: Iterable[int], kind: str = "reward",
-                     run_id: str | None = None, model_id: str | None = None) -> str:
-        """Register a trained model with the ids of the feedback that trained it (lineage)."""
+                     run_id: str | None = None, model_id: str | None = None,
+                     derived_from: Iterable[str] = ()) -> str:
+        """Register a trained model with the ids of the feedback that trained it (lineage).
+
+        ``derived_from`` names models it was built on (a policy trained on a reward model): their
+        lineage is added to its own, so withdrawing a person flags the policy as well.
+        """
         mid = model_id or new_id(kind)
-        ids = sorted({int(i) for i in feedback_ids})
+        ids_set = {int(i) for i in feedback_ids}
+        for parent in derived_from:
+            if self.model(parent) is None:
+                raise StoreError(f"unknown model {parent!r} in derived_from")
+            ids_set.update(self.lineage(parent))
+        ids = sorted(ids_set)
         with self.session() as s, s.begin():
             if run_id is not None and s.get(RunRow, run_id) is None:
                 s.add(RunRow(id=run_id, created_at=time.time()))
@@ -335,6 +345,10 @@ class FeedbackStore:
             if flagged_only:
                 q = q.where(ModelRow.flagged.is_not(None))
             return list(s.execute(q.order_by(ModelRow.created_at)).scalars())
+
+    def model(self, model_id: str) -> ModelRow | None:
+        with self.session() as s:
+            return s.get(ModelRow, model_id)
 
     def lineage(self, model_id: str) -> list[int]:
         with self.session() as s:
