@@ -588,7 +588,8 @@ def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "c
                policy: FeedbackPolicy | None = None, secure_cookie: bool = False) -> FastAPI:
     """Build the FastAPI app over ``store``; ``admin_token`` guards the admin routes."""
     web = WebApp(store, admin_token, clip_dir, policy)
-    app = FastAPI(title="rlhf-gym annotation", version="1", docs_url="/api/docs", redoc_url=None,
+    # No Swagger UI page: it would load scripts from a CDN; the OpenAPI description itself is served.
+    app = FastAPI(title="rlhf-gym annotation", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     app.state.web = web
     app.add_middleware(BodyLimit)
