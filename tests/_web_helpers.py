@@ -43,7 +43,7 @@ def make_queries(run_id: str = "run-1", n_pairs: int = 2, n_steps: int = 3, seg_
     env = gym.make("CartPole-v1")
     env.action_space.seed(seed)
     traj = rollout(env, lambda _o: env.action_space.sample(), seed=seed)
-    while len(traj) < 2 * n_pairs * seg_len:
+    while len(traj) < max(2 * n_pairs * seg_len, n_steps):
         seed += 1
         traj = rollout(env, lambda _o: env.action_space.sample(), seed=seed)
     segs = list(cut_segments(traj, seg_len))

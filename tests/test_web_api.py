@@ -194,7 +194,7 @@ def test_preference_clips_are_rendered_cached_and_removed_with_their_run(web):
         t = time.perf_counter()
         assert c.get(f"/api/clips/{q.id}/left", headers=headers("alice")).content == r1.content
         times.append(time.perf_counter() - t)
-    assert sorted(times)[-1] < 0.1
+    assert sorted(times)[len(times) // 2] < 0.05  # cached; the p99 < 100 ms figure is benchmarks/web_load.py's
     frame = c.get(f"/api/frames/{qs['step'][0].id}", headers=headers("alice"))
     assert frame.status_code == 200 and frame.content[:8] == b"\x89PNG\r\n\x1a\n"
     files = list((tmp / "clips").rglob("*.*"))

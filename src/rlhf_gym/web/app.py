@@ -24,12 +24,14 @@ Routes (all JSON unless said otherwise)::
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import re
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -186,6 +188,7 @@ class WebApp:
         self.max_demo_sessions = max_demo_sessions
         self._prerender_lock = threading.Lock()
         self.token_cache = auth.TokenCache(store)
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlhf-label-writer")
         #: (query id, side) -> (webp bytes, annotator it is assigned to or None), most recent last
         self.clip_mem = _LRU(max_bytes=64 * 1024 * 1024)
 
@@ -306,18 +309,20 @@ class WebApp:
             data.setdefault("episode", q.episode)
         fb = Feedback(q.id, ann.id, body.value, asked, now, body.step, data or None)
         with self.write_lock, self.store.session() as s:
-            prev = s.execute(select(FeedbackRow.id, FeedbackRow.query_id).where(
-                FeedbackRow.annotator_id == ann.id, FeedbackRow.client_key == body.client_key)).first()
-            if prev is not None:
-                raise HTTPException(409, {"message": f"client key {body.client_key!r} was already used: this answer "
-                                                     f"is stored once, as feedback {prev.id}",
-                                          "feedback_id": prev.id, "query_id": prev.query_id})
-            again = s.execute(select(FeedbackRow.id).where(FeedbackRow.annotator_id == ann.id,
-                                                           FeedbackRow.query_id == q.id)).first()
-            if again is not None:
+            # one look for either kind of double submit: the same client key, or this query answered before
+            prev = s.execute(select(FeedbackRow.id, FeedbackRow.query_id, FeedbackRow.client_key).where(
+                FeedbackRow.annotator_id == ann.id,
+                or_(FeedbackRow.client_key == body.client_key, FeedbackRow.query_id == q.id))
+                .order_by(FeedbackRow.id)).all()
+            for p in prev:
+                if p.client_key == body.client_key:
+                    raise HTTPException(409, {"message": f"client key {body.client_key!r} was already used: this "
+                                                         f"answer is stored once, as feedback {p.id}",
+                                              "feedback_id": p.id, "query_id": p.query_id})
+            if prev:
                 raise HTTPException(409, {"message": f"query {q.id!r} was already answered by you "
-                                                     f"(feedback {again.id}); nothing stored",
-                                          "feedback_id": again.id, "query_id": q.id})
+                                                     f"(feedback {prev[0].id}); nothing stored",
+                                          "feedback_id": prev[0].id, "query_id": q.id})
             s.rollback()
             stored = self._add_feedback(fb, body.client_key)
         return 201, {"feedback_id": stored.id, "query_id": q.id, "value": stored.value}
@@ -583,7 +588,8 @@ def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "c
                policy: FeedbackPolicy | None = None, secure_cookie: bool = False) -> FastAPI:
     """Build the FastAPI app over ``store``; ``admin_token`` guards the admin routes."""
     web = WebApp(store, admin_token, clip_dir, policy)
-    app = FastAPI(title="rlhf-gym annotation", version="1", docs_url="/api/docs", redoc_url=None,
+    # No Swagger UI page: it would load scripts from a CDN; the OpenAPI description itself is served.
+    app = FastAPI(title="rlhf-gym annotation", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     app.state.web = web
     app.add_middleware(BodyLimit)
@@ -689,11 +695,13 @@ def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "c
         return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.post("/api/feedback", status_code=201)
-    def feedback(body: FeedbackIn, ann: AnnotatorDep,
-                 progress: bool = Query(False, description="also return my progress counter")) -> JSONResponse:
-        code, out = web.submit(ann, body)
+    async def feedback(body: FeedbackIn, ann: AnnotatorDep,
+                       progress: bool = Query(False, description="also return my progress counter")) -> JSONResponse:
+        # Labels are written by one writer thread, in arrival order: writes are serial in the store anyway,
+        # and one thread avoids dozens of pool threads fighting over the lock and the GIL.
+        code, out = await asyncio.get_running_loop().run_in_executor(web.writer, web.submit, ann, body)
         if progress:
-            out["progress"] = web.progress(ann.id)
+            out["progress"] = await run_in_threadpool(web.progress, ann.id)
         return JSONResponse(out, status_code=code)
 
     @app.post("/api/demo/{query_id}/start")

@@ -1,0 +1,131 @@
+"""`rlhf-gym serve` as a real process: loopback by default, and acknowledged labels survive SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from _web_helpers import ADMIN, TOKENS, add_people, free_port, make_queries
+from rlhf_gym.store import FeedbackStore
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def start(db: Path, port: int, *extra: str, token: str | None = ADMIN) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("RLHF_GYM_ADMIN_TOKEN", None)
+    cmd = [sys.executable, "-m", "rlhf_gym.cli", "serve", "--db", str(db), "--port", str(port), *extra]
+    if token:
+        cmd += ["--admin-token", token]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+def test_acknowledged_labels_survive_sigkill_of_the_server(tmp_path):
+    db = tmp_path / "serve.db"
+    store = FeedbackStore(db)
+    add_people(store)
+    store.close()
+    port = free_port()
+    qs = make_queries(n_pairs=1, n_steps=60)["step"]
+    proc = start(db, port)
+    try:
+        _label_then_kill(db, port, proc, qs)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    proc = start(db, port)  # and the server comes back on the same store
+    try:
+        s = FeedbackStore(db)
+        n_alice = len(s.feedback(annotator_id="alice"))
+        s.close()
+        me = httpx.get(f"http://127.0.0.1:{port}/api/me", headers={"Authorization": f"Bearer {TOKENS['alice']}"}).json()
+        assert me["progress"]["given"] == n_alice
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _label_then_kill(db: Path, port: int, proc: subprocess.Popen, qs: list) -> None:
+    url = f"http://127.0.0.1:{port}"
+    r = httpx.post(f"{url}/api/admin/queries", headers={"Authorization": f"Bearer {ADMIN}"},
+                   json={"run_id": "run-1", "queries": [q.to_dict() for q in qs]})
+    assert r.status_code == 200
+    acked: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def person(name: str, mine: list) -> None:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKENS[name]}"}, timeout=10) as c:
+            for q in mine:
+                try:
+                    r = c.post("/api/feedback", json={"query_id": q.id, "value": 1.0, "client_key": f"{name}{q.id}"})
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if r.status_code == 201:
+                    with lock:
+                        acked[f"{name}{q.id}"] = r.json()["feedback_id"]
+
+    threads = [threading.Thread(target=person, args=(n, qs[i::2])) for i, n in enumerate(TOKENS)]
+    for t in threads:
+        t.start()
+    while len(acked) < 15 and any(t.is_alive() for t in threads):
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    for t in threads:
+        t.join(10)
+    assert 15 <= len(acked) < 60  # killed in the middle of the load
+    s = FeedbackStore(db)
+    stored = {f.id for f in s.feedback()}
+    assert set(acked.values()) <= stored  # every label that got a 2xx is there
+    assert len(stored) <= len(acked) + 2  # at most the requests in flight at the kill
+    s.close()
+
+
+def test_serve_generates_a_token_and_binds_loopback(tmp_path):
+    port = free_port()
+    proc = start(tmp_path / "g.db", port, token=None)
+    printed = ""
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200
+        out = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout if Path("/usr/bin/ss").exists() \
+            else ""
+        if out:
+            assert f"127.0.0.1:{port}" in out and f"0.0.0.0:{port}" not in out
+    finally:
+        proc.terminate()
+        try:
+            printed = proc.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    assert "admin token (generated" in printed and "127.0.0.1" in printed
+
+
+def test_serve_warns_when_binding_beyond_loopback(tmp_path, capsys, monkeypatch):
+    import uvicorn
+
+    from rlhf_gym.cli import main
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    assert main(["serve", "--db", str(tmp_path / "w.db"), "--host", "0.0.0.0", "--admin-token", ADMIN]) == 0
+    assert "WARNING: binding to 0.0.0.0" in capsys.readouterr().err
+    assert main(["serve", "--db", str(tmp_path / "w.db"), "--admin-token", "short"]) == 2
+    assert main(["serve", "--db", str(tmp_path / "w.db"), "--port", "70000", "--admin-token", ADMIN]) == 2
