@@ -336,3 +336,17 @@ def test_create_app_refuses_a_short_admin_token(tmp_path):
 
     with pytest.raises(ValueError, match="admin token"):
         create_app(FeedbackStore(tmp_path / "x.db"), "short", tmp_path / "clips")
+
+
+def test_admin_report_shows_annotators_and_refuses_annotators(web):
+    store, c, qs, _ = web
+    assert label(c, "alice", qs["pair"][0].id, 1.0).status_code == 201
+    assert c.get("/api/admin/report", headers=headers("alice")).status_code == 403
+    assert c.get("/api/admin/report.html").status_code == 401
+    rep = c.get("/api/admin/report", headers=admin_headers()).json()
+    by_id = {a["id"]: a for a in rep["annotators"]}
+    assert by_id["alice"]["labels"] == 1 and by_id["bob"]["labels"] == 0
+    html = c.get("/api/admin/report.html", headers=admin_headers()).text
+    assert "alice" in html and "Cohen" in html
+    page = c.get("/admin").text  # the shell holds no data, only the token form
+    assert "Admin token" in page and "alice" not in page

@@ -58,7 +58,7 @@ def resolve_url(db: str | Path) -> str:
 class FeedbackStore:
     """Annotators, consents, runs, queries, feedback, models with lineage, and the audit log."""
 
-    def __init__(self, db: str | Path = "rlhf.db", *, consent_version: str | None = None, echo: bool = False) -> None:
+    def __init__(self, db: str | Path = "feedback.db", *, consent_version: str | None = None, echo: bool = False) -> None:
         self.url = resolve_url(db)
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.url.startswith("sqlite"):

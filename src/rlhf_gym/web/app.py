@@ -734,6 +734,26 @@ def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "c
     def admin_finish(run_id: str) -> dict[str, Any]:
         return web.finish_run(run_id)
 
+    @app.get("/api/admin/report", dependencies=[Depends(admin)])
+    def admin_report() -> dict[str, Any]:
+        """Agreement and bias report of every annotator (see rlhf_gym.governance.report)."""
+        from rlhf_gym.governance.report import annotator_report
+
+        return annotator_report(store)
+
+    @app.get("/api/admin/report.html", response_class=HTMLResponse, dependencies=[Depends(admin)],
+             include_in_schema=False)
+    def admin_report_html() -> HTMLResponse:
+        from rlhf_gym.governance.admin import render_admin_html
+        from rlhf_gym.governance.report import annotator_report
+
+        return HTMLResponse(render_admin_html(annotator_report(store)))
+
+    @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
+    def admin_page() -> HTMLResponse:
+        # The shell holds no data: it asks for the admin token and fetches the report with it as a header.
+        return HTMLResponse(_page("admin.html"))
+
     @app.get("/api/health", include_in_schema=False)
     def health() -> dict[str, Any]:
         return {"ok": True}

@@ -18,7 +18,8 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     s = subparsers.add_parser("serve", help="run the annotation web app (people label in a browser)",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("--db", default="rlhf.db", help="store: SQLite file path or postgresql://user@host/db URL")
+    s.add_argument("--db", default="feedback.db",
+                   help="store: SQLite file, run folder (uses its feedback.db) or postgresql://user@host/db URL")
     s.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback must be asked for")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--admin-token", default=None,
@@ -49,10 +50,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError("--admin-token must be at least 8 characters")
     import uvicorn
 
+    from rlhf_gym.governance.cli import resolve_db
     from rlhf_gym.governance.consent import load_policy
     from rlhf_gym.store import FeedbackStore
     from rlhf_gym.web.app import create_app
 
+    args.db = resolve_db(args.db, must_exist=False)
     clip_dir = args.clip_dir
     if clip_dir is None:
         clip_dir = (Path(args.db).parent / "clips") if "://" not in args.db else Path("clips")
