@@ -246,15 +246,22 @@ class LearnerSettings:
     updates_per_answer: int = 10
     """Gradient steps on replayed answers after each new answer."""
     batch_size: int = 64
+    warmup_steps: int = 1000
+    """Steps of random play (no teacher) to set the observation scaling before the first question."""
     ask_rate: float = 0.2
     """Fraction of steps the learner asks about (spread over varied states, see the README)."""
     epsilon: float = 0.05
     """Random-action rate while training (value-based learners)."""
-    credit_window: tuple[int, int] = (1, 6)
-    """When only the time of an answer is known: it judges one of the steps this many steps before."""
+    credit_window: tuple[int, int] = (2, 6)
+    """When only the time of an answer is known: it judges one of the steps this many steps before
+    (a model of the teacher's reaction time; the simulated delayed teacher uses 2-6, set it for a person)."""
+    hold_when_delayed: bool = False
+    """With such a teacher, keep one action on the steps around a question (tried: it did not help on CartPole)."""
     trace_decay: float = 0.35
     """Eligibility-trace decay (COACH)."""
     trace_length: int = 10
+    mirror_good: bool = False
+    """Two actions (TAMER): also read "right" as "the other action was wrong" (not only "wrong" as "other right")."""
     clip: float = 0.05
     """Policy learners stop pushing a replayed answer once pi(a|s) is past 1 - clip (good) or below clip (bad)."""
 
@@ -300,13 +307,22 @@ class FeedbackLearner:
             self.model = MLP(obs_dim, n_actions, self.s.hidden)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.s.lr)
         self.scaler = ObsScaler(obs_dim)
+        self.scaler_frozen = False
         self.replay: list[Credit] = []  # every answer so far, with its credit
         self.answers = 0
 
     # -- acting -----------------------------------------------------------------------------------
     def observe(self, obs: np.ndarray) -> None:
-        """Every state the agent sees updates the observation scaling."""
-        self.scaler.update(obs)
+        """States seen before the scaling is frozen update it (see :func:`warm_up_scaler`)."""
+        if not self.scaler_frozen:
+            self.scaler.update(obs)
+
+    def freeze_scaler(self) -> None:
+        """Fix the observation scaling: a scaling that kept following the visited states would shift the
+        net's inputs as the policy improves (a good CartPole policy visits a narrow band of states) and
+        undo what it learned."""
+        self.scaler_frozen = True
+        self.model.set_scaler(self.scaler)
 
     def greedy(self, obs: np.ndarray) -> int:
         return int(np.argmax(self.model.outputs(obs)))
@@ -332,7 +348,8 @@ class FeedbackLearner:
             return
         self.answers += 1
         self.replay += self.replay_records(c)
-        self.model.set_scaler(self.scaler)
+        if not self.scaler_frozen:
+            self.model.set_scaler(self.scaler)
         for _ in range(self.s.updates_per_answer):
             batch = Batch.of([self.replay[i] for i in self._batch_indices()])
             loss = self.loss(batch)

@@ -75,7 +75,26 @@ class TeachStats:
     env_steps: int = 0
     episodes: int = 0
     stopped: str | None = None
+    warmup_steps: int = 0
     feedback_ids: list[int] = field(default_factory=list)
+
+
+def warm_up_scaler(env: gym.Env, learner: FeedbackLearner, seed: int) -> int:
+    """Play ``warmup_steps`` random steps (nobody watches, nothing is asked) to fix the observation scaling.
+
+    Returns the number of steps played. The same for every task: it is what lets one set of defaults fit
+    CartPole's, Acrobot's and MountainCar's very different observation scales.
+    """
+    n = learner.s.warmup_steps
+    rng = np.random.default_rng(seed + 7919)
+    obs, _ = env.reset(seed=seed + 7919)
+    for _ in range(n):
+        learner.scaler.update(obs)
+        obs, _r, term, trunc, _ = env.step(int(rng.integers(learner.n_actions)))
+        if term or trunc:
+            obs, _ = env.reset()
+    learner.freeze_scaler()
+    return n
 
 
 def teach(env: gym.Env, learner: FeedbackLearner, source: FeedbackSource, budget: int, *, run_id: str | None = None,
@@ -90,9 +109,17 @@ def teach(env: gym.Env, learner: FeedbackLearner, source: FeedbackSource, budget
     (``stats.stopped`` says why); the caller saves whatever was learned.
     """
     stats = TeachStats()
+    if not learner.scaler_frozen:
+        stats.warmup_steps = warm_up_scaler(env, learner, seed)
     by_step = getattr(source, "reports_judged_step", True)
     history = History()
     pending: dict[str, Seen] = {}
+    # A teacher that reports only *when* it answered judges one of the steps ``credit_window`` before the
+    # answer. The learner makes those steps unambiguous: it keeps one action for ``hold`` steps either side
+    # of the step it asks about, so whichever step the answer judges, it judges that action in nearly
+    # that state. (It chooses when to ask; what it does while asking is part of that choice.)
+    hold = learner.s.credit_window[1] - learner.s.credit_window[0] if learner.s.hold_when_delayed else 0
+    plan: list[tuple[int, bool]] = []
     obs, _ = env.reset(seed=seed)
     episode = 0
 
@@ -115,9 +142,16 @@ def teach(env: gym.Env, learner: FeedbackLearner, source: FeedbackSource, budget
         while stats.asked < budget or source.pending:
             step = stats.env_steps
             learner.observe(obs)
-            action = learner.act(obs)
+            if plan:  # holding an action around a question to a delayed teacher
+                action, ask = plan.pop(0)
+            else:
+                action = learner.act(obs)
+                ask = stats.asked < budget and learner.should_ask(obs, action)
+                if ask and not by_step and hold > 0:
+                    plan = [(action, False)] * (hold - 1) + [(action, True)] + [(action, False)] * hold
+                    ask = False
             seen = history.add(step, obs, action, episode)
-            if stats.asked < budget and learner.should_ask(obs, action):
+            if ask and stats.asked < budget:
                 frame_path = None
                 if frame_dir is not None:
                     frame = try_render(env)
@@ -139,6 +173,7 @@ def teach(env: gym.Env, learner: FeedbackLearner, source: FeedbackSource, budget
             obs, _r, term, trunc, _ = env.step(action)
             stats.env_steps += 1
             if term or trunc:
+                plan = []
                 obs, _ = env.reset()
                 episode += 1
                 stats.episodes += 1
@@ -243,7 +278,7 @@ def train_evaluative(cfg: TrainConfig) -> dict[str, Any]:
         console.print(f"stopped ({stats.stopped}); {stats.used} answers used and saved")
     return {"mean_return": float(final.mean()), "std_return": float(final.std()), "episodes": int(cfg.eval_episodes),
             "feedback_used": stats.used, "asked": stats.asked, "skipped": stats.skipped,
-            "env_steps": stats.env_steps, "stopped": stats.stopped, "run_id": run_id, "model_id": model_id,
+            "env_steps": stats.env_steps, "warmup_steps": stats.warmup_steps, "stopped": stats.stopped, "run_id": run_id, "model_id": model_id,
             "policy": str(weights), "wall_s": round(time.time() - t0, 2)}
 
 

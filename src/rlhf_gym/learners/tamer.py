@@ -38,7 +38,7 @@ class TamerLearner(FeedbackLearner):
 
     def replay_records(self, c: Credit) -> list[Credit]:
         records = [c]
-        if self.n_actions == 2 and c.value < 0:  # "a was wrong" also says "the other action was right"
+        if self.n_actions == 2 and (c.value < 0 or self.s.mirror_good):  # "a was wrong" also says "the other action was right"
             records.append(Credit(-c.value, tuple((o, 1 - a, w) for o, a, w in c.steps), c.answer_step,
                                   scale=0.5 * c.scale))
         return records
