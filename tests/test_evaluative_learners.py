@@ -108,8 +108,27 @@ def test_coach_trace_stays_within_the_episode():
     assert c.steps[-1][2] > c.steps[0][2]  # the judged step gets the most credit
 
 
+def test_loop_gives_a_delayed_answer_only_its_time():
+    """With a delayed teacher the learner is told when an answer came, never which step it judged."""
+    agent = make_learner("tamer", 4, 2, np.random.default_rng(0))
+    calls = []
+    real_learn = agent.learn
+
+    def spy(value, judged, answer_step, history):
+        calls.append((judged, answer_step))
+        real_learn(value, judged, answer_step, history)
+
+    agent.learn = spy
+    src = SimulatedTeacher(ExpertActionJudge(cartpole_expert), "t", rng=np.random.default_rng(1), delay=(2, 6))
+    teach(make_env("CartPole-v1", seed=0), agent, src, 20, seed=0)
+    assert len(calls) == 20 and all(judged is None for judged, _ in calls)
+    windows = [len(c.steps) for c in agent.replay if c.scale == 1.0]
+    assert len(windows) == 20 and max(windows) == 5 and min(windows) >= 1  # credit spread over steps 2-6 back
+
+
+@pytest.mark.slow
 def test_tamer_learns_from_a_delayed_teacher(random_return):
-    _, stats, rets = run("tamer", 150, delay=(2, 6))
+    _, stats, rets = run("tamer", 300, delay=(2, 6))
     assert rets.mean() > 3 * random_return
 
 
