@@ -243,6 +243,8 @@ class LearnerSettings:
 
     hidden: tuple[int, ...] = (64, 64)
     lr: float = 1e-3
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW): keeps the net from memorising wrong answers as replay grows."""
     updates_per_answer: int = 10
     """Gradient steps on replayed answers after each new answer."""
     batch_size: int = 64
@@ -260,6 +262,8 @@ class LearnerSettings:
     trace_decay: float = 0.35
     """Eligibility-trace decay (COACH)."""
     trace_length: int = 10
+    mirror_bad: bool = False
+    """Two actions (TAMER): read "wrong" as "the other action was right" too (off: see tamer.py)."""
     mirror_good: bool = False
     """Two actions (TAMER): also read "right" as "the other action was wrong" (not only "wrong" as "other right")."""
     clip: float = 0.05
@@ -272,7 +276,9 @@ class LearnerSettings:
         for k, v in extra.items():
             if k in known:
                 cur = getattr(s, k)
-                if isinstance(cur, tuple):
+                if isinstance(cur, bool):
+                    v = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
+                elif isinstance(cur, tuple):
                     v = tuple(int(x) for x in str(v).replace(",", " ").split()) if not isinstance(v, tuple) else v
                 elif isinstance(cur, float):
                     v = float(v)
@@ -305,7 +311,7 @@ class FeedbackLearner:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(2**31)))
             self.model = MLP(obs_dim, n_actions, self.s.hidden)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.s.lr)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.s.lr, weight_decay=self.s.weight_decay)
         self.scaler = ObsScaler(obs_dim)
         self.scaler_frozen = False
         self.replay: list[Credit] = []  # every answer so far, with its credit

@@ -13,8 +13,12 @@ acts to maximise it directly (no discounting, no environment reward). Here:
   the answer is spread uniformly over the steps 1-6 steps before it (``credit_window``), and, as in
   TAMER, the *credit-weighted sum* of H over those steps is regressed on the answer (not each step
   separately, which would teach every step in the window the same label).
-* With two actions, "wrong" also says the other action was right, so a bad answer adds a +1 target for
-  the other action (half weight). It helps most with a noisy teacher.
+* With two actions, "wrong" also says "the other action was right". We tried adding that as a
+  (half-weight) target and turned it off by default (``--set mirror_bad=true`` turns it on): with a
+  teacher that is wrong 20% of the time, once the agent is good it rarely takes the other action, so
+  that action's H is fitted *only* to mirrored +1 targets from the wrong "bad" answers, ends up above
+  the taken action's noisy ~0.6, and the greedy policy flips (solved, then fell to ~200). Without it
+  the noisy teacher's runs stayed solved.
 * Acts greedily on H with a little exploration (``epsilon``).
 """
 
@@ -38,7 +42,7 @@ class TamerLearner(FeedbackLearner):
 
     def replay_records(self, c: Credit) -> list[Credit]:
         records = [c]
-        if self.n_actions == 2 and (c.value < 0 or self.s.mirror_good):  # "a was wrong" also says "the other action was right"
+        if self.n_actions == 2 and ((c.value < 0 and self.s.mirror_bad) or (c.value > 0 and self.s.mirror_good)):  # "a was wrong" also says "the other action was right"
             records.append(Credit(-c.value, tuple((o, 1 - a, w) for o, a, w in c.steps), c.answer_step,
                                   scale=0.5 * c.scale))
         return records
