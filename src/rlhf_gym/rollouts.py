@@ -27,8 +27,9 @@ def rollout(env: gym.Env, policy: Policy, seed: int | None = None, max_steps: in
         if max_steps is not None and len(actions) >= max_steps and not terminated:
             truncated = True
     eid = env_id or (env.spec.id if env.spec else None)
+    # Gymnasium may report both on the last step (the pole falls as the time limit hits): the MDP ended.
     return Trajectory(np.asarray(observations), np.asarray(actions), np.asarray(rewards), bool(terminated),
-                      bool(truncated), env_id=eid, seed=seed)
+                      bool(truncated) and not bool(terminated), env_id=eid, seed=seed)
 
 
 def rollouts(env: gym.Env, policy: Policy, n: int, seed: int = 0, max_steps: int | None = None) -> list[Trajectory]:

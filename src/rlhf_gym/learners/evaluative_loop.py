@@ -1,0 +1,290 @@
+"""The evaluative-feedback training loop: act, ask about some steps, learn from each answer.
+
+:func:`teach` is the loop itself (also used by the benchmark); :func:`train_evaluative` wraps it into a
+run: run folder, store, teacher, progress bar, periodic evaluation on the true reward, saving, lineage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlhf_gym.config import TrainConfig
+from rlhf_gym.envs import make_env, require_discrete, try_render
+from rlhf_gym.feedback.sources import FeedbackSource, StopFeedback
+from rlhf_gym.learners.common import MLP, FeedbackLearner, History, LearnerSettings, Seen
+from rlhf_gym.types import Feedback, StepQuery
+
+#: learner name -> "module:class"
+LEARNERS: dict[str, str] = {
+    "tamer": "rlhf_gym.learners.tamer:TamerLearner",
+    "reinforce": "rlhf_gym.learners.reinforce_feedback:ReinforceFeedbackLearner",
+    "coach": "rlhf_gym.learners.coach:CoachLearner",
+}
+
+
+def make_learner(name: str, obs_dim: int, n_actions: int, rng: np.random.Generator,
+                 settings: LearnerSettings | None = None) -> FeedbackLearner:
+    if name not in LEARNERS:
+        raise ValueError(f"unknown evaluative learner {name!r}; expected one of {', '.join(LEARNERS)}")
+    mod, cls = LEARNERS[name].split(":")
+    return getattr(importlib.import_module(mod), cls)(obs_dim, n_actions, rng, settings)
+
+
+def evaluate_greedy(env_id: str, model: MLP, episodes: int, seed: int = 10_000) -> np.ndarray:
+    """True returns of the greedy policy, episodes run side by side (one batched forward per step).
+
+    Episode ``i`` is reset with ``seed + i``, exactly as :func:`rlhf_gym.rollouts.evaluate_policy` does,
+    so the numbers match ``rlhf-gym evaluate``.
+    """
+    envs = [make_env(env_id) for _ in range(episodes)]
+    obs = [e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]
+    rets = np.zeros(episodes)
+    alive = list(range(episodes))
+    try:
+        while alive:
+            acts = np.argmax(model.outputs(np.stack([obs[i] for i in alive])), axis=1)
+            still = []
+            for i, a in zip(alive, acts, strict=True):
+                obs[i], r, term, trunc, _ = envs[i].step(int(a))
+                rets[i] += float(r)
+                if not (term or trunc):
+                    still.append(i)
+            alive = still
+    finally:
+        for e in envs:
+            e.close()
+    return rets
+
+
+@dataclass
+class TeachStats:
+    """What happened in one :func:`teach` call."""
+
+    asked: int = 0
+    used: int = 0
+    skipped: int = 0
+    env_steps: int = 0
+    episodes: int = 0
+    stopped: str | None = None
+    warmup_steps: int = 0
+    feedback_ids: list[int] = field(default_factory=list)
+
+
+def warm_up_scaler(env: gym.Env, learner: FeedbackLearner, seed: int) -> int:
+    """Play ``warmup_steps`` random steps (nobody watches, nothing is asked) to fix the observation scaling.
+
+    Returns the number of steps played. The same for every task: it is what lets one set of defaults fit
+    CartPole's, Acrobot's and MountainCar's very different observation scales.
+    """
+    n = learner.s.warmup_steps
+    rng = np.random.default_rng(seed + 7919)
+    obs, _ = env.reset(seed=seed + 7919)
+    for _ in range(n):
+        learner.scaler.update(obs)
+        obs, _r, term, trunc, _ = env.step(int(rng.integers(learner.n_actions)))
+        if term or trunc:
+            obs, _ = env.reset()
+    learner.freeze_scaler()
+    return n
+
+
+def teach(env: gym.Env, learner: FeedbackLearner, source: FeedbackSource, budget: int, *, run_id: str | None = None,
+          seed: int = 0, on_answer: Callable[[TeachStats], bool | None] | None = None,
+          frame_dir: Path | None = None, people: bool = False, wait_s: float = 600.0) -> TeachStats:
+    """Run the agent, ask about the steps the learner picks (at most ``budget`` questions), learn from answers.
+
+    ``people``: the source is a person (or several): after the last question, wait up to ``wait_s`` seconds
+    for open answers instead of running on. ``on_answer`` is called after every answer the learner used; returning True stops the loop.
+    A source that does not report which step it judges (``reports_judged_step = False``, e.g. a delayed
+    teacher) gets credit assigned by time. Stops cleanly on :class:`StopFeedback` or Ctrl-C
+    (``stats.stopped`` says why); the caller saves whatever was learned.
+    """
+    stats = TeachStats()
+    if not learner.scaler_frozen:
+        stats.warmup_steps = warm_up_scaler(env, learner, seed)
+    by_step = getattr(source, "reports_judged_step", True)
+    history = History()
+    pending: dict[str, Seen] = {}
+    # A teacher that reports only *when* it answered judges one of the steps ``credit_window`` before the
+    # answer. The learner makes those steps unambiguous: it keeps one action for ``hold`` steps either side
+    # of the step it asks about, so whichever step the answer judges, it judges that action in nearly
+    # that state. (It chooses when to ask; what it does while asking is part of that choice.)
+    hold = learner.s.credit_window[1] - learner.s.credit_window[0] if learner.s.hold_when_delayed else 0
+    plan: list[tuple[int, bool]] = []
+    obs, _ = env.reset(seed=seed)
+    episode = 0
+
+    def handle(fbs: list[Feedback], step: int) -> bool:
+        for fb in fbs:
+            judged = pending.pop(fb.query_id, None)
+            if fb.value is None:
+                stats.skipped += 1
+                continue
+            learner.learn(fb.value, judged if by_step else None, fb.step if fb.step is not None else step, history)
+            stats.used += 1
+            if fb.id is not None:
+                stats.feedback_ids.append(fb.id)
+            if on_answer is not None and on_answer(stats):
+                stats.stopped = "done"
+                return True
+        return False
+
+    try:
+        while stats.asked < budget or source.pending:
+            step = stats.env_steps
+            learner.observe(obs)
+            if plan:  # holding an action around a question to a delayed teacher
+                action, ask = plan.pop(0)
+            else:
+                action = learner.act(obs)
+                ask = stats.asked < budget and learner.should_ask(obs, action)
+                if ask and not by_step and hold > 0:
+                    plan = [(action, False)] * (hold - 1) + [(action, True)] + [(action, False)] * hold
+                    ask = False
+            seen = history.add(step, obs, action, episode)
+            if ask and stats.asked < budget:
+                frame_path = None
+                if frame_dir is not None:
+                    frame = try_render(env)
+                    if frame is not None:
+                        import imageio.v2 as imageio
+
+                        frame_dir.mkdir(parents=True, exist_ok=True)
+                        frame_path = str(frame_dir / f"step-{step:07d}.png")
+                        imageio.imwrite(frame_path, frame)
+                q = StepQuery.make(np.asarray(obs), action, step, episode, run_id=run_id, frame_path=frame_path)
+                source.post([q])
+                pending[q.id] = seen
+                stats.asked += 1
+            if handle(source.poll(step), step):
+                break
+            if source.stopped:
+                stats.stopped = "teacher stopped"
+                break
+            obs, _r, term, trunc, _ = env.step(action)
+            stats.env_steps += 1
+            if term or trunc:
+                plan = []
+                obs, _ = env.reset()
+                episode += 1
+                stats.episodes += 1
+            if stats.asked >= budget and source.pending and people:
+                # a person still has questions open: wait for them rather than running on
+                deadline = time.monotonic() + wait_s
+                while source.pending and not source.stopped and time.monotonic() < deadline:
+                    if handle(source.poll(stats.env_steps), stats.env_steps):
+                        break
+                    time.sleep(0.1)
+                break
+    except StopFeedback:
+        stats.stopped = "teacher stopped"
+    except KeyboardInterrupt:
+        stats.stopped = "interrupted"
+    return stats
+
+
+def _annotator(cfg: TrainConfig) -> tuple[str, str]:
+    from rlhf_gym.types import new_id
+
+    if cfg.teacher in ("human", "web"):
+        return cfg.annotator or new_id("person"), "human"
+    return cfg.annotator or f"sim-{cfg.teacher}", "simulated"
+
+
+def train_evaluative(cfg: TrainConfig) -> dict[str, Any]:
+    """Train an agent from evaluative feedback as configured; results and feedback go to ``cfg.out``.
+
+    Returns the true return of the greedy policy (``mean_return``, ``std_return``, ``episodes``) and
+    ``feedback_used``, ``env_steps``, ``asked``, ``stopped``, ``run_id``, ``policy``.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rlhf_gym.feedback.teachers_evaluative import make_evaluative_source
+    from rlhf_gym.runs import MetricsLogger, RunDir, plot_curve
+    from rlhf_gym.store import FeedbackStore
+
+    cfg.validate()
+    spec = require_discrete(cfg.env, cfg.learner)
+    if len(spec.obs_shape) != 1:
+        raise ValueError(f"evaluative learners need a flat observation vector; {cfg.env} has shape {spec.obs_shape}")
+    settings = LearnerSettings.from_extra(cfg.extra)
+    torch.set_num_threads(1)
+    console = Console(stderr=True)
+    run = RunDir(cfg.out)
+    run.save_config(cfg)
+    store = FeedbackStore(cfg.db or run.db_path)
+    run_id = store.add_run(f"run-{Path(cfg.out).resolve().name}-{int(time.time())}", asdict(cfg))
+    annotator_id, kind = _annotator(cfg)
+    if cfg.teacher != "web":
+        store.add_annotator(annotator_id, kind=kind)
+    rng = np.random.default_rng(cfg.seed)
+    source = make_evaluative_source(cfg, store, run_id, annotator_id, rng, log=lambda m: console.print(m))
+    human = cfg.teacher in ("human", "web")
+    env = make_env(cfg.env, seed=cfg.seed, render_mode="rgb_array" if human else None)
+    learner = make_learner(cfg.learner, spec.obs_shape[0], int(spec.n_actions or 0), rng, settings)
+    metrics = MetricsLogger(run)
+    eval_every = int(cfg.extra.get("eval_every", max(1, cfg.budget // 10)))
+    last_eval = {"used": -1}
+
+    def evaluate(stats: TeachStats) -> dict[str, Any]:
+        learner.model.set_scaler(learner.scaler)
+        rets = evaluate_greedy(cfg.env, learner.model, cfg.eval_episodes, seed=20_000)
+        last_eval["used"] = stats.used
+        return metrics.log(stats.env_steps, feedback_used=stats.used, asked=stats.asked, env_steps=stats.env_steps,
+                           mean_return=float(rets.mean()), std_return=float(rets.std()))
+
+    t0 = time.time()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("return {task.fields[ret]}"), TimeElapsedColumn(), console=console,
+                  disable=not cfg.progress or human, transient=False) as bar:
+        task = bar.add_task(f"{cfg.learner} <- {cfg.teacher}", total=cfg.budget, ret="?")
+
+        def on_answer(stats: TeachStats) -> None:
+            bar.update(task, completed=stats.asked)
+            if stats.used % eval_every == 0:
+                row = evaluate(stats)
+                bar.update(task, ret=f"{row['mean_return']:.1f}")
+
+        evaluate(TeachStats())
+        stats = teach(env, learner, source, cfg.budget, run_id=run_id, seed=cfg.seed, on_answer=on_answer,
+                      frame_dir=run.file("frames") if human else None, people=human,
+                      wait_s=float(cfg.extra.get("wait_s", 600.0)))
+        bar.update(task, completed=stats.asked)
+    source.close()
+    env.close()
+    if last_eval["used"] != stats.used:
+        evaluate(stats)
+    weights = learner.save(run.file("policy.safetensors"))
+    run.save_policy_info("torch-mlp", weights.name, learner=cfg.learner, env=cfg.env)
+    model_id = store.record_model(weights, stats.feedback_ids, kind="policy", run_id=run_id)
+    learner.model.set_scaler(learner.scaler)
+    final = evaluate_greedy(cfg.env, learner.model, cfg.eval_episodes, seed=10_000)
+    metrics.close()
+    plot_curve(metrics.rows, "feedback_used", ["mean_return"], run.file("learning_curve.png"),
+               title=f"{cfg.learner} on {cfg.env}: true return vs answers ({cfg.teacher} teacher)",
+               hline=spec_threshold(cfg.env))
+    store.close()
+    if stats.stopped and stats.stopped != "done":
+        console.print(f"stopped ({stats.stopped}); {stats.used} answers used and saved")
+    return {"mean_return": float(final.mean()), "std_return": float(final.std()), "episodes": int(cfg.eval_episodes),
+            "feedback_used": stats.used, "asked": stats.asked, "skipped": stats.skipped,
+            "env_steps": stats.env_steps, "warmup_steps": stats.warmup_steps, "stopped": stats.stopped, "run_id": run_id, "model_id": model_id,
+            "policy": str(weights), "wall_s": round(time.time() - t0, 2)}
+
+
+def spec_threshold(env_id: str) -> float | None:
+    """The environment's own "solved" return, if it has one (for plots)."""
+    try:
+        return gym.spec(env_id).reward_threshold
+    except Exception:
+        return None

@@ -1,0 +1,54 @@
+"""REINFORCE with evaluative feedback, done right (and kept stable).
+
+The policy is a softmax over an MLP's outputs. An answer f (+1 good, -1 bad) about action a in state s
+is used as the return in the REINFORCE estimator: the update follows ``f * grad log pi(a | s)`` for the
+state *the action was taken in* (the widely copied example uses the next observation, never compiles
+its model and uses Gymnasium's old 4-tuple step API; this one uses the 5-tuple API throughout).
+
+Plain on-policy updates solve CartPole and then collapse (often to pushing one way): during one long
+episode every answer is about nearly the same state, and each step pushes the policy further, so it
+forgets everything else. Three things keep it stable, all cheap:
+
+1. **Replay of every past answer.** For a fixed (s, a, f) the sign of the gradient does not depend on
+   the policy that collected it, so old answers remain valid training signal; each new answer is
+   followed by a few minibatch steps over all answers so far.
+2. **A trust-region-style clip.** A replayed answer stops pushing once the policy already agrees with
+   it: no gradient when ``pi(a|s) > 1 - clip`` for a good answer or ``pi(a|s) < clip`` for a bad one.
+   Without it, ``-log pi`` of bad actions grows without bound under replay and swamps everything.
+3. **Balancing good and bad answers.** A good policy mostly hears "good"; each minibatch weighs the
+   good and the bad answers equally so the rare corrections are not drowned out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rlhf_gym.learners.common import Batch, FeedbackLearner
+
+
+def clipped_feedback_pg_loss(logits: torch.Tensor, act: torch.Tensor, val: torch.Tensor, w: torch.Tensor,
+                             clip: float) -> torch.Tensor:
+    """``-sum(w * f * log pi(a|s))`` over answers the policy does not yet agree with, good/bad balanced."""
+    logp = torch.log_softmax(logits, dim=-1).gather(1, act[:, None]).squeeze(1)
+    p = logp.exp().detach()
+    active = ((val > 0) & (p < 1 - clip)) | ((val < 0) & (p > clip))
+    pos, neg = val > 0, val < 0
+    bal = torch.where(pos, 0.5 / (w * pos).sum().clamp_min(1e-8), 0.5 / (w * neg).sum().clamp_min(1e-8))
+    if not bool(pos.any()) or not bool(neg.any()):
+        bal = torch.full_like(w, 1.0 / w.sum().clamp_min(1e-8).item())
+    return -(active * bal * w * val * logp).sum()
+
+
+class ReinforceFeedbackLearner(FeedbackLearner):
+    """Softmax policy; feedback-weighted log-likelihood gradient, replayed, clipped and balanced."""
+
+    name = "reinforce"
+
+    def act(self, obs: np.ndarray) -> int:
+        logits = self.model.outputs(obs).astype(np.float64)
+        p = np.exp(logits - logits.max())
+        return int(self.rng.choice(self.n_actions, p=p / p.sum()))
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        return clipped_feedback_pg_loss(self.model(batch.obs), batch.act, batch.value, batch.step_scale, self.s.clip)

@@ -1,0 +1,65 @@
+"""TAMER: learn the teacher's judgement H(s, a) by regression, then act greedily on it.
+
+Knox & Stone's TAMER treats each answer as a sample of a "human reinforcement function" H(s, a) and
+acts to maximise it directly (no discounting, no environment reward). Here:
+
+* H is a small MLP with one output per action; an answer becomes a target of +1 (good) or -1 (bad) for
+  the (state, action) it judges, and H(s, a) is fitted by weighted least squares.
+* Every past answer is kept and replayed (a few minibatch steps after each new answer): TAMER's targets
+  do not depend on the current policy, so old answers stay valid, and replay keeps the net from
+  forgetting varied early states during a long episode of near-identical ones.
+* Credit assignment: when the teacher says which step it judged, that step gets the answer; when only
+  the time of the answer is known (a delayed teacher, a person pressing a key while the agent moves),
+  the answer is spread uniformly over the steps 1-6 steps before it (``credit_window``), and, as in
+  TAMER, the *credit-weighted sum* of H over those steps is regressed on the answer (not each step
+  separately, which would teach every step in the window the same label).
+* With two actions, "wrong" also says "the other action was right". We tried adding that as a
+  (half-weight) target and turned it off by default (``--set mirror_bad=true`` turns it on): with a
+  teacher that is wrong 20% of the time, once the agent is good it rarely takes the other action, so
+  that action's H is fitted *only* to mirrored +1 targets from the wrong "bad" answers, ends up above
+  the taken action's noisy ~0.6, and the greedy policy flips (solved, then fell to ~200). Without it
+  the noisy teacher's runs stayed solved.
+* Acts greedily on H with a little exploration (``epsilon``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rlhf_gym.learners.common import Batch, Credit, FeedbackLearner
+
+
+class TamerLearner(FeedbackLearner):
+    """H(s, a) regression on feedback with replay and a credit window; greedy acting."""
+
+    name = "tamer"
+
+    def act(self, obs: np.ndarray) -> int:
+        if self.rng.random() < self.s.epsilon:
+            return int(self.rng.integers(self.n_actions))
+        return self.greedy(obs)
+
+    def replay_records(self, c: Credit) -> list[Credit]:
+        records = [c]
+        if self.n_actions == 2 and ((c.value < 0 and self.s.mirror_bad) or (c.value > 0 and self.s.mirror_good)):  # "a was wrong" also says "the other action was right"
+            records.append(Credit(-c.value, tuple((o, 1 - a, w) for o, a, w in c.steps), c.answer_step,
+                                  scale=0.5 * c.scale))
+        return records
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        h = self.model(batch.obs).gather(1, batch.act[:, None]).squeeze(1)
+        post = credit_posterior(h.detach(), batch)
+        per_group = torch.zeros_like(batch.group_value).index_add(0, batch.group, post * (h - batch.value) ** 2)
+        return (batch.group_scale * per_group).sum() / batch.group_scale.sum()
+
+
+def credit_posterior(h: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Which step of its window did each answer judge? The prior credit reweighted by how well each step
+    explains the answer under the current H (a "bad" answer in a window of good steps goes to the one H
+    thinks was bad). Sums to 1 within each answer; a one-step answer keeps weight 1.
+    """
+    p_good = 0.1 + 0.8 * (h.clamp(-1, 1) + 1) / 2
+    lik = batch.weight * torch.where(batch.value > 0, p_good, 1 - p_good)
+    total = torch.zeros_like(batch.group_value).index_add(0, batch.group, lik)
+    return lik / total[batch.group]

@@ -1,0 +1,150 @@
+"""Evaluative learners learn from the answers (and not without them); delayed credit; determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rlhf_gym.envs import make_env
+from rlhf_gym.feedback.teachers_evaluative import (
+    AdvantageJudge,
+    ExpertActionJudge,
+    RandomJudge,
+    SimulatedTeacher,
+)
+from rlhf_gym.learners.common import Batch, Credit, History, credit_by_time
+from rlhf_gym.learners.evaluative_loop import evaluate_greedy, make_learner, teach
+from rlhf_gym.learners.tamer import credit_posterior
+from rlhf_gym.rollouts import evaluate_policy, random_policy
+from rlhf_gym.types import StepQuery
+
+
+def cartpole_expert(obs: np.ndarray) -> int:
+    """An analytic CartPole controller (returns 500 from every start we tried): tests need no SB3 training."""
+    return int(3 * obs[2] + obs[3] > 0)
+
+
+def run(learner: str, budget: int, seed: int = 0, judge=None, delay=None, noise=0.0):
+    rng = np.random.default_rng(seed)
+    judge = judge or ExpertActionJudge(cartpole_expert)
+    src = SimulatedTeacher(judge, "t", rng=np.random.default_rng(seed + 1), noise=noise, delay=delay)
+    agent = make_learner(learner, 4, 2, rng)
+    stats = teach(make_env("CartPole-v1", seed=seed), agent, src, budget, seed=seed)
+    agent.model.set_scaler(agent.scaler)
+    return agent, stats, evaluate_greedy("CartPole-v1", agent.model, 10, seed=10_000)
+
+
+@pytest.fixture(scope="module")
+def random_return() -> float:
+    env = make_env("CartPole-v1", seed=0)
+    return float(evaluate_policy(env, random_policy(env), 10, seed=10_000).mean())
+
+
+@pytest.mark.parametrize("learner, budget", [("tamer", 60), ("reinforce", 120), ("coach", 150)])
+def test_learner_beats_random_policy(learner, budget, random_return):
+    _, stats, rets = run(learner, budget)
+    assert stats.used == budget
+    assert rets.mean() > max(150.0, 5 * random_return), (learner, rets.mean(), random_return)
+
+
+def test_random_teacher_does_not_teach(random_return):
+    rng = np.random.default_rng(7)
+    _, _, good = run("tamer", 60)
+    _, stats, rets = run("tamer", 60, judge=RandomJudge(rng))
+    assert stats.used == 60
+    assert rets.mean() < 0.3 * good.mean()
+
+
+def test_same_seed_same_run():
+    a, sa, ra = run("coach", 30, seed=3)
+    b, sb, rb = run("coach", 30, seed=3)
+    assert sa.env_steps == sb.env_steps and np.array_equal(ra, rb)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    _, sc, _ = run("coach", 30, seed=4)
+    assert sc.env_steps != sa.env_steps
+
+
+def test_delayed_teacher_answers_late_and_hides_the_step():
+    src = SimulatedTeacher(ExpertActionJudge(cartpole_expert), "t", rng=np.random.default_rng(0), delay=(2, 6))
+    assert not src.reports_judged_step
+    q = StepQuery.make(np.zeros(4), 1, step=10, episode=0)
+    src.post([q])
+    arrived = {}
+    for t in range(10, 20):
+        for fb in src.poll(t):
+            arrived[t] = fb
+    (t_given, fb), = arrived.items()
+    assert 12 <= t_given <= 16 and fb.step == t_given  # stamped with when it was given, not the judged step
+    assert src.pending == 0
+
+
+def test_credit_by_time_covers_the_judged_step():
+    h = History()
+    for t in range(30):
+        h.add(t, np.full(4, t, np.float32), t % 2)
+    c = credit_by_time(1.0, h, answer_step=20, window=(2, 6))
+    steps = [int(o[0]) for o, _, _ in c.steps]
+    assert steps == [14, 15, 16, 17, 18] and abs(sum(w for *_, w in c.steps) - 1) < 1e-9
+    assert credit_by_time(1.0, h, answer_step=500, window=(2, 6)) is None
+
+
+def test_tamer_credit_goes_to_the_step_that_explains_a_bad_answer():
+    steps = tuple((np.full(4, k, np.float32), 0, 0.25) for k in range(4))
+    batch = Batch.of([Credit(-1.0, steps, 10)])
+    h = torch.tensor([0.9, 0.8, -0.9, 0.95])  # H thinks only the third step was bad
+    post = credit_posterior(h, batch)
+    assert int(post.argmax()) == 2 and abs(float(post.sum()) - 1) < 1e-6
+
+
+def test_coach_trace_stays_within_the_episode():
+    agent = make_learner("coach", 4, 2, np.random.default_rng(0))
+    h = History()
+    for t in range(10):
+        h.add(t, np.full(4, t, np.float32), 0, episode=0 if t < 5 else 1)
+    c = agent.credit(1.0, h.get(6), 7, h)
+    assert sorted(int(o[0]) for o, _, _ in c.steps) == [5, 6]
+    assert c.steps[-1][2] > c.steps[0][2]  # the judged step gets the most credit
+
+
+def test_loop_gives_a_delayed_answer_only_its_time():
+    """With a delayed teacher the learner is told when an answer came, never which step it judged."""
+    agent = make_learner("tamer", 4, 2, np.random.default_rng(0))
+    calls = []
+    real_learn = agent.learn
+
+    def spy(value, judged, answer_step, history):
+        calls.append((judged, answer_step))
+        real_learn(value, judged, answer_step, history)
+
+    agent.learn = spy
+    src = SimulatedTeacher(ExpertActionJudge(cartpole_expert), "t", rng=np.random.default_rng(1), delay=(2, 6))
+    teach(make_env("CartPole-v1", seed=0), agent, src, 20, seed=0)
+    assert len(calls) == 20 and all(judged is None for judged, _ in calls)
+    windows = [len(c.steps) for c in agent.replay if c.scale == 1.0]
+    assert len(windows) == 20 and max(windows) == 5 and min(windows) >= 1  # credit spread over steps 2-6 back
+
+
+@pytest.mark.slow
+def test_tamer_learns_from_a_delayed_teacher(random_return):
+    _, stats, rets = run("tamer", 300, delay=(2, 6))
+    assert rets.mean() > 3 * random_return
+
+
+def test_advantage_judge_margin():
+    judge = AdvantageJudge(lambda obs: np.array([1.0, 0.9]), margin=0.2)
+    q0, q1 = (StepQuery.make(np.zeros(4), a, 0, 0) for a in (0, 1))
+    assert judge(q0) == 1.0 and judge(q1) == 1.0
+    strict = AdvantageJudge(lambda obs: np.array([1.0, 0.9]), margin=0.0)
+    assert strict(q1) == 0.0
+
+
+def test_noisy_and_skipping_teacher_rates():
+    src = SimulatedTeacher(ExpertActionJudge(lambda o: 1), "t", rng=np.random.default_rng(0), noise=0.2, skip=0.1)
+    qs = [StepQuery.make(np.zeros(4), 1, i, 0) for i in range(2000)]
+    fbs = src.ask(qs, step=2000)
+    vals = np.array([np.nan if f.value is None else f.value for f in fbs])
+    skipped = np.isnan(vals).mean()
+    wrong = (vals[~np.isnan(vals)] == 0).mean()
+    assert 0.07 < skipped < 0.13 and 0.16 < wrong < 0.24
