@@ -25,6 +25,8 @@ def make_source(store, answers, consent=True):
     out: list[str] = []
     store.add_annotator("person-1", kind="human")
     run = store.add_run("run-1")
+    if consent:  # the store refuses a person's label without a recorded agreement
+        store.record_consent("person-1", "v-test", "purpose and consent text", agreed=True)
     src = TerminalSource("person-1", store=store, run_id=run, env_id="CartPole-v1", input_fn=scripted(answers),
                          out=out.append, consent_fn=None if consent is None else (lambda: consent))
     return src, out
