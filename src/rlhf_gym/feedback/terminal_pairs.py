@@ -10,14 +10,14 @@ Consent is asked once, before the first question. A terminal prompt blocks, so a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rlhf_gym.feedback.sources import FeedbackSource, StopFeedback
-from rlhf_gym.types import Feedback, PairQuery, Query, Segment, new_id
+from rlhf_gym.types import Feedback, PairQuery, Query, Segment, Trajectory, new_id
 
 if TYPE_CHECKING:
     from rlhf_gym.store import FeedbackStore
@@ -26,33 +26,32 @@ ANSWERS = {"1": 1.0, "2": 0.0, "=": 0.5, "s": None}
 PROMPT = "Which clip is better? [1] left  [2] right  [=] equally good  [s] can't tell  [q] stop: "
 
 
-def render_segment(seg: Segment) -> list[np.ndarray]:
+def render_segment(seg: Segment, prefix_acts: np.ndarray | None = None) -> list[np.ndarray]:
     """Frames of ``seg``, replayed from its episode's seed and actions (empty if it can't be replayed).
 
+    ``prefix_acts`` are the episode's actions before the clip (needed when ``seg.start > 0``).
     Absorbing padding repeats the final frame, greyed out, so "the episode had ended" is visible.
     """
-    if seg.env_id is None or seg.seed is None:
+    if seg.env_id is None or seg.seed is None or (seg.start > 0 and prefix_acts is None):
         return []
     from rlhf_gym.envs import make_env, try_render
+
+    def step(env: object, a: np.ndarray) -> None:
+        env.step(a.item() if np.ndim(a) == 0 else a)  # type: ignore[attr-defined]
 
     env = make_env(seg.env_id, render_mode="rgb_array")
     frames: list[np.ndarray] = []
     try:
         env.reset(seed=seg.seed)
+        for a in (prefix_acts if prefix_acts is not None else [])[: seg.start]:
+            step(env, np.asarray(a))
         real = int((~seg.absorbing).sum())
-        # the actions before the clip are not in the segment; replay needs the whole episode, so the
-        # clip's own observations are matched by stepping the stored prefix where available
-        prefix = getattr(seg, "prefix_acts", None)
-        if seg.start > 0 and prefix is None:
-            return []
-        for a in (prefix if prefix is not None else []):
-            env.step(a)
         for t in range(real):
             fr = try_render(env)
             if fr is None:
                 return []
             frames.append(fr)
-            env.step(seg.acts[t].item() if seg.acts[t].shape == () else seg.acts[t])
+            step(env, seg.acts[t])
         last = try_render(env)
         if last is not None:
             frames.append(last)
@@ -67,8 +66,8 @@ def render_segment(seg: Segment) -> list[np.ndarray]:
 class TerminalPairSource(FeedbackSource):
     """A person answering pair queries at the terminal; ``input_fn``/``out`` are injectable for tests.
 
-    ``renderer`` turns a segment into frames (default: replay it); ``episode_actions`` maps a
-    trajectory id to all its actions so clips starting mid-episode can be replayed.
+    ``renderer`` turns a segment into frames (default: replay it); :meth:`remember` is given the
+    trajectories clips are cut from, so a clip starting mid-episode can be replayed from its start.
     """
 
     simulated = False
@@ -88,6 +87,17 @@ class TerminalPairSource(FeedbackSource):
         self.ask_consent = ask_consent
         self._consented = False
         self._queue: list[PairQuery] = []
+        self._episodes: dict[str, np.ndarray] = {}
+
+    def remember(self, trajs: Sequence[Trajectory]) -> None:
+        """Keep the actions of these episodes so clips cut from them can be re-rendered."""
+        for t in trajs:
+            self._episodes[t.id] = t.acts
+
+    def _render(self, seg: Segment) -> list[np.ndarray]:
+        if self.renderer is not render_segment:
+            return self.renderer(seg)
+        return render_segment(seg, self._episodes.get(seg.traj_id or ""))
 
     def _submit(self, queries: list[Query]) -> None:
         for q in queries:
@@ -115,7 +125,7 @@ class TerminalPairSource(FeedbackSource):
         paths: list[Path] = []
         clips = []
         for name, seg in (("1-left", q.left), ("2-right", q.right)):
-            frames = self.renderer(seg)
+            frames = self._render(seg)
             clips.append(frames)
             if frames:
                 paths.append(save_video(frames, self.out_dir / f"{q.id}-{name}.gif", fps=30))

@@ -116,7 +116,7 @@ def make_source(cfg: TrainConfig, store: Any, run_id: str, rng: np.random.Genera
     if cfg.teacher == "human":
         from rlhf_gym.feedback.terminal_pairs import TerminalPairSource
 
-        return TerminalPairSource(store=store, run_id=run_id, annotator_id=cfg.annotator)
+        return TerminalPairSource(store=store, run_id=run_id, annotator_id=cfg.annotator, out_dir=Path(cfg.out) / "clips")
     if cfg.teacher == "web":
         try:
             from rlhf_gym.feedback.web_source import WebSource
@@ -188,6 +188,8 @@ class PreferenceLoop:
             trajs.append(rollout(self.env, pol, seed=self.episode_seed, env_id=self.cfg.env))
             self.episode_seed += 1
         self.pool = (self.pool + [trajs])[-self.st.pool_rounds:]
+        if self.source is not None and hasattr(self.source, "remember"):
+            self.source.remember(trajs)  # a person's clips are re-rendered from these episodes
         return trajs
 
     # -- one feedback round ------------------------------------------------------------------------
