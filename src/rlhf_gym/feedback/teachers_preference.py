@@ -105,7 +105,7 @@ class SimulatedPreferenceTeacher(FeedbackSource):
         if abs(rl - rr) <= max(p.equal * span, 1e-9):
             return 0.5
         if p.beta is not None:
-            z = p.beta * (rl - rr) / (span if span > 0 else 1.0)
+            z = float(np.clip(p.beta * (rl - rr) / (span if span > 0 else 1.0), -50, 50))
             label = float(self.rng.random() < 1.0 / (1.0 + np.exp(-z)))
         else:
             label = 1.0 if rl > rr else 0.0

@@ -121,7 +121,7 @@ class RewardModel(nn.Module):
                  absorbing: np.ndarray | None) -> torch.Tensor:
         """Network input for ``N`` steps: normalised obs, action (one-hot or scaled) or next obs, flag."""
         cfg = self.cfg
-        o = torch.as_tensor(np.asarray(obs, np.float32).reshape(-1, cfg.obs_dim))
+        o = torch.from_numpy(np.array(obs, np.float32).reshape(-1, cfg.obs_dim))
         n = o.shape[0]
         on = ((o - self.obs_mean) / self.obs_std).clamp(-CLIP, CLIP)
         if cfg.inputs == "obs_act":
@@ -139,7 +139,7 @@ class RewardModel(nn.Module):
         else:
             if next_obs is None:
                 raise ValueError("this reward model needs next observations (inputs='obs_next')")
-            nx = torch.as_tensor(np.asarray(next_obs, np.float32).reshape(-1, cfg.obs_dim))
+            nx = torch.from_numpy(np.array(next_obs, np.float32).reshape(-1, cfg.obs_dim))
             second = ((nx - self.obs_mean) / self.obs_std).clamp(-CLIP, CLIP)
         x = torch.cat([on, second], dim=1)
         flag = torch.zeros(n, 1)
