@@ -46,7 +46,7 @@ class Row:
 
 
 def rows() -> list[Row]:
-    cp, pd = 50_000, 10_000
+    cp, pd = default_timesteps("ppo", 500), 10_000  # CartPole: the default (100k); Pendulum: half of it, to fit
     return [
         Row("cartpole-oracle-20", "CartPole-v1", "oracle", 20, cp, 475),
         Row("cartpole-random-teacher", "CartPole-v1", "random", 20, cp, 475, role="control"),

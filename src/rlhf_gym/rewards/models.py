@@ -8,6 +8,10 @@ exactly what the RL algorithm assumes after a ``done`` (nothing), so the model d
 ending early is good (reaching a goal) or bad (falling over). Zero-mean normalisation instead would
 make half the states pay less than ending, which teaches "fall over" on survival tasks.
 
+Each member's per-step reward is bounded by a ``tanh`` (as in B-Pref/PEBBLE): with a handful of
+labels an unbounded network extrapolates huge rewards to states no clip showed (typically just
+before a failure), and the policy then rushes there and falls over.
+
 Pixel observations (a CNN encoder) are not supported yet: observations must be flat vectors.
 """
 
@@ -59,7 +63,7 @@ def _mlp(in_dim: int, hidden: int, layers: int) -> nn.Sequential:
     for _ in range(layers):
         mods += [nn.Linear(d, hidden), nn.LeakyReLU()]
         d = hidden
-    mods.append(nn.Linear(d, 1))
+    mods += [nn.Linear(d, 1), nn.Tanh()]  # bounded per-step reward: no state can pay without limit
     return nn.Sequential(*mods)
 
 
