@@ -67,7 +67,10 @@ class TrainConfig:
                 raise ValueError(f"--teacher for evaluative feedback must be one of {', '.join(EVALUATIVE_TEACHERS)}, "
                                  f"got {self.teacher!r}")
         else:
-            if self.teacher not in PREFERENCE_TEACHERS:
+            parts = self.teacher.split("+")  # simulated teachers combine: mistake+skip
+            if self.teacher not in PREFERENCE_TEACHERS and not all(
+                    p in PREFERENCE_TEACHERS + ("left-biased", "always-left") and p not in ("human", "web")
+                    for p in parts):
                 raise ValueError(f"--teacher for preference feedback must be one of {', '.join(PREFERENCE_TEACHERS)}, "
                                  f"got {self.teacher!r}")
             if self.algo not in ("auto", "ppo", "sac"):

@@ -1,0 +1,443 @@
+"""Preference-based RL: learn a reward model from clip comparisons while SB3 optimises a policy on it.
+
+One ``learn()`` call runs the whole job (several calls would restart SB3's learning-rate and clip
+schedules); a callback runs the feedback rounds. In each round the loop
+
+1. rolls out the current policy a few episodes (with known seeds, so a person's clips can be
+   re-rendered) and cuts random clips, padded with the absorbing state past a termination;
+2. picks the clip pairs the reward ensemble disagrees on most and *posts* them to the feedback
+   source (a simulated teacher answers at once, a person whenever they like);
+3. when answers have arrived, continues training the reward model from its current weights,
+   records it in the store with the ids of the labels behind it, anchors its output at the
+   absorbing state's reward, and (SAC) relabels the whole replay buffer with it (PEBBLE);
+4. evaluates the greedy policy on the true reward (for the metrics only).
+
+Labels are asked during the first ``label_frac`` of training, front-loaded. The same defaults serve
+every task; only the number of environment steps scales with the task's time limit.
+Not done: unsupervised exploration pre-training (PEBBLE's state-entropy phase); SAC starts from
+uniformly random actions for ``learning_starts`` steps instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlhf_gym.config import TrainConfig
+from rlhf_gym.envs import make_env, spec_of
+from rlhf_gym.feedback.selection import (
+    candidate_pairs,
+    default_rounds,
+    query_schedule,
+    sample_segments,
+    select_pairs,
+)
+from rlhf_gym.feedback.sources import FeedbackSource, StopFeedback
+from rlhf_gym.rewards.diagnostics import ensemble_disagreement, reward_correlation
+from rlhf_gym.rewards.models import RewardModel
+from rlhf_gym.rewards.training import (
+    InvertedRewardWarning,
+    fit_reward_model,
+    normalise_output,
+    reinitialise,
+)
+from rlhf_gym.rewards.wrappers import LearnedRewardVecEnv
+from rlhf_gym.rollouts import rollout
+from rlhf_gym.runs import MetricsLogger, RunDir, plot_curve
+from rlhf_gym.types import PairQuery, Segment, Trajectory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreferenceSettings:
+    """Loop settings (``--set key=value``); the same defaults for every task."""
+
+    ensemble: int = 3
+    inputs: str = "obs_act"
+    selection: str = "disagreement"
+    schedule: str = "front"
+    rounds: int = 0
+    """Feedback rounds; 0 = about one per 4 labels (1 to 10)."""
+    label_frac: float = 0.5
+    """Labels are asked during this fraction of training."""
+    candidates: int = 10
+    """Candidate pairs considered per label asked."""
+    query_episodes: int = 4
+    """Episodes of the current policy rolled out per round to cut clips from."""
+    pool_rounds: int = 3
+    """Clips are cut from the rollouts of this many most recent rounds."""
+    eval_points: int = 10
+    """Evaluations of the greedy policy (true reward) over training, besides one per round."""
+    round_eval_episodes: int = 5
+    n_envs: int = 8
+    """PPO's parallel environments."""
+    threshold: float | None = None
+    """True return counted as solved (default: the env spec's reward_threshold)."""
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> tuple[PreferenceSettings, dict[str, Any]]:
+        names = {f.name for f in fields(cls)}
+        mine = {k: v for k, v in extra.items() if k in names}
+        return cls(**mine), {k: v for k, v in extra.items() if k not in names}
+
+
+def default_timesteps(algo: str, max_episode_steps: int | None) -> int:
+    """Environment steps scaled from the time limit: 200 episodes' worth for PPO, 100 for SAC."""
+    h = max_episode_steps or 500
+    return int(min(300_000, max(10_000, (200 if algo == "ppo" else 100) * h)))
+
+
+def make_algo(algo: str, venv: Any, seed: int, timesteps: int) -> Any:
+    """The SB3 algorithm with this project's fixed defaults (not tuned per task)."""
+    from stable_baselines3 import PPO, SAC
+
+    if algo == "ppo":
+        def lin(start: float) -> Any:
+            return lambda frac: frac * start  # SB3 passes the remaining progress, 1 -> 0
+
+        return PPO("MlpPolicy", venv, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
+                   learning_rate=lin(1e-3), clip_range=lin(0.2), ent_coef=0.0, seed=seed, device="cpu", verbose=0)
+    return SAC("MlpPolicy", venv, learning_rate=1e-3, buffer_size=max(timesteps, 1000), learning_starts=1000,
+               seed=seed, device="cpu", verbose=0)
+
+
+def make_source(cfg: TrainConfig, store: Any, run_id: str, rng: np.random.Generator,
+                extra: dict[str, Any]) -> FeedbackSource:
+    """The feedback source ``--teacher`` names: a simulated teacher, the terminal, or the web server."""
+    if cfg.teacher == "human":
+        from rlhf_gym.feedback.terminal_pairs import TerminalPairSource
+
+        return TerminalPairSource(store=store, run_id=run_id, annotator_id=cfg.annotator, out_dir=Path(cfg.out) / "clips")
+    if cfg.teacher == "web":
+        try:
+            from rlhf_gym.feedback.web_source import WebSource
+        except ImportError as e:
+            raise RuntimeError("--teacher web needs rlhf_gym.feedback.web_source (the web annotation "
+                               f"client), which is not available in this installation: {e}") from e
+        aid = cfg.annotator
+        return WebSource(server=cfg.server, token=cfg.token, store=store, run_id=run_id, annotator_id=aid)
+    from rlhf_gym.feedback.teachers_preference import make_preference_teacher
+
+    params = {k[len("teacher_"):]: v for k, v in extra.items() if k.startswith("teacher_")}
+    if cfg.teacher.split("+")[0] == "mistake" or "mistake" in cfg.teacher.split("+"):
+        params.setdefault("epsilon", cfg.noise)
+    return make_preference_teacher(cfg.teacher, cfg.annotator or cfg.teacher, rng, store=store, run_id=run_id,
+                                   **params)
+
+
+class PreferenceLoop:
+    """State of one preference-learning run; driven by :class:`_RoundCallback` inside SB3's ``learn``."""
+
+    def __init__(self, cfg: TrainConfig, st: PreferenceSettings, algo_name: str, timesteps: int,
+                 run: RunDir, store: Any, run_id: str, source: FeedbackSource | None,
+                 reward: RewardModel, venv: LearnedRewardVecEnv, threshold: float | None) -> None:
+        self.cfg, self.st, self.algo_name, self.timesteps = cfg, st, algo_name, timesteps
+        self.run, self.store, self.run_id, self.source = run, store, run_id, source
+        self.reward, self.venv, self.threshold = reward, venv, threshold
+        self.rng = np.random.default_rng(cfg.seed + 1)
+        self.algo: Any = None
+        self.env = make_env(cfg.env)
+        self.eval_env = make_env(cfg.env)
+        self.discrete = spec_of(self.env).discrete
+        budget = cfg.budget if source is not None else 0
+        n_rounds = st.rounds or default_rounds(budget)
+        self.schedule = query_schedule(budget, n_rounds, st.schedule) if budget > 0 else []
+        span = st.label_frac * timesteps
+        self.round_steps = [int(k * span / max(len(self.schedule), 1)) for k in range(len(self.schedule))]
+        self.eval_steps = [int(timesteps * (i + 1) / st.eval_points) for i in range(st.eval_points)]
+        self.round = 0
+        self.asked = 0
+        self.pairs: list[tuple[Segment, Segment, float]] = []
+        self.fb_ids: list[int] = []
+        self.query_map: dict[str, PairQuery] = {}
+        self.pool: list[list[Trajectory]] = []
+        self.episode_seed = 1_000_000 * (cfg.seed + 1)
+        self.trained_once = False
+        self.inverted_rounds: list[int] = []
+        self.warnings: list[str] = []
+        self.first_solved: dict[str, Any] | None = None
+        self.logger = MetricsLogger(run)
+        self.t = {"eval": 0.0, "reward_train": 0.0, "queries": 0.0}
+        self.last_eval: float | None = None
+        self.model_ids: list[str] = []
+
+    # -- policy rollouts for queries -------------------------------------------------------------
+    def _policy(self, deterministic: bool) -> Any:
+        algo, discrete = self.algo, self.discrete
+
+        def act(obs: np.ndarray) -> Any:
+            a, _ = algo.predict(np.asarray(obs), deterministic=deterministic)
+            return int(a) if discrete else np.asarray(a)
+
+        return act
+
+    def collect(self) -> list[Trajectory]:
+        """A few episodes of the current (stochastic) policy, with known seeds for re-rendering."""
+        trajs = []
+        pol = self._policy(deterministic=False)
+        for _ in range(self.st.query_episodes):
+            trajs.append(rollout(self.env, pol, seed=self.episode_seed, env_id=self.cfg.env))
+            self.episode_seed += 1
+        self.pool = (self.pool + [trajs])[-self.st.pool_rounds:]
+        if self.source is not None and hasattr(self.source, "remember"):
+            self.source.remember(trajs)  # a person's clips are re-rendered from these episodes
+        return trajs
+
+    # -- one feedback round ------------------------------------------------------------------------
+    def feedback_round(self, step: int) -> None:
+        t0 = time.time()
+        fresh = self.collect()
+        pool = [t for ts in self.pool for t in ts]
+        n = self.schedule[self.round]
+        cands = candidate_pairs(pool, n * self.st.candidates, self.cfg.segment_length, self.rng)
+        idx = select_pairs(cands, n, self.st.selection, self.rng, self.reward if self.trained_once else None)
+        queries = [PairQuery.make(cands[i][0], cands[i][1], run_id=self.run_id) for i in idx]
+        self.query_map.update({q.id: q for q in queries})
+        assert self.source is not None
+        try:
+            self.source.post(queries)
+        except StopFeedback:
+            self.schedule = self.schedule[: self.round]
+        self.asked += len(queries)
+        self.t["queries"] += time.time() - t0
+        self.round += 1
+        self.take_answers(step, force_train=not self.trained_once)
+        self.diagnose(step, fresh, cands)
+
+    def take_answers(self, step: int, force_train: bool = False) -> bool:
+        """Poll the source; train the reward model on anything new. True if the model changed."""
+        if self.source is None:
+            return False
+        try:
+            got = self.source.poll(step)
+        except StopFeedback:
+            got = []
+        new = 0
+        for fb in got:
+            q = self.query_map.get(fb.query_id)
+            if q is None or fb.value is None:
+                continue
+            assert q.left is not None and q.right is not None
+            self.pairs.append((q.left, q.right, float(fb.value)))
+            if fb.id is not None:
+                self.fb_ids.append(int(fb.id))
+            new += 1
+        if new == 0 and not (force_train and self.pairs):
+            return False
+        self.train_reward(step)
+        return True
+
+    def train_reward(self, step: int) -> None:
+        t0 = time.time()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InvertedRewardWarning)
+            m = fit_reward_model(self.reward, self.pairs, self.rng, warm=self.trained_once)
+            if m["inverted"]:  # one fresh restart before believing it
+                reinitialise(self.reward, int(self.rng.integers(2**31)))
+                m = fit_reward_model(self.reward, self.pairs, self.rng, warm=False)
+        self.trained_once = True
+        if m["inverted"]:
+            self.inverted_rounds.append(self.round)
+            msg = f"round {self.round}: {m['warning']}"
+            self.warnings.append(msg)
+            print(f"WARNING: {msg}", flush=True)
+            del caught
+        elif m.get("warning") and m["warning"] not in self.warnings:
+            self.warnings.append(m["warning"])
+            log.warning(m["warning"])
+        extra = sample_segments([t for ts in self.pool for t in ts], 32, self.cfg.segment_length, self.rng) \
+            if self.pool else []
+        normalise_output(self.reward, self.pairs, extra)
+        self.venv.model = self.reward
+        path = self.reward.save(self.run.file(f"reward_models/round_{self.round:02d}.safetensors"))
+        if self.store is not None:
+            self.model_ids.append(self.store.record_model(path, self.fb_ids, kind="reward", run_id=self.run_id))
+        self.reward.save(self.run.file("reward_model.safetensors"))
+        self.relabel()
+        self.last_fit = m
+        self.t["reward_train"] += time.time() - t0
+
+    def relabel(self) -> None:
+        """PEBBLE: recompute every stored reward in SAC's replay buffer with the current model."""
+        buf = getattr(self.algo, "replay_buffer", None)
+        if buf is None:
+            return
+        upto = buf.buffer_size if buf.full else buf.pos
+        if upto == 0:
+            return
+        obs = buf.observations[:upto].reshape(upto * buf.n_envs, -1)
+        nxt = buf.next_observations[:upto].reshape(upto * buf.n_envs, -1)
+        acts = self.algo.policy.unscale_action(buf.actions[:upto].reshape(upto * buf.n_envs, -1))
+        buf.rewards[:upto] = self.reward.reward(obs, acts, nxt).reshape(upto, buf.n_envs)
+
+    # -- evaluation and metrics ------------------------------------------------------------------
+    def evaluate(self, episodes: int) -> np.ndarray:
+        pol = self._policy(deterministic=True)
+        return np.array([rollout(self.eval_env, pol, seed=10_000 + i).ret for i in range(episodes)])
+
+    def labels_used(self) -> int:
+        return len(self.pairs)
+
+    def diagnose(self, step: int, fresh: list[Trajectory] | None = None,
+                 cands: list[tuple[Segment, Segment]] | None = None) -> None:
+        t0 = time.time()
+        rets = self.evaluate(self.st.round_eval_episodes)
+        row: dict[str, Any] = {"round": self.round, "labels": self.labels_used(), "asked": self.asked,
+                               "eval_return": float(rets.mean())}
+        fit = getattr(self, "last_fit", None)
+        if fit:
+            row.update(heldout_accuracy=fit.get("heldout_accuracy"), train_accuracy=fit.get("train_accuracy"),
+                       reward_inverted=bool(fit.get("inverted")))
+        if cands and self.trained_once:
+            row["disagreement"] = ensemble_disagreement(self.reward, cands[:64])
+        if fresh and self.source is not None and self.source.simulated:
+            row.update(reward_correlation(self.reward, fresh, self.cfg.segment_length))
+        if self.venv.true_returns:
+            row["train_true_return"] = float(np.mean(self.venv.true_returns[-20:]))
+        self.logger.log(step, **row)
+        self.t["eval"] += time.time() - t0
+        if self.threshold is not None and self.first_solved is None and rets.mean() >= self.threshold:
+            self.first_solved = {"step": step, "labels": self.labels_used()}
+
+    def on_rollout_start(self, step: int) -> None:
+        asked = False
+        while self.round < len(self.schedule) and step >= self.round_steps[self.round]:
+            self.feedback_round(step)
+            asked = True
+        if asked:  # the round just evaluated the policy
+            self.eval_steps = [s for s in self.eval_steps if s > step]
+        if self.source is not None and self.source.pending:
+            self.take_answers(step)
+        while self.eval_steps and step >= self.eval_steps[0]:
+            self.eval_steps.pop(0)
+            self.diagnose(step)
+
+    def close(self) -> None:
+        self.logger.close()
+        self.env.close()
+        self.eval_env.close()
+
+
+def _callback(loop: PreferenceLoop) -> Any:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class _RoundCallback(BaseCallback):
+        def _on_rollout_start(self) -> None:
+            loop.on_rollout_start(self.num_timesteps)
+
+        def _on_step(self) -> bool:
+            return True
+
+    return _RoundCallback()
+
+
+def train_preference(cfg: TrainConfig) -> dict[str, Any]:
+    """Train a policy from preference feedback (or on a given reward model with ``cfg.reward``)."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from rlhf_gym.store import FeedbackStore
+
+    torch.set_num_threads(1)
+    st, extra = PreferenceSettings.from_extra(dict(cfg.extra))
+    run = RunDir(cfg.out)
+    run.save_config(cfg)
+    probe = make_env(cfg.env)
+    spec = spec_of(probe)
+    algo_name = cfg.algo if cfg.algo != "auto" else ("ppo" if spec.discrete else "sac")
+    if algo_name == "sac" and spec.discrete:
+        raise ValueError(f"--algo sac needs continuous actions, but {cfg.env} has discrete actions; use --algo ppo")
+    timesteps = cfg.timesteps or default_timesteps(algo_name, spec.max_episode_steps)
+    threshold = st.threshold if st.threshold is not None else (probe.spec.reward_threshold if probe.spec else None)
+    t_start = time.time()
+
+    store = FeedbackStore(cfg.db or run.db_path)
+    run_id = store.add_run(None, asdict(cfg))
+    if cfg.reward:
+        reward = RewardModel.load(cfg.reward)
+        source = None
+        shutil.copy(Path(reward_path(cfg.reward)), run.file("reward_model.safetensors"))
+        shutil.copy(Path(reward_path(cfg.reward)).with_suffix(".json"), run.file("reward_model.json"))
+    else:
+        reward = RewardModel.for_spaces(probe.observation_space, probe.action_space, seed=cfg.seed,
+                                        ensemble=st.ensemble, inputs=st.inputs)
+        source = make_source(cfg, store, run_id, np.random.default_rng(cfg.seed + 7), extra) if cfg.budget > 0 else None
+    probe.close()
+    if cfg.budget < 5 and not cfg.reward:
+        msg = f"budget {cfg.budget} is tiny: the reward model will be a rough guess (and may come out inverted)"
+        warnings.warn(msg, stacklevel=2)
+        print(f"WARNING: {msg}", flush=True)
+
+    n_envs = st.n_envs if algo_name == "ppo" else 1
+    venv = LearnedRewardVecEnv(make_vec_env(cfg.env, n_envs=n_envs, seed=cfg.seed), reward)
+    loop = PreferenceLoop(cfg, st, algo_name, timesteps, run, store, run_id, source, reward, venv, threshold)
+    loop.algo = make_algo(algo_name, venv, cfg.seed, timesteps)
+    if not cfg.reward:
+        # before any label: fit input normalisation on random-policy states; an untrained model gives a
+        # zero-mean random reward (the zero-label control)
+        init = loop.collect()
+        reward.fit_input_normalisation(np.concatenate([t.obs for t in init]))
+        normalise_output(reward, [], sample_segments(init, 32, cfg.segment_length, loop.rng))
+    t_learn = time.time()
+    try:
+        try:
+            loop.algo.learn(total_timesteps=timesteps, callback=_callback(loop), progress_bar=cfg.progress)
+        except ImportError:  # progress bar extras (tqdm/rich) missing
+            loop.algo.learn(total_timesteps=timesteps, callback=_callback(loop), progress_bar=False)
+        learn_s = time.time() - t_learn
+        if source is not None:
+            loop.take_answers(timesteps)
+            if source.pending:
+                msg = f"{source.pending} label(s) still pending when training ended; they stay in the store"
+                loop.warnings.append(msg)
+                print(msg, flush=True)
+            source.close()
+        loop.algo.save(run.file("policy.zip"))
+        run.save_policy_info("sb3", "policy.zip", algo=algo_name, discrete=spec.discrete)
+        t0 = time.time()
+        final = loop.evaluate(cfg.eval_episodes)
+        loop.t["eval"] += time.time() - t0
+        loop.logger.log(timesteps, round=loop.round, labels=loop.labels_used(), asked=loop.asked,
+                        eval_return=float(final.mean()), final=True)
+        if loop.threshold is not None and loop.first_solved is None and final.mean() >= loop.threshold:
+            loop.first_solved = {"step": timesteps, "labels": loop.labels_used()}
+        rows = loop.logger.rows
+        plot_curve(rows, "step", ["eval_return", "train_true_return"], run.file("learning_curve.png"),
+                   title=f"{cfg.env}: true return (preference, {algo_name})", hline=threshold)
+        if not cfg.reward:
+            plot_curve(rows, "labels", ["eval_return"], run.file("return_vs_labels.png"),
+                       title=f"{cfg.env}: true return vs labels used", hline=threshold)
+            plot_curve(rows, "labels", ["heldout_accuracy", "train_accuracy"], run.file("accuracy_vs_labels.png"),
+                       title="reward model accuracy vs labels used")
+    finally:
+        loop.close()
+        store.close()
+    fit = getattr(loop, "last_fit", None) or {}
+    total_s = time.time() - t_start
+    return {
+        "mean_return": float(final.mean()), "std_return": float(final.std()), "episodes": int(cfg.eval_episodes),
+        "feedback_used": loop.labels_used(), "asked": loop.asked, "algo": algo_name, "timesteps": timesteps,
+        "threshold": threshold, "first_solved": loop.first_solved,
+        "heldout_accuracy": fit.get("heldout_accuracy"), "train_accuracy": fit.get("train_accuracy"),
+        "inverted_rounds": loop.inverted_rounds, "warnings": loop.warnings, "model_ids": loop.model_ids,
+        "run_id": run_id, "wall_s": total_s, "learn_s": learn_s, "eval_s": loop.t["eval"],
+        "reward_train_s": loop.t["reward_train"], "query_s": loop.t["queries"],
+    }
+
+
+def reward_path(p: str | Path) -> Path:
+    """The ``.safetensors`` file of a reward model given as a file or a run folder."""
+    p = Path(p)
+    if p.is_dir():
+        p = p / "reward_model.safetensors"
+    return p if p.suffix == ".safetensors" else p.with_suffix(".safetensors")
+
+

@@ -1,0 +1,229 @@
+"""Learned reward model: an ensemble of small MLPs over (observation, action) or (observation, next observation).
+
+Every input carries an *absorbing-state indicator*: steps padded past the end of a terminated
+episode have their observation/action features zeroed and the flag set, so the absorbing state
+learns its own reward (as in Discriminator-Actor-Critic). The reward handed to the RL algorithm is
+anchored to that state's reward, ``(r(s, a) - r(absorbing)) / scale``: ending an episode then pays
+exactly what the RL algorithm assumes after a ``done`` (nothing), so the model decides whether
+ending early is good (reaching a goal) or bad (falling over). Zero-mean normalisation instead would
+make half the states pay less than ending, which teaches "fall over" on survival tasks.
+
+Each member's per-step reward is bounded by a ``tanh`` (as in B-Pref/PEBBLE): with a handful of
+labels an unbounded network extrapolates huge rewards to states no clip showed (typically just
+before a failure), and the policy then rushes there and falls over.
+
+Pixel observations (a CNN encoder) are not supported yet: observations must be flat vectors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+CLIP = 10.0  # normalised inputs are clipped to +-CLIP standard deviations
+
+
+@dataclass
+class RewardModelConfig:
+    """Shape and size of a reward model; saved as JSON next to the weights."""
+
+    obs_dim: int
+    act_dim: int
+    """One-hot width for discrete actions, vector width for continuous ones (0 in ``next_obs`` mode)."""
+    discrete: bool
+    inputs: str = "obs_act"
+    """``obs_act`` (reward of taking an action in a state) or ``obs_next`` (of a state change)."""
+    hidden: int = 64
+    layers: int = 2
+    ensemble: int = 3
+    act_low: list[float] | None = None
+    act_high: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.inputs not in ("obs_act", "obs_next"):
+            raise ValueError(f"reward model inputs must be 'obs_act' or 'obs_next', got {self.inputs!r}")
+        if self.ensemble < 1:
+            raise ValueError(f"ensemble size must be >= 1, got {self.ensemble}")
+
+    @property
+    def in_dim(self) -> int:
+        second = self.act_dim if self.inputs == "obs_act" else self.obs_dim
+        return self.obs_dim + second + 1  # + absorbing flag
+
+
+def _mlp(in_dim: int, hidden: int, layers: int) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    d = in_dim
+    for _ in range(layers):
+        mods += [nn.Linear(d, hidden), nn.LeakyReLU()]
+        d = hidden
+    mods += [nn.Linear(d, 1), nn.Tanh()]  # bounded per-step reward: no state can pay without limit
+    return nn.Sequential(*mods)
+
+
+class RewardModel(nn.Module):
+    """Ensemble reward model with input normalisation and an absorbing-anchored output scale.
+
+    Use :meth:`reward` for inference (numpy in, numpy out). Training lives in
+    :mod:`rlhf_gym.rewards.training`.
+    """
+
+    def __init__(self, cfg: RewardModelConfig, seed: int = 0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        self.members = nn.ModuleList([_mlp(cfg.in_dim, cfg.hidden, cfg.layers) for _ in range(cfg.ensemble)])
+        torch.random.set_rng_state(gen_state)
+        self.register_buffer("obs_mean", torch.zeros(cfg.obs_dim))
+        self.register_buffer("obs_std", torch.ones(cfg.obs_dim))
+        # output normalisation: reward = (raw - anchor) / scale; anchor is r(absorbing) once seen
+        self.register_buffer("anchor", torch.zeros(()))
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("anchored_to_absorbing", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def for_spaces(cls, obs_space: Any, act_space: Any, seed: int = 0, **kw: Any) -> RewardModel:
+        """A model sized for Gymnasium spaces (Box observations; Discrete or Box actions)."""
+        import gymnasium as gym
+
+        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+            raise ValueError(f"reward model needs flat Box observations, got {obs_space} (pixel encoder: not yet)")
+        discrete = isinstance(act_space, gym.spaces.Discrete)
+        if discrete:
+            act_dim, lo, hi = int(act_space.n), None, None
+        elif isinstance(act_space, gym.spaces.Box):
+            act_dim = int(np.prod(act_space.shape))
+            lo, hi = act_space.low.reshape(-1).tolist(), act_space.high.reshape(-1).tolist()
+        else:
+            raise ValueError(f"reward model supports Discrete or Box actions, got {act_space}")
+        if kw.get("inputs") == "obs_next":
+            act_dim = 0 if not discrete else act_dim
+        cfg = RewardModelConfig(obs_dim=int(obs_space.shape[0]), act_dim=act_dim, discrete=discrete,
+                                act_low=lo, act_high=hi, **kw)
+        return cls(cfg, seed=seed)
+
+    # -- features --------------------------------------------------------------------------------
+    def fit_input_normalisation(self, obs: np.ndarray) -> None:
+        """Set observation mean/std from data (called once, before the first training)."""
+        o = np.asarray(obs, np.float64).reshape(-1, self.cfg.obs_dim)
+        if len(o) == 0:
+            return
+        self.obs_mean.copy_(torch.as_tensor(o.mean(0), dtype=torch.float32))
+        self.obs_std.copy_(torch.as_tensor(np.maximum(o.std(0), 1e-3), dtype=torch.float32))
+        self.fitted.fill_(True)
+
+    def features(self, obs: np.ndarray, acts: np.ndarray | None, next_obs: np.ndarray | None,
+                 absorbing: np.ndarray | None) -> torch.Tensor:
+        """Network input for ``N`` steps: normalised obs, action (one-hot or scaled) or next obs, flag."""
+        cfg = self.cfg
+        o = torch.from_numpy(np.array(obs, np.float32).reshape(-1, cfg.obs_dim))
+        n = o.shape[0]
+        on = ((o - self.obs_mean) / self.obs_std).clamp(-CLIP, CLIP)
+        if cfg.inputs == "obs_act":
+            if acts is None:
+                raise ValueError("this reward model needs actions (inputs='obs_act')")
+            if cfg.discrete:
+                a = torch.as_tensor(np.asarray(acts).reshape(-1).astype(np.int64))
+                second = torch.nn.functional.one_hot(a.clamp(0, cfg.act_dim - 1), cfg.act_dim).float()
+            else:
+                a = np.asarray(acts, np.float32).reshape(n, cfg.act_dim)
+                lo, hi = np.asarray(cfg.act_low, np.float32), np.asarray(cfg.act_high, np.float32)
+                finite = np.isfinite(lo) & np.isfinite(hi)
+                scaled = np.where(finite, 2 * (a - np.where(finite, lo, 0)) / np.where(finite, hi - lo, 1) - 1, a)
+                second = torch.as_tensor(np.clip(scaled, -CLIP, CLIP), dtype=torch.float32)
+        else:
+            if next_obs is None:
+                raise ValueError("this reward model needs next observations (inputs='obs_next')")
+            nx = torch.from_numpy(np.array(next_obs, np.float32).reshape(-1, cfg.obs_dim))
+            second = ((nx - self.obs_mean) / self.obs_std).clamp(-CLIP, CLIP)
+        x = torch.cat([on, second], dim=1)
+        flag = torch.zeros(n, 1)
+        if absorbing is not None:
+            ab = torch.as_tensor(np.asarray(absorbing, bool).reshape(-1))
+            x = x * (~ab).float().unsqueeze(1)  # the absorbing state has no features but its flag
+            flag = ab.float().unsqueeze(1)
+        return torch.cat([x, flag], dim=1)
+
+    def member_rewards(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw (un-normalised) per-member rewards for feature rows ``x``: shape (K, N)."""
+        return torch.stack([m(x).squeeze(-1) for m in self.members])
+
+    def absorbing_raw(self) -> torch.Tensor:
+        """Each member's raw reward for the absorbing state: shape (K,)."""
+        x = torch.zeros(1, self.cfg.in_dim)
+        x[0, -1] = 1.0
+        return self.member_rewards(x)[:, 0]
+
+    # -- the public inference entry point ---------------------------------------------------------
+    @torch.no_grad()
+    def reward(self, obs: np.ndarray, acts: np.ndarray | None = None, next_obs: np.ndarray | None = None,
+               absorbing: np.ndarray | None = None) -> np.ndarray:
+        """Normalised learned reward for ``N`` steps (ensemble mean), as float32 array of shape (N,).
+
+        ``absorbing`` marks padded steps (they get the anchor, i.e. 0 once anchored to the absorbing
+        state). This is the only function RL code should call.
+        """
+        x = self.features(obs, acts, next_obs, absorbing)
+        raw = self.member_rewards(x).mean(0)
+        return ((raw - self.anchor) / self.scale).numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def set_output_normalisation(self, obs: np.ndarray, acts: np.ndarray | None, next_obs: np.ndarray | None,
+                                 use_absorbing: bool) -> None:
+        """Anchor the output to r(absorbing) (or the mean, where episodes never end) and scale to RMS 1.
+
+        ``use_absorbing`` should be True when the labelled data contained absorbing steps, so the
+        absorbing reward was learned from labels rather than left at its random initial value.
+        """
+        x = self.features(obs, acts, next_obs, None)
+        raw = self.member_rewards(x).mean(0)
+        anchor = self.absorbing_raw().mean() if use_absorbing else raw.mean()
+        rms = torch.sqrt(((raw - anchor) ** 2).mean()).clamp_min(1e-6)
+        self.anchor.fill_(float(anchor))
+        self.scale.fill_(float(rms))
+        self.anchored_to_absorbing.fill_(bool(use_absorbing))
+
+    # -- persistence -------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (safetensors weights) and ``path.json`` (config). No pickle anywhere."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path = path.with_suffix(".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
+        save_file(tensors, str(path))
+        path.with_suffix(".json").write_text(json.dumps({"format": "rlhf-gym-reward-v1", **asdict(self.cfg)},
+                                                        indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> RewardModel:
+        """Load a model written by :meth:`save`; ``path`` may be the file or a run folder holding one."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if path.is_dir():
+            path = path / "reward_model.safetensors"
+        if path.suffix != ".safetensors":
+            path = path.with_suffix(".safetensors")
+        meta_path = path.with_suffix(".json")
+        if not path.exists() or not meta_path.exists():
+            raise FileNotFoundError(f"no reward model at {path} (needs {path.name} and {meta_path.name})")
+        meta = json.loads(meta_path.read_text())
+        if meta.pop("format", None) != "rlhf-gym-reward-v1":
+            raise ValueError(f"{meta_path} is not an rlhf-gym reward model description")
+        model = cls(RewardModelConfig(**meta))
+        model.load_state_dict(load_file(str(path)))
+        model.eval()
+        return model

@@ -1,0 +1,302 @@
+"""Fitting a reward model to clip comparisons (Bradley-Terry), and rebuilding one from the store.
+
+The probability that the left clip is preferred is ``sigmoid(R_left - R_right)`` where ``R`` is the
+sum of the model's per-step rewards over the clip. The loss is binary cross-entropy against the
+label (1 left, 0 right, 0.5 tie), with label smoothing so that a few contradictory answers cannot
+push rewards to infinity. Each ensemble member trains on its own bootstrap resample; the pairs a
+member did not see give an out-of-bag accuracy even when there are too few labels for a validation
+split, and that accuracy is how an inverted reward (accuracy clearly below chance) is caught.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlhf_gym.rewards.models import RewardModel
+from rlhf_gym.types import Feedback, PairQuery, Segment
+
+if TYPE_CHECKING:
+    from rlhf_gym.store import FeedbackStore
+
+log = logging.getLogger(__name__)
+
+
+class InvertedRewardWarning(UserWarning):
+    """Held-out preferences are predicted clearly worse than chance: the learned reward looks inverted."""
+
+
+@dataclass
+class RewardTrainConfig:
+    """How a reward model is fitted; the same defaults for every task."""
+
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    label_smoothing: float = 0.05
+    max_steps: int = 400
+    """Full-batch gradient steps per member for a fresh model."""
+    warm_steps: int = 150
+    """Steps per member when continuing from the previous round's weights."""
+    patience: int = 40
+    """Early stopping: steps without a better validation loss."""
+    val_frac: float = 0.2
+    min_val: int = 10
+    """Labels needed before a validation split is held out (below that, out-of-bag pairs only)."""
+    bootstrap: bool = True
+
+
+@dataclass
+class PairData:
+    """Clip comparisons as padded tensors: features (P, 2, L, F), mask (P, 2, L), labels (P,)."""
+
+    x: torch.Tensor
+    mask: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, idx: np.ndarray) -> PairData:
+        t = torch.as_tensor(idx, dtype=torch.long)
+        return PairData(self.x[t], self.mask[t], self.y[t])
+
+
+def segment_arrays(segs: Sequence[Segment]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenated obs, acts, next_obs, absorbing of ``segs``."""
+    return (np.concatenate([s.obs for s in segs]), np.concatenate([s.acts for s in segs]),
+            np.concatenate([s.next_obs for s in segs]), np.concatenate([s.absorbing for s in segs]))
+
+
+def make_pair_data(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]]) -> PairData:
+    """Featurise ``(left, right, label)`` triples for ``model`` (clips of any lengths are padded)."""
+    if not pairs:
+        f = model.cfg.in_dim
+        return PairData(torch.zeros(0, 2, 1, f), torch.zeros(0, 2, 1), torch.zeros(0))
+    length = max(max(len(a), len(b)) for a, b, _ in pairs)
+    segs = [s for a, b, _ in pairs for s in (a, b)]
+    obs, acts, nxt, ab = segment_arrays(segs)
+    feats = model.features(obs, acts, nxt, ab)
+    x = torch.zeros(len(segs), length, feats.shape[1])
+    mask = torch.zeros(len(segs), length)
+    i = 0
+    for k, s in enumerate(segs):
+        n = len(s)
+        x[k, :n] = feats[i:i + n]
+        mask[k, :n] = 1.0
+        i += n
+    y = torch.tensor([float(v) for _, _, v in pairs], dtype=torch.float32)
+    return PairData(x.view(len(pairs), 2, length, -1), mask.view(len(pairs), 2, length), y)
+
+
+def member_logits(member: nn.Module, data: PairData) -> torch.Tensor:
+    """Bradley-Terry logit ``R_left - R_right`` of one member for every pair: shape (P,)."""
+    r = member(data.x).squeeze(-1) * data.mask  # (P, 2, L)
+    ret = r.sum(-1)
+    return ret[:, 0] - ret[:, 1]
+
+
+def bradley_terry_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of ``P(left) = sigmoid(logit)`` against labels in [0, 1] (0.5 = tie).
+
+    Label smoothing pulls every target towards 0.5 by ``label_smoothing``; its gradient with respect
+    to the logit is ``sigmoid(logit) - target``.
+    """
+    target = labels * (1 - label_smoothing) + 0.5 * label_smoothing
+    return nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+
+def preference_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """(correct, counted) over non-tie pairs: the sign of the logit against the label."""
+    decided = (labels - 0.5).abs() > 1e-6
+    if not bool(decided.any()):
+        return 0, 0
+    pred_left = logits[decided] > 0
+    return int((pred_left == (labels[decided] > 0.5)).sum()), int(decided.sum())
+
+
+def binomial_cdf(k: int, n: int, p: float = 0.5) -> float:
+    """P(X <= k) for X ~ Binomial(n, p)."""
+    return float(sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1)))
+
+
+def _fit_member(member: nn.Module, train: PairData, val: PairData | None, steps: int, tc: RewardTrainConfig) -> dict:
+    opt = torch.optim.AdamW(member.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    best, best_state, since, done = float("inf"), None, 0, 0
+    for _ in range(steps):
+        done += 1
+        loss = bradley_terry_loss(member_logits(member, train), train.y, tc.label_smoothing)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if val is not None and len(val):
+            with torch.no_grad():
+                vl = float(bradley_terry_loss(member_logits(member, val), val.y, tc.label_smoothing))
+            if vl < best - 1e-5:
+                best, since = vl, 0
+                best_state = {k: v.clone() for k, v in member.state_dict().items()}
+            else:
+                since += 1
+                if since >= tc.patience:
+                    break
+    if best_state is not None:
+        member.load_state_dict(best_state)
+    return {"steps": done, "train_loss": float(loss)}
+
+
+def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]], rng: np.random.Generator,
+                     tc: RewardTrainConfig | None = None, warm: bool = False) -> dict[str, Any]:
+    """Fit ``model`` in place on labelled pairs; returns diagnostics.
+
+    ``warm=True`` continues from the current weights with fewer steps (incremental training between
+    rounds); otherwise members train for up to ``tc.max_steps``. Always stops early on the
+    validation loss where there is a validation split.
+    """
+    tc = tc or RewardTrainConfig()
+    n = len(pairs)
+    out: dict[str, Any] = {"labels": n, "val_labels": 0, "val_accuracy": None, "oob_accuracy": None,
+                           "heldout_accuracy": None, "inverted": False, "warning": None}
+    if n == 0:
+        out["warning"] = "no labels yet: the reward model is untrained"
+        return out
+    if not bool(model.fitted):
+        obs = np.concatenate([s.obs[~s.absorbing] for a, b, _ in pairs for s in (a, b)] or [np.zeros((0, model.cfg.obs_dim))])
+        model.fit_input_normalisation(obs)
+    data = make_pair_data(model, pairs)
+    perm = rng.permutation(n)
+    n_val = int(round(n * tc.val_frac)) if n >= tc.min_val else 0
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    val = data.subset(val_idx) if n_val else None
+    if n < 5:
+        out["warning"] = f"only {n} label(s): the reward model is a rough guess and may even be inverted"
+    steps = tc.warm_steps if warm else tc.max_steps
+    oob_correct = oob_count = 0
+    member_steps = []
+    model.train()
+    for member in model.members:
+        if tc.bootstrap and len(train_idx) > 1:
+            boot = rng.choice(train_idx, size=len(train_idx), replace=True)
+            oob = np.setdiff1d(train_idx, boot)
+        else:
+            boot, oob = train_idx, np.array([], dtype=int)
+        info = _fit_member(member, data.subset(boot), val, steps, tc)
+        member_steps.append(info["steps"])
+        if len(oob):
+            with torch.no_grad():
+                c, k = preference_accuracy(member_logits(member, data.subset(oob)), data.subset(oob).y)
+            oob_correct += c
+            oob_count += k
+    model.eval()
+    with torch.no_grad():
+        full = torch.stack([member_logits(m, data) for m in model.members]).mean(0)
+        tc_, tk = preference_accuracy(full, data.y)
+        out["train_accuracy"] = tc_ / tk if tk else None
+        out["train_loss"] = float(bradley_terry_loss(full, data.y))
+        if val is not None:
+            vlog = torch.stack([member_logits(m, val) for m in model.members]).mean(0)
+            vc, vk = preference_accuracy(vlog, val.y)
+            out["val_labels"] = n_val
+            out["val_accuracy"] = vc / vk if vk else None
+            out["val_loss"] = float(bradley_terry_loss(vlog, val.y))
+        else:
+            vc = vk = 0
+    out["oob_accuracy"] = oob_correct / oob_count if oob_count else None
+    hc, hk = vc + oob_correct, vk + oob_count
+    out["heldout_accuracy"] = hc / hk if hk else None
+    out["heldout_judgements"] = hk
+    out["steps"] = int(np.mean(member_steps))
+    # an inverted reward: held-out judgements clearly below chance (one-sided binomial test)
+    if hk >= 5 and hc / hk < 0.5 and binomial_cdf(hc, hk) < 0.1:
+        out["inverted"] = True
+        msg = (f"the learned reward looks INVERTED: it ranks held-out clip pairs correctly only {hc}/{hk} times "
+               f"({hc / hk:.0%}, well below chance). Too few or contradictory labels? Policies trained on it "
+               "may do worse than random.")
+        out["warning"] = msg
+        warnings.warn(msg, InvertedRewardWarning, stacklevel=2)
+        log.warning(msg)
+    return out
+
+
+def reinitialise(model: RewardModel, seed: int) -> None:
+    """Fresh random weights for every member (normalisation statistics are kept)."""
+    g = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    for m in model.members:
+        for layer in m:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+    torch.random.set_rng_state(g)
+
+
+def pairs_from_store(store: FeedbackStore, run_id: str | None = None
+                     ) -> tuple[list[tuple[Segment, Segment, float]], list[int]]:
+    """Labelled clip pairs (withdrawn and skipped answers left out) and the feedback ids behind them."""
+    triples, ids = [], []
+    for q, fb in store.labelled_pairs(run_id):
+        assert isinstance(q, PairQuery) and q.left is not None and q.right is not None
+        if fb.value is None or not 0.0 <= fb.value <= 1.0:
+            continue
+        triples.append((q.left, q.right, float(fb.value)))
+        ids.append(int(fb.id))  # type: ignore[arg-type]
+    return triples, ids
+
+
+def labelled_triples(answers: Sequence[tuple[PairQuery, Feedback]]) -> list[tuple[Segment, Segment, float]]:
+    """``(left, right, label)`` for answered (non-skipped) pair queries."""
+    out = []
+    for q, fb in answers:
+        if fb.value is not None and q.left is not None and q.right is not None:
+            out.append((q.left, q.right, float(fb.value)))
+    return out
+
+
+def normalise_output(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]],
+                     extra_segments: Sequence[Segment] = ()) -> None:
+    """Anchor and scale the model's output from the states in ``pairs`` (and ``extra_segments``)."""
+    segs = [s for a, b, _ in pairs for s in (a, b)] + list(extra_segments)
+    if not segs:
+        return
+    obs, acts, nxt, ab = segment_arrays(segs)
+    real = ~ab
+    use_abs = bool(any(s.absorbing.any() for a, b, _ in pairs for s in (a, b)))
+    model.set_output_normalisation(obs[real], acts[real], nxt[real], use_absorbing=use_abs)
+
+
+def retrain_from_store(store: FeedbackStore, out_dir: str | Path, run_id: str | None = None, seed: int = 0,
+                       env_id: str | None = None, tc: RewardTrainConfig | None = None,
+                       model_kwargs: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """Rebuild a reward model from the store alone and record it with its lineage.
+
+    Uses every non-withdrawn, non-skipped pair label (of ``run_id`` if given), trains from scratch,
+    writes ``out_dir/reward_model.safetensors`` (+ ``.json``) and records it with
+    ``store.record_model`` so the ids of the labels that trained it are its lineage.
+    Returns ``(model_id, metrics)``.
+    """
+    from rlhf_gym.envs import make_env
+
+    pairs, ids = pairs_from_store(store, run_id)
+    if not pairs:
+        raise ValueError("the store holds no usable preference labels" + (f" for run {run_id}" if run_id else ""))
+    env_id = env_id or pairs[0][0].env_id
+    if env_id is None:
+        raise ValueError("the stored clips name no environment; pass env_id")
+    env = make_env(env_id)
+    try:
+        model = RewardModel.for_spaces(env.observation_space, env.action_space, seed=seed, **(model_kwargs or {}))
+    finally:
+        env.close()
+    metrics = fit_reward_model(model, pairs, np.random.default_rng(seed), tc)
+    normalise_output(model, pairs)
+    out = Path(out_dir)
+    path = model.save(out / "reward_model.safetensors")
+    model_id = store.record_model(path, ids, kind="reward", run_id=run_id)
+    metrics.update(model_id=model_id, path=str(path), feedback_ids=len(ids))
+    return model_id, metrics

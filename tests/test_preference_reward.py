@@ -1,0 +1,216 @@
+"""Reward model, Bradley-Terry training, query selection, teachers and wrappers (fast, no RL)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rlhf_gym.envs import make_env
+from rlhf_gym.feedback.selection import candidate_pairs, query_schedule, select_pairs
+from rlhf_gym.feedback.teachers_preference import make_preference_teacher, simulated_population
+from rlhf_gym.rewards.models import RewardModel
+from rlhf_gym.rewards.training import (
+    binomial_cdf,
+    bradley_terry_loss,
+    fit_reward_model,
+    normalise_output,
+    preference_accuracy,
+)
+from rlhf_gym.rewards.wrappers import LearnedRewardVecEnv, LearnedRewardWrapper
+from rlhf_gym.rollouts import random_policy, rollout, segment_at
+from rlhf_gym.types import PairQuery, Segment, Trajectory
+
+
+def _seg(obs: np.ndarray, rews: np.ndarray | None = None, absorbing: np.ndarray | None = None) -> Segment:
+    obs = np.asarray(obs, np.float32)
+    n = len(obs)
+    return Segment(obs, np.zeros(n, np.int64), obs, np.zeros(n) if rews is None else rews,
+                   np.zeros(n, bool) if absorbing is None else absorbing)
+
+
+def test_bradley_terry_loss_and_gradient_match_the_formula():
+    logits = torch.tensor([2.0, -1.0, 0.5, 0.0], requires_grad=True)
+    labels = torch.tensor([1.0, 0.0, 0.5, 1.0])
+    ls = 0.1
+    loss = bradley_terry_loss(logits, labels, label_smoothing=ls)
+    target = labels * (1 - ls) + 0.05
+    p = torch.sigmoid(logits.detach())
+    manual = -(target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
+    assert loss.item() == pytest.approx(manual.item(), rel=1e-5)
+    loss.backward()
+    assert torch.allclose(logits.grad, (p - target) / len(p), atol=1e-6)
+
+
+def test_a_tie_is_best_explained_by_equal_returns():
+    grid = torch.linspace(-3, 3, 61)
+    losses = torch.stack([bradley_terry_loss(g.reshape(1), torch.tensor([0.5])) for g in grid])
+    assert float(grid[losses.argmin()]) == pytest.approx(0.0, abs=1e-6)
+    x = torch.zeros(1, requires_grad=True)
+    bradley_terry_loss(x, torch.tensor([0.5])).backward()
+    assert abs(float(x.grad)) < 1e-7
+    assert preference_accuracy(torch.tensor([1.0, -1.0]), torch.tensor([0.5, 0.5])) == (0, 0)
+
+
+def test_inverted_reward_check_uses_a_binomial_tail():
+    assert binomial_cdf(1, 10) == pytest.approx(11 / 1024)
+    assert binomial_cdf(5, 5) == pytest.approx(1.0)
+
+
+def _linear_ensemble(weights: list[list[float]]) -> RewardModel:
+    from rlhf_gym.rewards.models import RewardModelConfig
+
+    m = RewardModel(RewardModelConfig(obs_dim=2, act_dim=2, discrete=True, ensemble=len(weights)))
+    members = []
+    for w in weights:
+        lin = nn.Linear(m.cfg.in_dim, 1, bias=False)
+        with torch.no_grad():
+            lin.weight.zero_()
+            lin.weight[0, :2] = torch.tensor(w)
+        members.append(lin)
+    m.members = nn.ModuleList(members)
+    m.fitted.fill_(True)
+    return m
+
+
+def test_disagreement_selection_picks_the_pairs_the_members_dispute():
+    # members agree on feature 1 but disagree about the sign of feature 0
+    model = _linear_ensemble([[1.0, 1.0], [-1.0, 1.0], [1.0, 1.0]])
+    z = np.zeros((5, 2))
+    f0, f1 = z.copy(), z.copy()
+    f0[:, 0] = 0.5
+    f1[:, 1] = 0.5
+    pairs = [(_seg(f1), _seg(z)), (_seg(f0), _seg(z)), (_seg(z), _seg(f1)), (_seg(z), _seg(f0))]
+    rng = np.random.default_rng(0)
+    assert sorted(select_pairs(pairs, 2, "disagreement", rng, model)) == [1, 3]
+    # entropy prefers pairs whose mean preference is nearest 0.5: again the disputed ones
+    assert sorted(select_pairs(pairs, 2, "entropy", rng, model)) == [1, 3]
+    assert len(set(select_pairs(pairs, 3, "uniform", rng, model))) == 3
+    with pytest.raises(ValueError, match="query selection"):
+        select_pairs(pairs, 1, "bogus", rng, model)
+
+
+def test_query_schedule_spends_the_budget_front_loaded():
+    for budget in (1, 2, 7, 20, 50, 200):
+        for kind in ("front", "fixed"):
+            s = query_schedule(budget, 10, kind)
+            assert sum(s) == budget and all(x >= 1 for x in s)
+    s = query_schedule(40, 8, "front")
+    assert s[0] > s[-1]
+
+
+def _cartpole_pairs(n: int, seed: int = 0) -> list[tuple[Segment, Segment]]:
+    env = make_env("CartPole-v1", seed=seed)
+    trajs = [rollout(env, random_policy(env), seed=seed + i, env_id="CartPole-v1") for i in range(12)]
+    env.close()
+    return candidate_pairs(trajs, n, 30, np.random.default_rng(seed))
+
+
+def test_oracle_prefers_surviving_clips_and_the_model_learns_the_absorbing_state(rng):
+    pairs = _cartpole_pairs(60)
+    teacher = make_preference_teacher("oracle", rng=rng)
+    labelled = [(a, b, teacher.answer(PairQuery.make(a, b))) for a, b in pairs]
+    for a, b, y in labelled:
+        assert y == (0.5 if a.ret == b.ret else float(a.ret > b.ret))
+    env = make_env("CartPole-v1")
+    model = RewardModel.for_spaces(env.observation_space, env.action_space, seed=0)
+    m = fit_reward_model(model, labelled[:45], np.random.default_rng(0))
+    assert m["train_accuracy"] > 0.9
+    from rlhf_gym.rewards.diagnostics import heldout_accuracy
+
+    assert heldout_accuracy(model, labelled[45:]) > 0.7
+    normalise_output(model, labelled)
+    assert bool(model.anchored_to_absorbing)
+    obs = np.stack([s.obs[0] for s, _, _ in labelled])
+    r = model.reward(obs, np.zeros(len(obs), np.int64))
+    assert (r > 0).mean() > 0.9, "staying alive must pay more than the absorbing state (anchored at 0)"
+    assert model.reward(obs[:1], np.zeros(1, np.int64), absorbing=np.ones(1, bool))[0] == pytest.approx(0, abs=1e-5)
+
+
+def test_reward_model_save_load_round_trip(tmp_path):
+    env = make_env("Pendulum-v1")
+    model = RewardModel.for_spaces(env.observation_space, env.action_space, seed=3, ensemble=2)
+    obs = np.random.default_rng(0).normal(size=(50, 3))
+    acts = np.random.default_rng(1).uniform(-2, 2, size=(50, 1))
+    model.fit_input_normalisation(obs)
+    model.set_output_normalisation(obs, acts, None, use_absorbing=False)
+    path = model.save(tmp_path / "rm")
+    assert path.suffix == ".safetensors" and path.with_suffix(".json").exists()
+    back = RewardModel.load(path)
+    assert np.allclose(back.reward(obs, acts), model.reward(obs, acts))
+    assert abs(float(np.mean(model.reward(obs, acts)))) < 1e-4  # no absorbing seen: mean-anchored
+    with pytest.raises(FileNotFoundError):
+        RewardModel.load(tmp_path / "missing.safetensors")
+
+
+def test_wrappers_replace_the_reward_and_keep_the_true_one_in_info():
+    env = make_env("CartPole-v1")
+    model = RewardModel.for_spaces(env.observation_space, env.action_space, seed=0)
+    w = LearnedRewardWrapper(env, model)
+    obs, _ = w.reset(seed=0)
+    nxt, r, *_rest, info = w.step(1)
+    assert info["true_reward"] == 1.0
+    assert r == pytest.approx(float(model.reward(obs[None], np.array([1]), nxt[None])[0]))
+    assert r != 1.0
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = LearnedRewardVecEnv(make_vec_env("CartPole-v1", n_envs=2, seed=0), model)
+    o = venv.reset()
+    acts = np.array([0, 1])
+    o2, rews, dones, infos = venv.step(acts)
+    assert [i["true_reward"] for i in infos] == [1.0, 1.0]
+    assert np.allclose(rews, model.reward(o, acts, o2))
+    venv.close()
+
+
+def test_teachers_noise_and_biases(rng):
+    pairs = _cartpole_pairs(200, seed=1)
+    qs = [PairQuery.make(a, b) for a, b in pairs]
+    oracle = make_preference_teacher("oracle", rng=np.random.default_rng(0))
+    truth = np.array([oracle.answer(q) for q in qs], dtype=float)
+    decided = truth != 0.5
+    mistake = make_preference_teacher("mistake", rng=np.random.default_rng(0), epsilon=0.3)
+    wrong = np.mean([mistake.answer(q) != t for q, t in zip(qs, truth, strict=True)][: len(qs)])
+    assert 0.15 < wrong < 0.45
+    left = make_preference_teacher("always-left", rng=np.random.default_rng(0))
+    assert all(left.answer(q) == 1.0 for q in qs)
+    skip = make_preference_teacher("skip", rng=np.random.default_rng(0), skip=0.5)
+    assert any(skip.answer(q) is None for q in qs)
+    equal = make_preference_teacher("equal", rng=np.random.default_rng(0), equal=0.5)
+    assert np.mean([equal.answer(q) == 0.5 for q in qs]) > np.mean(~decided)
+    stoch = make_preference_teacher("stochastic", rng=np.random.default_rng(0), beta=1000.0)
+    agree = np.mean([stoch.answer(q) == t for q, t in zip(qs, truth, strict=True) if t != 0.5])
+    assert agree > 0.9
+    rand = make_preference_teacher("random", rng=np.random.default_rng(0))
+    assert 0.3 < np.mean([rand.answer(q) for q in qs]) < 0.7
+    combo = make_preference_teacher("mistake+skip", rng=np.random.default_rng(0))
+    assert combo.params.epsilon == 0.1 and combo.params.skip == 0.1
+    with pytest.raises(ValueError, match="unknown preference teacher"):
+        make_preference_teacher("psychic")
+
+
+def test_population_has_distinct_registered_annotators(store, rng):
+    pop = simulated_population(8, rng, store=store)
+    ids = [t.annotator_id for t in pop]
+    assert len(set(ids)) == 8
+    assert {a.id for a in store.annotators()} >= set(ids)
+    assert any(t.params.position_bias == 1.0 for t in pop)
+
+
+def test_teacher_answers_through_the_store(store, rng):
+    teacher = make_preference_teacher("oracle", "t1", rng, store=store, run_id="r1")
+    pairs = _cartpole_pairs(3)
+    fbs = teacher.ask([PairQuery.make(a, b, run_id="r1") for a, b in pairs])
+    assert len(fbs) == 3 and all(f.id is not None for f in fbs)
+    assert len(store.labelled_pairs("r1")) == sum(f.value is not None for f in fbs)
+
+
+def test_segment_padding_feeds_the_absorbing_flag_not_the_state():
+    traj = Trajectory(np.arange(8, dtype=np.float32).reshape(4, 2), np.array([0, 1, 0]), np.ones(3), terminated=True)
+    seg = segment_at(traj, 1, 5)
+    assert seg.absorbing.tolist() == [False, False, True, True, True]
+    model = RewardModel.for_spaces(gym.spaces.Box(-10, 10, (2,)), gym.spaces.Discrete(2))
+    x = model.features(seg.obs, seg.acts, seg.next_obs, seg.absorbing)
+    assert torch.all(x[2:, :-1] == 0) and torch.all(x[2:, -1] == 1) and torch.all(x[:2, -1] == 0)
