@@ -126,8 +126,9 @@ def table(results: dict[str, Any]) -> str:
         ans = "-" if a["median"] is None else f"{a['median']:.0f} [{a['min']:.0f}-{a['max']:.0f}]"
         st = g["env_steps"]["median"]
         wl = g["wall_s"]["median"]
+        stays = f"{g['stays_solved']:>3}/{g['solved']:<2}" if g.get("stay_measured", True) else f"{'n/a':>6}"
         lines.append(f"{g['env']:<13} {g['learner']:<10} {g['teacher']:<8} {g['solved']:>3}/{g['runs']:<2} "
-                     f"{ans:>24} {g['stays_solved']:>3}/{g['solved']:<2} {'-' if st is None else f'{st:.0f}':>13} "
+                     f"{ans:>24} {stays} {'-' if st is None else f'{st:.0f}':>13} "
                      f"{'-' if wl is None else f'{wl:.1f}':>10}")
     for p in results.get("ppo", []):
         s = p["env_steps"]["median"]
@@ -147,6 +148,9 @@ def group(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         solved = [r for r in rs if r["solved_at"] is not None]
         out.append({"env": env_id, "learner": learner, "teacher": teacher, "runs": len(rs), "solved": len(solved),
                     "stays_solved": sum(bool(r["stays_solved"]) for r in solved),
+                    "stay_measured": any(r["checks_after"] for r in solved),
+                    "best_check_mean": summarize(rs, "best_mean"),
+                    "stay_pass_rate": summarize(solved, "stay_pass_rate"),
                     "answers": summarize(solved, "solved_at"), "env_steps": summarize(solved, "env_steps_at_solve"),
                     "wall_s": summarize(solved, "wall_s_at_solve"),
                     "cap_answers": CAP[learner] if env_id == "CartPole-v1" else HARD_CAP})
