@@ -90,6 +90,24 @@ def test_credit_by_time_covers_the_judged_step():
     assert credit_by_time(1.0, h, answer_step=500, window=(2, 6)) is None
 
 
+def test_credit_by_time_prefers_the_asked_step_in_the_window():
+    """The learner knows which steps it asked about: an answer whose window holds one of them credits it."""
+    h = History()
+    for t in range(30):
+        h.add(t, np.full(4, t, np.float32), t % 2)
+    h.mark_asked(16)
+    h.mark_asked(25)  # outside the window of an answer at step 20
+    c = credit_by_time(1.0, h, answer_step=20, window=(2, 6), prefer_asked=True)
+    assert [(int(o[0]), w) for o, _, w in c.steps] == [(16, 1.0)]
+    h.mark_asked(14)
+    c = credit_by_time(-1.0, h, answer_step=20, window=(2, 6), prefer_asked=True)
+    assert [(int(o[0]), w) for o, _, w in c.steps] == [(14, 0.5), (16, 0.5)]
+    c = credit_by_time(1.0, h, answer_step=28, window=(2, 6), prefer_asked=True)  # 22-26: only 25 asked
+    assert [int(o[0]) for o, _, _ in c.steps] == [25]
+    c = credit_by_time(1.0, h, answer_step=11, window=(2, 6), prefer_asked=True)  # 5-9: none asked -> all
+    assert [int(o[0]) for o, _, _ in c.steps] == [5, 6, 7, 8, 9]
+
+
 def test_tamer_credit_goes_to_the_step_that_explains_a_bad_answer():
     steps = tuple((np.full(4, k, np.float32), 0, 0.25) for k in range(4))
     batch = Batch.of([Credit(-1.0, steps, 10)])
@@ -109,7 +127,8 @@ def test_coach_trace_stays_within_the_episode():
 
 
 def test_loop_gives_a_delayed_answer_only_its_time():
-    """With a delayed teacher the learner is told when an answer came, never which step it judged."""
+    """With a delayed teacher the learner is told when an answer came, never which step it judged; its
+    credit goes to the steps of the window it asked about, and the judged step is always among them."""
     agent = make_learner("tamer", 4, 2, np.random.default_rng(0))
     calls = []
     real_learn = agent.learn
@@ -120,10 +139,17 @@ def test_loop_gives_a_delayed_answer_only_its_time():
 
     agent.learn = spy
     src = SimulatedTeacher(ExpertActionJudge(cartpole_expert), "t", rng=np.random.default_rng(1), delay=(2, 6))
+    posted: dict[str, StepQuery] = {}
+    judged_obs: list[np.ndarray] = []
+    real_post, real_poll = src.post, src.poll
+    src.post = lambda qs: (posted.update({q.id: q for q in qs}), real_post(qs))[1]
+    src.poll = lambda step=None: [judged_obs.append(posted[f.query_id].obs) or f for f in real_poll(step)]
     teach(make_env("CartPole-v1", seed=0), agent, src, 20, seed=0)
     assert len(calls) == 20 and all(judged is None for judged, _ in calls)
-    windows = [len(c.steps) for c in agent.replay if c.scale == 1.0]
-    assert len(windows) == 20 and max(windows) == 5 and min(windows) >= 1  # credit spread over steps 2-6 back
+    windows = [c.steps for c in agent.replay if c.scale == 1.0]
+    assert len(windows) == 20 and max(len(w) for w in windows) <= 5
+    assert all(any(np.allclose(o, want) for o, _, _ in w) for w, want in zip(windows, judged_obs, strict=True))
+    assert sum(len(w) for w in windows) < 2 * 20  # mostly one asked step per window, not all five
 
 
 @pytest.mark.slow

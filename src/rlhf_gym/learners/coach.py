@@ -43,6 +43,8 @@ class CoachLearner(FeedbackLearner):
         else:
             lo, hi = self.s.credit_window
             seen = history.window(answer_step - hi, answer_step - lo)
+            if self.s.credit_asked and any(s.asked for s in seen):  # as credit_by_time: the asked steps
+                seen = [s for s in seen if s.asked]
             starts = [(s, 1.0 / len(seen)) for s in seen]
         weights: dict[int, float] = {}
         for start, w0 in starts:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,14 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Seen:
-    """One step the learner took: global step counter, the state, the action."""
+    """One step the learner took: global step counter, the state, the action; ``asked``: it posted a question
+    about this step."""
 
     step: int
     obs: np.ndarray
     action: int
     episode: int = 0
+    asked: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,13 @@ class History:
         self._buf.append(seen)
         return seen
 
+    def mark_asked(self, step: int) -> None:
+        """Note that the learner posted a question about ``step`` (used to credit answers that arrive late)."""
+        for i in range(len(self._buf) - 1, -1, -1):
+            if self._buf[i].step == step:
+                self._buf[i] = replace(self._buf[i], asked=True)
+                return
+
     def get(self, step: int) -> Seen | None:
         for s in reversed(self._buf):
             if s.step == step:
@@ -108,17 +117,23 @@ def credit_known(value: float, seen: Seen, answer_step: int) -> Credit:
     return Credit(value, ((seen.obs, seen.action, 1.0),), answer_step)
 
 
-def credit_by_time(value: float, history: History, answer_step: int, window: tuple[int, int]) -> Credit | None:
+def credit_by_time(value: float, history: History, answer_step: int, window: tuple[int, int],
+                   prefer_asked: bool = False) -> Credit | None:
     """Spread an answer that arrived at ``answer_step`` uniformly over the steps ``window`` steps before.
 
     This is TAMER's credit assigner with a uniform delay model: a person presses a key between
     ``window[0]`` and ``window[1]`` steps after the action they judge, so each of those steps gets an
-    equal share. Returns None when none of those steps is remembered.
+    equal share. With ``prefer_asked``, only the steps in the window the learner asked about share it
+    (an answer judges a step that was asked about; the learner knows which it asked, not which one this
+    answer is for); if none was asked, the whole window does. Returns None when none of those steps is
+    remembered.
     """
     lo, hi = window
     seen = history.window(answer_step - hi, answer_step - lo)
     if not seen:
         return None
+    if prefer_asked and any(s.asked for s in seen):
+        seen = [s for s in seen if s.asked]
     w = 1.0 / len(seen)
     return Credit(value, tuple((s.obs, s.action, w) for s in seen), answer_step)
 
@@ -257,6 +272,8 @@ class LearnerSettings:
     credit_window: tuple[int, int] = (2, 6)
     """When only the time of an answer is known: it judges one of the steps this many steps before
     (a model of the teacher's reaction time; the simulated delayed teacher uses 2-6, set it for a person)."""
+    credit_asked: bool = True
+    """With such a teacher, credit an answer only to the steps in its window the learner asked about."""
     hold_when_delayed: bool = False
     """With such a teacher, keep one action on the steps around a question (tried: it did not help on CartPole)."""
     trace_decay: float = 0.35
@@ -345,7 +362,7 @@ class FeedbackLearner:
         """How one answer is spread over steps: the judged step if known, else a window back in time."""
         if judged is not None:
             return credit_known(value, judged, answer_step)
-        return credit_by_time(value, history, answer_step, self.s.credit_window)
+        return credit_by_time(value, history, answer_step, self.s.credit_window, prefer_asked=self.s.credit_asked)
 
     def learn(self, value: float, judged: Seen | None, answer_step: int, history: History) -> None:
         """Take one answer (1.0 good, 0.0 bad), store it and update on a replay of all answers so far."""

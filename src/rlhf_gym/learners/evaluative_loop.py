@@ -163,6 +163,7 @@ def teach(env: gym.Env, learner: FeedbackLearner, source: FeedbackSource, budget
                         imageio.imwrite(frame_path, frame)
                 q = StepQuery.make(np.asarray(obs), action, step, episode, run_id=run_id, frame_path=frame_path)
                 source.post([q])
+                history.mark_asked(step)
                 pending[q.id] = seen
                 stats.asked += 1
             if handle(source.poll(step), step):
