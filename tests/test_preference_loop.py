@@ -42,6 +42,12 @@ def test_tiny_cartpole_run_beats_random(tmp_path):
     models = store.models()
     assert models and len(store.lineage(models[-1].id)) == 12
     assert {f.id for f in store.feedback()} >= set(store.lineage(models[-1].id))
+    # the policy is in the store too, derived from the reward models: withdrawing the teacher flags it
+    policy_rows = [m for m in models if m.kind == "policy"]
+    assert len(policy_rows) == 1 and len(store.lineage(policy_rows[0].id)) == 12
+    teacher = store.feedback()[0].annotator_id
+    flagged = store.withdraw_annotator(teacher)["models_flagged"]
+    assert policy_rows[0].id in flagged and len(flagged) == len(models)
     store.close()
     # a fresh policy on the learned reward, without any labels
     res2 = train_preference(TrainConfig(env="CartPole-v1", feedback="preference", reward=str(tmp_path / "run"),
@@ -144,3 +150,18 @@ def test_terminal_pairs_reask_consent_and_stop(tmp_path):
     store.close()
     frames = render_segment(pairs[0][0], traj.acts)
     assert len(frames) >= len(pairs[0][0])
+
+
+def test_annotator_weighting_drops_or_downweights_flagged_labels(tmp_path):
+    env = make_env("CartPole-v1")
+    trajs = [rollout(env, random_policy(env), seed=i, env_id="CartPole-v1") for i in range(10)]
+    env.close()
+    pairs = candidate_pairs(trajs, 24, 20, np.random.default_rng(0))
+    store = FeedbackStore(tmp_path / "feedback.db")
+    alice = _label_with(store, "alice", pairs[:12], "r")
+    bob = _label_with(store, "bob", pairs[12:], "r")
+    excluded, _ = retrain_from_store(store, tmp_path / "m1", run_id="r", annotator_weights={"bob": 0.0})
+    assert set(store.lineage(excluded)) == set(alice)  # an excluded annotator is not in the lineage
+    down, metrics = retrain_from_store(store, tmp_path / "m2", run_id="r", annotator_weights={"bob": 0.25})
+    assert set(store.lineage(down)) == set(alice) | set(bob) and metrics["labels"] == len(alice) + len(bob)
+    store.close()

@@ -214,3 +214,13 @@ def test_segment_padding_feeds_the_absorbing_flag_not_the_state():
     model = RewardModel.for_spaces(gym.spaces.Box(-10, 10, (2,)), gym.spaces.Discrete(2))
     x = model.features(seg.obs, seg.acts, seg.next_obs, seg.absorbing)
     assert torch.all(x[2:, :-1] == 0) and torch.all(x[2:, -1] == 1) and torch.all(x[:2, -1] == 0)
+
+
+def test_weighted_bradley_terry_loss_ignores_zero_weight_pairs():
+    logits = torch.tensor([2.0, -1.0, 0.3])
+    labels = torch.tensor([1.0, 1.0, 0.0])
+    w = torch.tensor([1.0, 0.0, 1.0])
+    weighted = bradley_terry_loss(logits, labels, weights=w)
+    kept = bradley_terry_loss(logits[[0, 2]], labels[[0, 2]])
+    assert torch.allclose(weighted, kept)
+    assert torch.allclose(bradley_terry_loss(logits, labels, weights=torch.ones(3)), bradley_terry_loss(logits, labels))

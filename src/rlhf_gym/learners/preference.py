@@ -157,7 +157,9 @@ class PreferenceLoop:
         self.round = 0
         self.asked = 0
         self.pairs: list[tuple[Segment, Segment, float]] = []
+        self.pair_meta: list[tuple[str, int | None]] = []  # (annotator, feedback id) of each pair
         self.fb_ids: list[int] = []
+        self.weighting = weight_policy(cfg.extra)
         self.query_map: dict[str, PairQuery] = {}
         self.pool: list[list[Trajectory]] = []
         self.episode_seed = 1_000_000 * (cfg.seed + 1)
@@ -228,6 +230,7 @@ class PreferenceLoop:
                 continue
             assert q.left is not None and q.right is not None
             self.pairs.append((q.left, q.right, float(fb.value)))
+            self.pair_meta.append((fb.annotator_id, fb.id))
             if fb.id is not None:
                 self.fb_ids.append(int(fb.id))
             new += 1
@@ -236,14 +239,39 @@ class PreferenceLoop:
         self.train_reward(step)
         return True
 
+    def weighted_pairs(self) -> tuple[list[tuple[Segment, Segment, float]], list[int], list[float] | None]:
+        """The pairs to fit, their feedback ids (lineage) and loss weights under the annotator weighting.
+
+        With ``annotator_weighting`` off every label counts fully; otherwise flagged annotators' labels
+        are down-weighted or (weight 0) left out, and left out of the model's lineage too.
+        """
+        if self.weighting.mode == "off" or self.store is None:
+            return self.pairs, self.fb_ids, None
+        from rlhf_gym.governance.report import training_weights
+
+        aw = training_weights(self.store, self.weighting, run_id=self.run_id)
+        pairs, ids, weights = [], [], []
+        for pair, (ann, fid) in zip(self.pairs, self.pair_meta, strict=True):
+            w = float(aw.get(ann, 1.0))
+            if w > 0:
+                pairs.append(pair)
+                weights.append(w)
+                if fid is not None:
+                    ids.append(int(fid))
+        return pairs, ids, weights
+
     def train_reward(self, step: int) -> None:
         t0 = time.time()
+        pairs, ids, weights = self.weighted_pairs()
+        if not pairs:
+            self.warnings.append(f"round {self.round}: every label is from an excluded annotator; reward not retrained")
+            return
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", InvertedRewardWarning)
-            m = fit_reward_model(self.reward, self.pairs, self.rng, warm=self.trained_once)
+            m = fit_reward_model(self.reward, pairs, self.rng, warm=self.trained_once, weights=weights)
             if m["inverted"]:  # one fresh restart before believing it
                 reinitialise(self.reward, int(self.rng.integers(2**31)))
-                m = fit_reward_model(self.reward, self.pairs, self.rng, warm=False)
+                m = fit_reward_model(self.reward, pairs, self.rng, warm=False, weights=weights)
         self.trained_once = True
         if m["inverted"]:
             self.inverted_rounds.append(self.round)
@@ -256,11 +284,11 @@ class PreferenceLoop:
             log.warning(m["warning"])
         extra = sample_segments([t for ts in self.pool for t in ts], 32, self.cfg.segment_length, self.rng) \
             if self.pool else []
-        normalise_output(self.reward, self.pairs, extra)
+        normalise_output(self.reward, pairs, extra)
         self.venv.model = self.reward
         path = self.reward.save(self.run.file(f"reward_models/round_{self.round:02d}.safetensors"))
         if self.store is not None:
-            self.model_ids.append(self.store.record_model(path, self.fb_ids, kind="reward", run_id=self.run_id))
+            self.model_ids.append(self.store.record_model(path, ids, kind="reward", run_id=self.run_id))
         self.reward.save(self.run.file("reward_model.safetensors"))
         self.relabel()
         self.last_fit = m
@@ -340,6 +368,15 @@ def _callback(loop: PreferenceLoop) -> Any:
     return _RoundCallback()
 
 
+def weight_policy(extra: dict[str, Any]) -> Any:
+    """How flagged annotators' labels count: ``--set annotator_weighting=...``, else ``rlhf-gym.toml``."""
+    from rlhf_gym.governance.bias import WeightPolicy, load_monitoring
+
+    if "annotator_weighting" in extra:
+        return WeightPolicy.from_settings(extra)
+    return load_monitoring()[1]
+
+
 def train_preference(cfg: TrainConfig) -> dict[str, Any]:
     """Train a policy from preference feedback (or on a given reward model with ``cfg.reward``)."""
     from stable_baselines3.common.env_util import make_vec_env
@@ -402,6 +439,8 @@ def train_preference(cfg: TrainConfig) -> dict[str, Any]:
             source.close()
         loop.algo.save(run.file("policy.zip"))
         run.save_policy_info("sb3", "policy.zip", algo=algo_name, discrete=spec.discrete)
+        # the policy's lineage: every reward model it was trained on, hence every label behind them
+        store.record_model(run.file("policy.zip"), [], kind="policy", run_id=run_id, derived_from=loop.model_ids)
         t0 = time.time()
         final = loop.evaluate(cfg.eval_episodes)
         loop.t["eval"] += time.time() - t0

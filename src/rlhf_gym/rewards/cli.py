@@ -36,7 +36,14 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         if (d / "config.json").exists():
             env_id = json.loads((d / "config.json").read_text()).get("env")
         out = d / "reward_models" / f"retrained-{time.strftime('%Y%m%d-%H%M%S')}"
-        model_id, m = retrain_from_store(store, out, run_id=args.run_id, seed=args.seed, env_id=env_id)
+        from rlhf_gym.governance.bias import load_monitoring
+        from rlhf_gym.governance.report import training_weights
+
+        # flagged annotators count as the owner's [monitoring] annotator_weighting says (default: fully)
+        weighting = load_monitoring()[1]
+        weights = None if weighting.mode == "off" else training_weights(store, weighting, run_id=args.run_id)
+        model_id, m = retrain_from_store(store, out, run_id=args.run_id, seed=args.seed, env_id=env_id,
+                                         annotator_weights=weights)
         current = d / "reward_model.safetensors"
         if current.exists():
             keep = d / "reward_models" / f"before-retrain-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,13 +61,15 @@ class PairData:
     x: torch.Tensor
     mask: torch.Tensor
     y: torch.Tensor
+    w: torch.Tensor | None = None
+    """Per-pair loss weight (e.g. a flagged annotator's labels down-weighted); None = all 1."""
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
     def subset(self, idx: np.ndarray) -> PairData:
         t = torch.as_tensor(idx, dtype=torch.long)
-        return PairData(self.x[t], self.mask[t], self.y[t])
+        return PairData(self.x[t], self.mask[t], self.y[t], None if self.w is None else self.w[t])
 
 
 def segment_arrays(segs: Sequence[Segment]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -76,7 +78,8 @@ def segment_arrays(segs: Sequence[Segment]) -> tuple[np.ndarray, np.ndarray, np.
             np.concatenate([s.next_obs for s in segs]), np.concatenate([s.absorbing for s in segs]))
 
 
-def make_pair_data(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]]) -> PairData:
+def make_pair_data(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]],
+                   weights: Sequence[float] | None = None) -> PairData:
     """Featurise ``(left, right, label)`` triples for ``model`` (clips of any lengths are padded)."""
     if not pairs:
         f = model.cfg.in_dim
@@ -94,7 +97,12 @@ def make_pair_data(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, f
         mask[k, :n] = 1.0
         i += n
     y = torch.tensor([float(v) for _, _, v in pairs], dtype=torch.float32)
-    return PairData(x.view(len(pairs), 2, length, -1), mask.view(len(pairs), 2, length), y)
+    w = None
+    if weights is not None:
+        if len(weights) != len(pairs):
+            raise ValueError(f"{len(weights)} weights for {len(pairs)} pairs")
+        w = torch.tensor([float(v) for v in weights], dtype=torch.float32)
+    return PairData(x.view(len(pairs), 2, length, -1), mask.view(len(pairs), 2, length), y, w)
 
 
 def member_logits(member: nn.Module, data: PairData) -> torch.Tensor:
@@ -104,14 +112,19 @@ def member_logits(member: nn.Module, data: PairData) -> torch.Tensor:
     return ret[:, 0] - ret[:, 1]
 
 
-def bradley_terry_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+def bradley_terry_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of ``P(left) = sigmoid(logit)`` against labels in [0, 1] (0.5 = tie).
 
     Label smoothing pulls every target towards 0.5 by ``label_smoothing``; its gradient with respect
-    to the logit is ``sigmoid(logit) - target``.
+    to the logit is ``sigmoid(logit) - target``. ``weights`` makes it a weighted mean (a down-weighted
+    annotator's labels count less).
     """
     target = labels * (1 - label_smoothing) + 0.5 * label_smoothing
-    return nn.functional.binary_cross_entropy_with_logits(logits, target)
+    if weights is None:
+        return nn.functional.binary_cross_entropy_with_logits(logits, target)
+    per = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (weights * per).sum() / weights.sum().clamp_min(1e-8)
 
 
 def preference_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
@@ -133,13 +146,13 @@ def _fit_member(member: nn.Module, train: PairData, val: PairData | None, steps:
     best, best_state, since, done = float("inf"), None, 0, 0
     for _ in range(steps):
         done += 1
-        loss = bradley_terry_loss(member_logits(member, train), train.y, tc.label_smoothing)
+        loss = bradley_terry_loss(member_logits(member, train), train.y, tc.label_smoothing, train.w)
         opt.zero_grad()
         loss.backward()
         opt.step()
         if val is not None and len(val):
             with torch.no_grad():
-                vl = float(bradley_terry_loss(member_logits(member, val), val.y, tc.label_smoothing))
+                vl = float(bradley_terry_loss(member_logits(member, val), val.y, tc.label_smoothing, val.w))
             if vl < best - 1e-5:
                 best, since = vl, 0
                 best_state = {k: v.clone() for k, v in member.state_dict().items()}
@@ -153,12 +166,14 @@ def _fit_member(member: nn.Module, train: PairData, val: PairData | None, steps:
 
 
 def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]], rng: np.random.Generator,
-                     tc: RewardTrainConfig | None = None, warm: bool = False) -> dict[str, Any]:
+                     tc: RewardTrainConfig | None = None, warm: bool = False,
+                     weights: Sequence[float] | None = None) -> dict[str, Any]:
     """Fit ``model`` in place on labelled pairs; returns diagnostics.
 
     ``warm=True`` continues from the current weights with fewer steps (incremental training between
     rounds); otherwise members train for up to ``tc.max_steps``. Always stops early on the
-    validation loss where there is a validation split.
+    validation loss where there is a validation split. ``weights`` (one per pair) weight the loss,
+    e.g. from :func:`rlhf_gym.governance.report.training_weights`.
     """
     tc = tc or RewardTrainConfig()
     n = len(pairs)
@@ -170,7 +185,7 @@ def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment,
     if not bool(model.fitted):
         obs = np.concatenate([s.obs[~s.absorbing] for a, b, _ in pairs for s in (a, b)] or [np.zeros((0, model.cfg.obs_dim))])
         model.fit_input_normalisation(obs)
-    data = make_pair_data(model, pairs)
+    data = make_pair_data(model, pairs, weights)
     perm = rng.permutation(n)
     n_val = int(round(n * tc.val_frac)) if n >= tc.min_val else 0
     val_idx, train_idx = perm[:n_val], perm[n_val:]
@@ -236,17 +251,24 @@ def reinitialise(model: RewardModel, seed: int) -> None:
     torch.random.set_rng_state(g)
 
 
-def pairs_from_store(store: FeedbackStore, run_id: str | None = None
-                     ) -> tuple[list[tuple[Segment, Segment, float]], list[int]]:
-    """Labelled clip pairs (withdrawn and skipped answers left out) and the feedback ids behind them."""
-    triples, ids = [], []
+def pairs_from_store(store: FeedbackStore, run_id: str | None = None,
+                     annotator_weights: Mapping[str, float] | None = None
+                     ) -> tuple[list[tuple[Segment, Segment, float]], list[int], list[float]]:
+    """Labelled clip pairs (withdrawn and skipped answers left out), the feedback ids behind them, and
+    one loss weight per pair from ``annotator_weights`` (labels of an annotator weighted 0 are left
+    out, and so are not in the lineage of a model trained on the result)."""
+    triples, ids, weights = [], [], []
     for q, fb in store.labelled_pairs(run_id):
         assert isinstance(q, PairQuery) and q.left is not None and q.right is not None
         if fb.value is None or not 0.0 <= fb.value <= 1.0:
             continue
+        w = 1.0 if annotator_weights is None else float(annotator_weights.get(fb.annotator_id, 1.0))
+        if w <= 0.0:
+            continue
         triples.append((q.left, q.right, float(fb.value)))
         ids.append(int(fb.id))  # type: ignore[arg-type]
-    return triples, ids
+        weights.append(w)
+    return triples, ids, weights
 
 
 def labelled_triples(answers: Sequence[tuple[PairQuery, Feedback]]) -> list[tuple[Segment, Segment, float]]:
@@ -272,17 +294,19 @@ def normalise_output(model: RewardModel, pairs: Sequence[tuple[Segment, Segment,
 
 def retrain_from_store(store: FeedbackStore, out_dir: str | Path, run_id: str | None = None, seed: int = 0,
                        env_id: str | None = None, tc: RewardTrainConfig | None = None,
-                       model_kwargs: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+                       model_kwargs: dict[str, Any] | None = None,
+                       annotator_weights: Mapping[str, float] | None = None) -> tuple[str, dict[str, Any]]:
     """Rebuild a reward model from the store alone and record it with its lineage.
 
     Uses every non-withdrawn, non-skipped pair label (of ``run_id`` if given), trains from scratch,
     writes ``out_dir/reward_model.safetensors`` (+ ``.json``) and records it with
     ``store.record_model`` so the ids of the labels that trained it are its lineage.
+    ``annotator_weights`` down-weights (or, at 0, drops) flagged annotators' labels.
     Returns ``(model_id, metrics)``.
     """
     from rlhf_gym.envs import make_env
 
-    pairs, ids = pairs_from_store(store, run_id)
+    pairs, ids, weights = pairs_from_store(store, run_id, annotator_weights)
     if not pairs:
         raise ValueError("the store holds no usable preference labels" + (f" for run {run_id}" if run_id else ""))
     env_id = env_id or pairs[0][0].env_id
@@ -293,7 +317,8 @@ def retrain_from_store(store: FeedbackStore, out_dir: str | Path, run_id: str | 
         model = RewardModel.for_spaces(env.observation_space, env.action_space, seed=seed, **(model_kwargs or {}))
     finally:
         env.close()
-    metrics = fit_reward_model(model, pairs, np.random.default_rng(seed), tc)
+    metrics = fit_reward_model(model, pairs, np.random.default_rng(seed), tc,
+                               weights=None if annotator_weights is None else weights)
     normalise_output(model, pairs)
     out = Path(out_dir)
     path = model.save(out / "reward_model.safetensors")
