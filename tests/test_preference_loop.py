@@ -75,7 +75,8 @@ def _label_with(store: FeedbackStore, name: str, pairs, run_id: str) -> list[int
     return [f.id for f in t.ask([PairQuery.make(a, b, run_id=run_id) for a, b in pairs]) if f.value is not None]
 
 
-def test_retrain_after_withdrawal_leaves_no_withdrawn_label_in_lineage(tmp_path):
+def _alice_and_bob(tmp_path) -> tuple[FeedbackStore, list[int], list[int]]:
+    """A store with 12 oracle pair labels from alice and the rest from bob (run "r")."""
     env = make_env("CartPole-v1")
     trajs = [rollout(env, random_policy(env), seed=i, env_id="CartPole-v1") for i in range(10)]
     env.close()
@@ -83,6 +84,11 @@ def test_retrain_after_withdrawal_leaves_no_withdrawn_label_in_lineage(tmp_path)
     store = FeedbackStore(tmp_path / "feedback.db")
     alice = _label_with(store, "alice", pairs[:12], "r")
     bob = _label_with(store, "bob", pairs[12:], "r")
+    return store, alice, bob
+
+
+def test_retrain_after_withdrawal_leaves_no_withdrawn_label_in_lineage(tmp_path):
+    store, alice, bob = _alice_and_bob(tmp_path)
     first, _ = retrain_from_store(store, tmp_path / "m1", run_id="r")
     assert set(store.lineage(first)) == set(alice) | set(bob)
     report = store.withdraw_annotator("bob", reason="asked to leave")
@@ -153,13 +159,7 @@ def test_terminal_pairs_reask_consent_and_stop(tmp_path):
 
 
 def test_annotator_weighting_drops_or_downweights_flagged_labels(tmp_path):
-    env = make_env("CartPole-v1")
-    trajs = [rollout(env, random_policy(env), seed=i, env_id="CartPole-v1") for i in range(10)]
-    env.close()
-    pairs = candidate_pairs(trajs, 24, 20, np.random.default_rng(0))
-    store = FeedbackStore(tmp_path / "feedback.db")
-    alice = _label_with(store, "alice", pairs[:12], "r")
-    bob = _label_with(store, "bob", pairs[12:], "r")
+    store, alice, bob = _alice_and_bob(tmp_path)
     excluded, _ = retrain_from_store(store, tmp_path / "m1", run_id="r", annotator_weights={"bob": 0.0})
     assert set(store.lineage(excluded)) == set(alice)  # an excluded annotator is not in the lineage
     down, metrics = retrain_from_store(store, tmp_path / "m2", run_id="r", annotator_weights={"bob": 0.25})
