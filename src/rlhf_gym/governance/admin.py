@@ -9,28 +9,23 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from rlhf_gym.governance.report import consent_cell, rate_cell
+
 _STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}table{border-collapse:collapse;margin:1rem 0}
 td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;font-size:.9rem}th{background:#f3f3f3}
 .flag{color:#a00;font-weight:600}.ok{color:#070}.bad{color:#a00;font-weight:700}"""
-
-
-def _pct(x: dict[str, Any] | None) -> str:
-    return "-" if not x or x.get("rate") is None else f"{x['rate']:.0%} ({x['n']})"
 
 
 def render_admin_html(report: dict[str, Any]) -> str:
     """The report as one HTML page: annotators, flags, kappas, flagged models and audit state."""
     rows = []
     for a in report["annotators"]:
-        consent = a["consent"]
-        cons = "-" if consent is None else (consent["version"] if consent["agreed"] else "declined")
-        if a["withdrawn"]:
-            cons = "withdrawn"
+        cons = consent_cell(a)
         flags = "<br>".join(f'<span class="flag" title="{escape(f["detail"])}">{escape(f["name"])}</span>'
                             for f in a["flags"]) or "-"
         cells = [a["id"], a["kind"], str(a["labels"]),
                  "-" if a["labels_per_hour"] is None else f"{a['labels_per_hour']:.0f}",
-                 _pct(a["agreement_majority"]), _pct(a["agreement_reward_model"]),
+                 rate_cell(a["agreement_majority"]), rate_cell(a["agreement_reward_model"]),
                  f"{a['gold']['failed']}/{a['gold']['n']}" if a["gold"]["n"] else "-",
                  "-" if a["median_response_s"] is None else f"{a['median_response_s']:.1f}",
                  ", ".join(f"{k} {v}" for k, v in a["distribution"].items()) or "-", cons, f"{a['weight']:g}"]

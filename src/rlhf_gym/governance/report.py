@@ -129,20 +129,28 @@ def training_weights(store: FeedbackStore, policy: WeightPolicy, run_id: str | N
     return annotator_weights(annotator_report(store, run_id=run_id, settings=settings), policy)
 
 
+def rate_cell(x: dict[str, Any] | None) -> str:
+    """An agreement rate as ``"83% (12)"`` (rate and count), or ``"-"`` when there is none."""
+    return "-" if not x or x.get("rate") is None else f"{x['rate']:.0%} ({x['n']})"
+
+
+def consent_cell(a: dict[str, Any], withdrawn: str = "withdrawn") -> str:
+    """An annotator's consent state for a table: the agreed version, ``declined``, ``-`` or withdrawn."""
+    if a["withdrawn"]:
+        return withdrawn
+    consent = a["consent"]
+    return "-" if consent is None else (consent["version"] if consent["agreed"] else "declined")
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A plain-text table of the report, for the terminal."""
-
-    def pct(x: dict[str, Any] | None) -> str:
-        return "-" if not x or x["rate"] is None else f"{x['rate']:.0%} ({x['n']})"
+    pct = rate_cell
 
     head = ["annotator", "kind", "labels", "per hour", "majority", "reward model", "gold fail", "median s",
             "consent", "flags"]
     rows = []
     for a in report["annotators"]:
-        consent = a["consent"]
-        cons = "-" if consent is None else (consent["version"] if consent["agreed"] else "declined")
-        if a["withdrawn"]:
-            cons = "WITHDRAWN"
+        cons = consent_cell(a, withdrawn="WITHDRAWN")
         rows.append([a["id"], a["kind"], str(a["labels"]),
                      "-" if a["labels_per_hour"] is None else f"{a['labels_per_hour']:.0f}",
                      pct(a["agreement_majority"]), pct(a["agreement_reward_model"]),
