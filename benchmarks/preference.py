@@ -153,6 +153,20 @@ def print_table(summary: list[dict[str, Any]]) -> None:
               f"{fmt(s['time_ratio_median'], 2)} |")
 
 
+def git_commit() -> str:
+    """The commit the benchmark runs (with ``+dirty`` for uncommitted changes), recorded with each run."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", default="", help="comma-separated row names (default: all, in order)")
@@ -160,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", type=float, default=None, help="unix time after which no new run starts")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--resume", action="store_true", help="keep rows/seeds already in --out")
+    p.add_argument("--merge", nargs="*", default=[],
+                   help="result files of runs made in parallel: their rows are copied into --out (run nothing new "
+                        "unless --rows is given); each environment's rows and baseline should come from one file")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     all_rows = rows()
@@ -169,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and out.exists():
         for s in json.loads(out.read_text()).get("rows", []):
             done[s["row"]] = s["runs"]
+    for extra_file in args.merge:
+        for s in json.loads(Path(extra_file).read_text()).get("rows", []):
+            done[s["row"]] = s["runs"]
+    if args.merge and not args.rows:
+        wanted = []
+    commit = git_commit()
     workdir = Path(tempfile.mkdtemp(prefix="pref-bench-"))
     skipped: list[str] = []
 
@@ -205,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             res["seed"] = seed
             res["wall_s"] = time.time() - t0
+            res["commit"] = commit
             done.setdefault(row.name, []).append(res)
             print(f"{row.name} seed {seed}: final {res['final_return']:.1f}, labels {res.get('labels')}, "
                   f"{res['wall_s']:.0f}s", flush=True)

@@ -224,3 +224,32 @@ def test_weighted_bradley_terry_loss_ignores_zero_weight_pairs():
     kept = bradley_terry_loss(logits[[0, 2]], labels[[0, 2]])
     assert torch.allclose(weighted, kept)
     assert torch.allclose(bradley_terry_loss(logits, labels, weights=torch.ones(3)), bradley_terry_loss(logits, labels))
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+@pytest.mark.parametrize("inputs", ["obs_act", "obs_next"])
+def test_numpy_inference_matches_the_torch_network_and_follows_training(env_id, inputs):
+    """``reward`` runs in numpy on a cached copy of the weights; an optimiser step must refresh it."""
+    env = gym.make(env_id)
+    model = RewardModel.for_spaces(env.observation_space, env.action_space, seed=3, inputs=inputs)
+    gen = np.random.default_rng(0)
+    obs = gen.normal(size=(40, env.observation_space.shape[0])).astype(np.float32)
+    model.fit_input_normalisation(obs)
+    acts = np.array([env.action_space.sample() for _ in range(40)])
+    nxt, ab = obs + 0.1, gen.random(40) < 0.25
+    model.anchor.fill_(0.2)
+    model.scale.fill_(1.5)
+
+    def torch_path() -> np.ndarray:
+        with torch.no_grad():
+            raw = model.member_rewards(model.features(obs, acts, nxt, ab)).mean(0)
+            return ((raw - model.anchor) / model.scale).numpy()
+
+    np.testing.assert_allclose(model.reward(obs, acts, nxt, ab), torch_path(), atol=1e-5)
+    before = model.reward(obs, acts, nxt, ab)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.member_rewards(model.features(obs, acts, nxt, ab)).sum().backward()
+    opt.step()
+    after = model.reward(obs, acts, nxt, ab)
+    assert np.abs(after - before).max() > 1e-3  # the cache was not stale
+    np.testing.assert_allclose(after, torch_path(), atol=1e-5)

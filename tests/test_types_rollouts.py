@@ -61,3 +61,28 @@ def test_env_errors_name_the_problem():
         make_env("NoSuchEnv-v0")
     with pytest.raises(EnvError, match="continuous"):
         require_discrete("Pendulum-v1", "tamer")
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_batched_rollouts_equal_one_by_one_rollouts(env_id):
+    from rlhf_gym.rollouts import rollout_batch
+
+    envs = [make_env(env_id) for _ in range(3)]
+    discrete = env_id == "CartPole-v1"
+
+    def batch_policy(obs):  # deterministic, so both ways must give the same episodes
+        return (obs[:, 2] > 0).astype(int) if discrete else np.clip(obs[:, :1] * 2, -2, 2)
+
+    def single(o):
+        a = batch_policy(np.asarray(o)[None])[0]
+        return int(a) if discrete else a
+
+    batched = rollout_batch(envs, batch_policy, [5, 6, 7])
+    for seed, traj in zip([5, 6, 7], batched, strict=True):
+        ref = rollout(make_env(env_id), single, seed=seed)
+        assert len(traj) == len(ref) and traj.terminated == ref.terminated and traj.truncated == ref.truncated
+        np.testing.assert_allclose(traj.obs, ref.obs)
+        np.testing.assert_allclose(traj.rews, ref.rews)
+        assert traj.seed == seed
+    with pytest.raises(ValueError, match="seeds"):
+        rollout_batch(envs[:1], batch_policy, [1, 2])

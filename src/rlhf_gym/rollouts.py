@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -30,6 +31,49 @@ def rollout(env: gym.Env, policy: Policy, seed: int | None = None, max_steps: in
     # Gymnasium may report both on the last step (the pole falls as the time limit hits): the MDP ended.
     return Trajectory(np.asarray(observations), np.asarray(actions), np.asarray(rewards), bool(terminated),
                       bool(truncated) and not bool(terminated), env_id=eid, seed=seed)
+
+
+BatchPolicy = Callable[[np.ndarray], np.ndarray]
+
+
+def rollout_batch(envs: Sequence[gym.Env], policy: BatchPolicy, seeds: Sequence[int | None],
+                  env_id: str | None = None) -> list[Trajectory]:
+    """One episode in each of ``envs`` (seeded with ``seeds``), stepped in lockstep.
+
+    ``policy`` maps the stacked observations of the still-running episodes to their actions, so a
+    neural policy runs one batched forward pass per step instead of one per episode. Each episode is
+    the same as :func:`rollout` would give with the same seed and a deterministic policy.
+    """
+    if len(seeds) > len(envs):
+        raise ValueError(f"{len(seeds)} seeds for {len(envs)} environments")
+    n = len(seeds)
+    obs_lists: list[list[Any]] = []
+    for env, seed in zip(envs, seeds, strict=False):
+        obs_lists.append([env.reset(seed=seed)[0]])
+    acts: list[list[Any]] = [[] for _ in range(n)]
+    rews: list[list[float]] = [[] for _ in range(n)]
+    ended: list[tuple[bool, bool] | None] = [None] * n
+    while True:
+        live = [i for i in range(n) if ended[i] is None]
+        if not live:
+            break
+        actions = policy(np.stack([obs_lists[i][-1] for i in live]))
+        for k, i in enumerate(live):
+            a = actions[k]
+            a = a.item() if np.ndim(a) == 0 else np.asarray(a)
+            obs, r, terminated, truncated, _ = envs[i].step(a)
+            obs_lists[i].append(obs)
+            acts[i].append(a)
+            rews[i].append(float(r))
+            if terminated or truncated:
+                ended[i] = (bool(terminated), bool(truncated))
+    out = []
+    for i in range(n):
+        term, trunc = ended[i]  # type: ignore[misc]
+        eid = env_id or (envs[i].spec.id if envs[i].spec else None)
+        out.append(Trajectory(np.asarray(obs_lists[i]), np.asarray(acts[i]), np.asarray(rews[i]), term,
+                              trunc and not term, env_id=eid, seed=seeds[i]))
+    return out
 
 
 def rollouts(env: gym.Env, policy: Policy, n: int, seed: int = 0, max_steps: int | None = None) -> list[Trajectory]:

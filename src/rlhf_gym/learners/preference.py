@@ -50,7 +50,7 @@ from rlhf_gym.rewards.training import (
     reinitialise,
 )
 from rlhf_gym.rewards.wrappers import LearnedRewardVecEnv
-from rlhf_gym.rollouts import rollout
+from rlhf_gym.rollouts import rollout_batch
 from rlhf_gym.runs import MetricsLogger, RunDir, plot_curve
 from rlhf_gym.types import PairQuery, Segment, Trajectory
 
@@ -145,9 +145,11 @@ class PreferenceLoop:
         self.reward, self.venv, self.threshold = reward, venv, threshold
         self.rng = np.random.default_rng(cfg.seed + 1)
         self.algo: Any = None
-        self.env = make_env(cfg.env)
-        self.eval_env = make_env(cfg.env)
-        self.discrete = spec_of(self.env).discrete
+        # one environment per episode rolled out together (queries, evaluation): the policy then runs
+        # one batched forward pass per step
+        self.query_envs = [make_env(cfg.env) for _ in range(st.query_episodes)]
+        self.eval_envs = [make_env(cfg.env) for _ in range(max(st.round_eval_episodes, cfg.eval_episodes))]
+        self.discrete = spec_of(self.query_envs[0]).discrete
         budget = cfg.budget if source is not None else 0
         n_rounds = st.rounds or default_rounds(budget)
         self.schedule = query_schedule(budget, n_rounds, st.schedule) if budget > 0 else []
@@ -174,21 +176,22 @@ class PreferenceLoop:
 
     # -- policy rollouts for queries -------------------------------------------------------------
     def _policy(self, deterministic: bool) -> Any:
-        algo, discrete = self.algo, self.discrete
+        """The current policy on a batch of observations (random actions before SB3 is set up)."""
+        algo = self.algo
 
-        def act(obs: np.ndarray) -> Any:
-            a, _ = algo.predict(np.asarray(obs), deterministic=deterministic)
-            return int(a) if discrete else np.asarray(a)
+        def act(obs: np.ndarray) -> np.ndarray:
+            if algo is None:
+                return np.stack([self.query_envs[0].action_space.sample() for _ in range(len(obs))])
+            return algo.predict(obs, deterministic=deterministic)[0]
 
         return act
 
     def collect(self) -> list[Trajectory]:
         """A few episodes of the current (stochastic) policy, with known seeds for re-rendering."""
-        trajs = []
-        pol = self._policy(deterministic=False)
-        for _ in range(self.st.query_episodes):
-            trajs.append(rollout(self.env, pol, seed=self.episode_seed, env_id=self.cfg.env))
-            self.episode_seed += 1
+        n = self.st.query_episodes
+        seeds = list(range(self.episode_seed, self.episode_seed + n))
+        self.episode_seed += n
+        trajs = rollout_batch(self.query_envs, self._policy(deterministic=False), seeds, env_id=self.cfg.env)
         self.pool = (self.pool + [trajs])[-self.st.pool_rounds:]
         if self.source is not None and hasattr(self.source, "remember"):
             self.source.remember(trajs)  # a person's clips are re-rendered from these episodes
@@ -309,8 +312,12 @@ class PreferenceLoop:
 
     # -- evaluation and metrics ------------------------------------------------------------------
     def evaluate(self, episodes: int) -> np.ndarray:
-        pol = self._policy(deterministic=True)
-        return np.array([rollout(self.eval_env, pol, seed=10_000 + i).ret for i in range(episodes)])
+        """True returns of the greedy policy on ``episodes`` fixed evaluation seeds."""
+        pol, envs, rets = self._policy(deterministic=True), self.eval_envs, []
+        for k in range(0, episodes, len(envs)):
+            seeds = list(range(10_000 + k, 10_000 + min(k + len(envs), episodes)))
+            rets += [t.ret for t in rollout_batch(envs, pol, seeds)]
+        return np.array(rets)
 
     def labels_used(self) -> int:
         return len(self.pairs)
@@ -351,8 +358,8 @@ class PreferenceLoop:
 
     def close(self) -> None:
         self.logger.close()
-        self.env.close()
-        self.eval_env.close()
+        for env in self.query_envs + self.eval_envs:
+            env.close()
 
 
 def _callback(loop: PreferenceLoop) -> Any:

@@ -67,6 +67,46 @@ def _mlp(in_dim: int, hidden: int, layers: int) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
+def _clip(x: np.ndarray) -> np.ndarray:
+    """``x`` clipped to +-CLIP (``np.clip`` costs several times more on the small arrays of one step)."""
+    return np.minimum(np.maximum(x, -CLIP), CLIP)
+
+
+def _stacked_layers(members: nn.ModuleList) -> list[tuple[np.ndarray, np.ndarray, str, float]] | None:
+    """The ensemble as one wide network: per layer a (K*in, K*out) weight that is block-diagonal past
+    the first layer, its bias, and the activation that follows. None if a member is not the plain
+    Linear/LeakyReLU/Tanh stack :func:`_mlp` builds."""
+    per_member: list[list[tuple[np.ndarray, np.ndarray, str, float]]] = []
+    for seq in members:
+        layers: list[tuple[np.ndarray, np.ndarray, str, float]] = []
+        for mod in seq:  # type: ignore[attr-defined]
+            if isinstance(mod, nn.Linear):
+                layers.append((mod.weight.detach().numpy().T.copy(), mod.bias.detach().numpy().copy(), "", 0.0))
+            elif isinstance(mod, nn.LeakyReLU | nn.Tanh) and layers and not layers[-1][2]:
+                w, b, _, _ = layers[-1]
+                act = "leaky" if isinstance(mod, nn.LeakyReLU) else "tanh"
+                layers[-1] = (w, b, act, float(getattr(mod, "negative_slope", 0.0)))
+            else:
+                return None
+        per_member.append(layers)
+    out = []
+    for li in range(len(per_member[0])):
+        ws = [m[li][0] for m in per_member]
+        w = np.concatenate(ws, axis=1) if li == 0 else _block_diag(ws)
+        out.append((w, np.concatenate([m[li][1] for m in per_member]), per_member[0][li][2], per_member[0][li][3]))
+    return out
+
+
+def _block_diag(blocks: list[np.ndarray]) -> np.ndarray:
+    rows, cols = sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)
+    out = np.zeros((rows, cols), np.float32)
+    r = c = 0
+    for b in blocks:
+        out[r:r + b.shape[0], c:c + b.shape[1]] = b
+        r, c = r + b.shape[0], c + b.shape[1]
+    return out
+
+
 class RewardModel(nn.Module):
     """Ensemble reward model with input normalisation and an absorbing-anchored output scale.
 
@@ -121,37 +161,47 @@ class RewardModel(nn.Module):
         self.obs_std.copy_(torch.as_tensor(np.maximum(o.std(0), 1e-3), dtype=torch.float32))
         self.fitted.fill_(True)
 
-    def features(self, obs: np.ndarray, acts: np.ndarray | None, next_obs: np.ndarray | None,
-                 absorbing: np.ndarray | None) -> torch.Tensor:
-        """Network input for ``N`` steps: normalised obs, action (one-hot or scaled) or next obs, flag."""
+    def features_np(self, obs: np.ndarray, acts: np.ndarray | None, next_obs: np.ndarray | None,
+                    absorbing: np.ndarray | None) -> np.ndarray:
+        """Network input for ``N`` steps as float32 (N, in_dim): normalised obs, action (one-hot or
+        scaled to [-1, 1]) or normalised next obs, then the absorbing flag."""
         cfg = self.cfg
-        o = torch.from_numpy(np.array(obs, np.float32).reshape(-1, cfg.obs_dim))
+        mean, std = self.obs_mean.numpy(), self.obs_std.numpy()  # views: always current
+        o = np.asarray(obs, np.float32).reshape(-1, cfg.obs_dim)
         n = o.shape[0]
-        on = ((o - self.obs_mean) / self.obs_std).clamp(-CLIP, CLIP)
+        on = _clip((o - mean) / std)
         if cfg.inputs == "obs_act":
             if acts is None:
                 raise ValueError("this reward model needs actions (inputs='obs_act')")
             if cfg.discrete:
-                a = torch.as_tensor(np.asarray(acts).reshape(-1).astype(np.int64))
-                second = torch.nn.functional.one_hot(a.clamp(0, cfg.act_dim - 1), cfg.act_dim).float()
+                a = np.asarray(acts).reshape(-1).astype(np.int64)
+                a = np.minimum(np.maximum(a, 0), cfg.act_dim - 1)
+                second = np.eye(cfg.act_dim, dtype=np.float32)[a]
             else:
                 a = np.asarray(acts, np.float32).reshape(n, cfg.act_dim)
                 lo, hi = np.asarray(cfg.act_low, np.float32), np.asarray(cfg.act_high, np.float32)
                 finite = np.isfinite(lo) & np.isfinite(hi)
                 scaled = np.where(finite, 2 * (a - np.where(finite, lo, 0)) / np.where(finite, hi - lo, 1) - 1, a)
-                second = torch.as_tensor(np.clip(scaled, -CLIP, CLIP), dtype=torch.float32)
+                second = _clip(scaled)
         else:
             if next_obs is None:
                 raise ValueError("this reward model needs next observations (inputs='obs_next')")
-            nx = torch.from_numpy(np.array(next_obs, np.float32).reshape(-1, cfg.obs_dim))
-            second = ((nx - self.obs_mean) / self.obs_std).clamp(-CLIP, CLIP)
-        x = torch.cat([on, second], dim=1)
-        flag = torch.zeros(n, 1)
+            nx = np.asarray(next_obs, np.float32).reshape(-1, cfg.obs_dim)
+            second = _clip((nx - mean) / std)
+        x = np.empty((n, cfg.in_dim), np.float32)
+        x[:, :cfg.obs_dim] = on
+        x[:, cfg.obs_dim:-1] = second
+        x[:, -1] = 0.0
         if absorbing is not None:
-            ab = torch.as_tensor(np.asarray(absorbing, bool).reshape(-1))
-            x = x * (~ab).float().unsqueeze(1)  # the absorbing state has no features but its flag
-            flag = ab.float().unsqueeze(1)
-        return torch.cat([x, flag], dim=1)
+            ab = np.asarray(absorbing, bool).reshape(-1)
+            x[ab] = 0.0  # the absorbing state has no features but its flag
+            x[ab, -1] = 1.0
+        return x
+
+    def features(self, obs: np.ndarray, acts: np.ndarray | None, next_obs: np.ndarray | None,
+                 absorbing: np.ndarray | None) -> torch.Tensor:
+        """:meth:`features_np` as a tensor (for training)."""
+        return torch.from_numpy(self.features_np(obs, acts, next_obs, absorbing))
 
     def member_rewards(self, x: torch.Tensor) -> torch.Tensor:
         """Raw (un-normalised) per-member rewards for feature rows ``x``: shape (K, N)."""
@@ -170,11 +220,36 @@ class RewardModel(nn.Module):
         """Normalised learned reward for ``N`` steps (ensemble mean), as float32 array of shape (N,).
 
         ``absorbing`` marks padded steps (they get the anchor, i.e. 0 once anchored to the absorbing
-        state). This is the only function RL code should call.
+        state). This is the only function RL code should call. It runs in numpy on views of the
+        current weights: the RL loop calls it once per environment step with a handful of rows, where
+        PyTorch's per-operation overhead would cost more than the arithmetic.
         """
-        x = self.features(obs, acts, next_obs, absorbing)
-        raw = self.member_rewards(x).mean(0)
-        return ((raw - self.anchor) / self.scale).numpy().astype(np.float32)
+        x = self.features_np(obs, acts, next_obs, absorbing)
+        layers = self._numpy_layers()
+        if layers is None:
+            raw = self.member_rewards(torch.from_numpy(x)).mean(0).numpy()
+        else:
+            for w, b, act, slope in layers:
+                x = x @ w + b
+                if act == "leaky":
+                    x = np.maximum(x, slope * x) if 0 <= slope <= 1 else np.where(x > 0, x, slope * x)
+                elif act == "tanh":
+                    x = np.tanh(x)
+            raw = x.mean(1)
+        return ((raw - float(self.anchor)) / float(self.scale)).astype(np.float32)
+
+    def _numpy_layers(self) -> list[tuple[np.ndarray, np.ndarray, str, float]] | None:
+        """The ensemble's weights stacked for :meth:`reward`, rebuilt whenever any parameter changed
+        (PyTorch bumps a tensor's ``_version`` on every in-place update: optimiser steps, loading)."""
+        params = self.__dict__.get("_np_params")
+        if params is None:  # the same Parameter objects for the model's life (loading copies in place)
+            params = self.__dict__["_np_params"] = list(self.parameters())
+        key = tuple(p._version for p in params)
+        cached = self.__dict__.get("_np_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, _stacked_layers(self.members))
+            self.__dict__["_np_cache"] = cached
+        return cached[1]
 
     @torch.no_grad()
     def set_output_normalisation(self, obs: np.ndarray, acts: np.ndarray | None, next_obs: np.ndarray | None,
