@@ -165,3 +165,40 @@ def test_annotator_weighting_drops_or_downweights_flagged_labels(tmp_path):
     down, metrics = retrain_from_store(store, tmp_path / "m2", run_id="r", annotator_weights={"bob": 0.25})
     assert set(store.lineage(down)) == set(alice) | set(bob) and metrics["labels"] == len(alice) + len(bob)
     store.close()
+
+
+def test_an_inverted_reward_is_refit_once_then_reported(tmp_path, monkeypatch, capsys):
+    """When a fit looks inverted the loop restarts from fresh weights once, and if the refit still looks
+    inverted it says so (printed, in the result, per round) instead of training on it silently."""
+    import rlhf_gym.learners.preference as pref
+
+    calls = []
+
+    def inverted_fit(model, pairs, rng, tc=None, warm=False, weights=None):
+        calls.append(warm)
+        return {"inverted": True, "warning": "the learned reward looks INVERTED (forced)", "heldout_accuracy": 0.2,
+                "train_accuracy": 1.0}
+
+    monkeypatch.setattr(pref, "fit_reward_model", inverted_fit)
+    cfg = TrainConfig(env="CartPole-v1", feedback="preference", teacher="oracle", budget=8, seed=0,
+                      out=str(tmp_path / "run"), timesteps=1024, progress=False, eval_episodes=2)
+    res = train_preference(cfg)
+    rounds = len(res["inverted_rounds"])
+    assert rounds >= 1 and len(calls) == 2 * rounds and calls[1] is False  # the refit starts fresh
+    assert any("INVERTED" in w for w in res["warnings"])
+    assert "WARNING: round" in capsys.readouterr().out
+
+
+def test_exploration_pre_training_comes_before_the_first_query(tmp_path):
+    cfg = TrainConfig(env="CartPole-v1", feedback="preference", teacher="oracle", budget=6, seed=0,
+                      out=str(tmp_path / "run"), timesteps=4096, progress=False, eval_episodes=2,
+                      extra={"unsup_frac": 0.25})
+    res = train_preference(cfg)
+    assert res["feedback_used"] == 6
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first_query = min(r["step"] for r in rows if r.get("asked"))
+    assert first_query >= 1024
+    with pytest.raises(ValueError, match="unsup_frac"):
+        train_preference(TrainConfig(env="CartPole-v1", feedback="preference", teacher="oracle", budget=2,
+                                     out=str(tmp_path / "bad"), timesteps=1024, progress=False,
+                                     extra={"unsup_frac": 0.9}))

@@ -11,7 +11,7 @@ from torch import nn
 from rlhf_gym.envs import make_env
 from rlhf_gym.feedback.selection import candidate_pairs, query_schedule, select_pairs
 from rlhf_gym.feedback.teachers_preference import make_preference_teacher, simulated_population
-from rlhf_gym.rewards.models import RewardModel
+from rlhf_gym.rewards.models import RewardModel, RewardModelConfig
 from rlhf_gym.rewards.training import (
     binomial_cdf,
     bradley_terry_loss,
@@ -253,3 +253,57 @@ def test_numpy_inference_matches_the_torch_network_and_follows_training(env_id, 
     after = model.reward(obs, acts, nxt, ab)
     assert np.abs(after - before).max() > 1e-3  # the cache was not stale
     np.testing.assert_allclose(after, torch_path(), atol=1e-5)
+
+
+def _corridor_pairs(n: int, step_reward: float, seed: int) -> list[tuple[Segment, Segment, float]]:
+    """Oracle-labelled clips of a 1-D walk that terminates at x >= 1 (every step pays ``step_reward``).
+
+    With -1 per step (MountainCar's shape) reaching the end is good; with +1 (CartPole's) it is bad.
+    """
+    gen = np.random.default_rng(seed)
+    trajs = []
+    for k in range(2 * n):
+        length = int(gen.integers(5, 80))
+        x = np.linspace(gen.uniform(-1, 0), 1.0 if length < 50 else 0.5, length + 1)[:, None]
+        trajs.append(Trajectory(x.astype(np.float32), np.zeros(length, np.int64), np.full(length, step_reward),
+                                terminated=length < 50, truncated=length >= 50, seed=k))
+    teacher = make_preference_teacher("oracle", rng=gen)
+    segs = [segment_at(t, 0, 30) for t in trajs if len(t) >= 30 or t.terminated]
+    pairs = [(segs[i], segs[i + 1]) for i in range(0, len(segs) - 1, 2)]
+    return [(a, b, teacher.answer(PairQuery.make(a, b))) for a, b in pairs]
+
+
+@pytest.mark.parametrize(("step_reward", "sign"), [(-1.0, -1), (1.0, 1)])
+def test_termination_bias_is_learned_in_both_directions(step_reward, sign):
+    """Anchoring at the learned absorbing reward: ending early pays where the teacher prefers it (a goal)
+    and costs where it does not (falling over) -- with the same code and defaults."""
+    labelled = _corridor_pairs(40, step_reward, seed=1)
+    assert sum(y != 0.5 for _, _, y in labelled) >= 10  # enough decided pairs to learn from
+    model = RewardModel(RewardModelConfig(obs_dim=1, act_dim=1, discrete=True), seed=0)
+    fit_reward_model(model, labelled, np.random.default_rng(0))
+    normalise_output(model, labelled)
+    assert bool(model.anchored_to_absorbing)
+    x = np.linspace(-1, 0.9, 50)[:, None]
+    r = model.reward(x, np.zeros(50, np.int64))
+    assert (np.sign(r) == sign).mean() > 0.8, f"most states should pay {'more' if sign > 0 else 'less'} than ending"
+
+
+def test_all_tie_labels_are_reported_not_learned_silently():
+    a, b = _seg(np.zeros((5, 4))), _seg(np.ones((5, 4)))
+    env = make_env("CartPole-v1")
+    model = RewardModel.for_spaces(env.observation_space, env.action_space, seed=0)
+    m = fit_reward_model(model, [(a, b, 0.5)] * 8, np.random.default_rng(0))
+    assert m["warning"] and "tie" in m["warning"]
+
+
+def test_state_entropy_reward_pays_more_for_new_states():
+    from rlhf_gym.rewards.exploration import StateEntropyReward
+
+    ent = StateEntropyReward(obs_dim=2, k=3, capacity=500)
+    gen = np.random.default_rng(0)
+    for _ in range(50):
+        ent(gen.normal(0, 0.1, size=(8, 2)))  # a cluster around the origin
+    r = ent(np.array([[0.0, 0.0], [3.0, -3.0]]))
+    assert r[1] > 3 * r[0] > 0
+    with pytest.raises(ValueError, match="k"):
+        StateEntropyReward(obs_dim=2, k=0)

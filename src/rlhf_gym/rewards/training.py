@@ -52,6 +52,10 @@ class RewardTrainConfig:
     min_val: int = 10
     """Labels needed before a validation split is held out (below that, out-of-bag pairs only)."""
     bootstrap: bool = True
+    batch_pairs: int = 64
+    """Pairs per gradient step once there are more (mini-batches keep a round's cost flat as labels grow)."""
+    min_delta: float = 1e-5
+    """Early stopping: a validation loss must beat the best by this much to count as better."""
 
 
 @dataclass
@@ -141,19 +145,22 @@ def binomial_cdf(k: int, n: int, p: float = 0.5) -> float:
     return float(sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1)))
 
 
-def _fit_member(member: nn.Module, train: PairData, val: PairData | None, steps: int, tc: RewardTrainConfig) -> dict:
+def _fit_member(member: nn.Module, train: PairData, val: PairData | None, steps: int, tc: RewardTrainConfig,
+                rng: np.random.Generator) -> dict:
     opt = torch.optim.AdamW(member.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     best, best_state, since, done = float("inf"), None, 0, 0
     for _ in range(steps):
         done += 1
-        loss = bradley_terry_loss(member_logits(member, train), train.y, tc.label_smoothing, train.w)
+        batch = train if len(train) <= tc.batch_pairs else train.subset(rng.choice(len(train), tc.batch_pairs,
+                                                                                      replace=False))
+        loss = bradley_terry_loss(member_logits(member, batch), batch.y, tc.label_smoothing, batch.w)
         opt.zero_grad()
         loss.backward()
         opt.step()
         if val is not None and len(val):
             with torch.no_grad():
                 vl = float(bradley_terry_loss(member_logits(member, val), val.y, tc.label_smoothing, val.w))
-            if vl < best - 1e-5:
+            if vl < best - tc.min_delta:
                 best, since = vl, 0
                 best_state = {k: v.clone() for k, v in member.state_dict().items()}
             else:
@@ -162,7 +169,7 @@ def _fit_member(member: nn.Module, train: PairData, val: PairData | None, steps:
                     break
     if best_state is not None:
         member.load_state_dict(best_state)
-    return {"steps": done, "train_loss": float(loss)}
+    return {"steps": done, "train_loss": loss.item()}
 
 
 def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]], rng: np.random.Generator,
@@ -192,6 +199,9 @@ def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment,
     val = data.subset(val_idx) if n_val else None
     if n < 5:
         out["warning"] = f"only {n} label(s): the reward model is a rough guess and may even be inverted"
+    elif bool(((data.y - 0.5).abs() < 1e-6).all()):
+        out["warning"] = ("every label so far is a tie: the teacher saw no difference between the clips (on "
+                          "MountainCar, none reaches the goal), so the reward model has nothing to learn from")
     steps = tc.warm_steps if warm else tc.max_steps
     oob_correct = oob_count = 0
     member_steps = []
@@ -202,7 +212,7 @@ def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment,
             oob = np.setdiff1d(train_idx, boot)
         else:
             boot, oob = train_idx, np.array([], dtype=int)
-        info = _fit_member(member, data.subset(boot), val, steps, tc)
+        info = _fit_member(member, data.subset(boot), val, steps, tc, rng)
         member_steps.append(info["steps"])
         if len(oob):
             with torch.no_grad():

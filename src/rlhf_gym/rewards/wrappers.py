@@ -49,6 +49,9 @@ class LearnedRewardVecEnv(VecEnvWrapper):
     def __init__(self, venv: VecEnv, model: RewardModel | None) -> None:
         super().__init__(venv)
         self.model = model
+        self.explore: Any = None
+        """While set (a :class:`~rlhf_gym.rewards.exploration.StateEntropyReward`), steps pay its
+        exploration reward instead of the model's: unsupervised pre-training before the first query."""
         self._obs: np.ndarray | None = None
         self._actions: np.ndarray | None = None
         self.true_returns: list[float] = []  # finished episodes' true returns (for monitoring only)
@@ -76,7 +79,9 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         for i in np.flatnonzero(dones):
             self.true_returns.append(float(self._true_ret[i]))
             self._true_ret[i] = 0
-        if self.model is not None:
+        if self.explore is not None:
+            learned = self.explore(nxt)
+        elif self.model is not None:
             learned = self.model.reward(self._obs, self._actions, nxt)
         else:
             learned = np.zeros(self.num_envs, np.float32)
