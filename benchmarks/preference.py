@@ -46,8 +46,9 @@ class Row:
 
 
 def rows() -> list[Row]:
-    # the loop's defaults: 100k, 20k, 40k steps
+    # the loop's defaults: 100k, 20k, 40k, 200k steps
     cp, pd, mc = default_timesteps("ppo", 500), default_timesteps("sac", 200), default_timesteps("ppo", 200)
+    ll = default_timesteps("ppo", 1000)
     return [
         Row("cartpole-oracle-20", "CartPole-v1", "oracle", 20, cp, 475),
         Row("cartpole-random-teacher", "CartPole-v1", "random", 20, cp, 475, role="control"),
@@ -71,6 +72,9 @@ def rows() -> list[Row]:
         Row("mountaincar-explore-oracle-200", "MountainCar-v0", "oracle", 200, mc, -110, role="report",
             extra={"unsup_frac": 0.2}),
         Row("mountaincar-sb3-true-reward", "MountainCar-v0", "-", 0, mc, -110, kind="baseline", role="baseline"),
+        Row("lunarlander-oracle-200", "LunarLander-v3", "oracle", 200, ll, 200, role="report"),
+        Row("lunarlander-random-teacher-200", "LunarLander-v3", "random", 200, ll, 200, role="control"),
+        Row("lunarlander-sb3-true-reward", "LunarLander-v3", "-", 0, ll, 200, kind="baseline", role="baseline"),
         Row("mountaincarcont-oracle-200", "MountainCarContinuous-v0", "oracle", 200,
             default_timesteps("sac", 999), 90, role="report"),
     ]
