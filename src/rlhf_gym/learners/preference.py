@@ -179,7 +179,7 @@ class PreferenceLoop:
         self.warnings: list[str] = []
         self.first_solved: dict[str, Any] | None = None
         self.logger = MetricsLogger(run)
-        self.t = {"eval": 0.0, "reward_train": 0.0, "queries": 0.0}
+        self.t = {"eval": 0.0, "reward_train": 0.0, "queries": 0.0, "callback": 0.0}
         self.last_eval: float | None = None
         self.model_ids: list[str] = []
 
@@ -379,7 +379,9 @@ def _callback(loop: PreferenceLoop) -> Any:
 
     class _RoundCallback(BaseCallback):
         def _on_rollout_start(self) -> None:
+            t0 = time.perf_counter()
             loop.on_rollout_start(self.num_timesteps)
+            loop.t["callback"] += time.perf_counter() - t0
 
         def _on_step(self) -> bool:
             return True
@@ -453,6 +455,8 @@ def train_preference(cfg: TrainConfig) -> dict[str, Any]:
         except ImportError:  # progress bar extras (tqdm/rich) missing
             loop.algo.learn(total_timesteps=timesteps, callback=_callback(loop), progress_bar=False)
         learn_s = time.time() - t_learn
+        # what SB3 itself spent (collecting and updating): learn() minus our callback and reward calls
+        sb3_s = learn_s - loop.t["callback"] - venv.reward_s
         if source is not None:
             loop.take_answers(timesteps)
             if source.pending:
@@ -492,6 +496,7 @@ def train_preference(cfg: TrainConfig) -> dict[str, Any]:
         "inverted_rounds": loop.inverted_rounds, "warnings": loop.warnings, "model_ids": loop.model_ids,
         "run_id": run_id, "wall_s": total_s, "learn_s": learn_s, "eval_s": loop.t["eval"],
         "reward_train_s": loop.t["reward_train"], "query_s": loop.t["queries"],
+        "sb3_s": sb3_s, "reward_inference_s": venv.reward_s,
     }
 
 

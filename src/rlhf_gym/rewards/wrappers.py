@@ -9,6 +9,7 @@ the model's output normalisation anchors at 0, which is what the RL algorithm as
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import gymnasium as gym
@@ -55,6 +56,7 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         self._obs: np.ndarray | None = None
         self._actions: np.ndarray | None = None
         self.true_returns: list[float] = []  # finished episodes' true returns (for monitoring only)
+        self.reward_s = 0.0  # seconds spent computing learned/exploration rewards (overhead accounting)
         self._true_ret = np.zeros(self.num_envs)
 
     def reset(self) -> np.ndarray:
@@ -79,11 +81,13 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         for i in np.flatnonzero(dones):
             self.true_returns.append(float(self._true_ret[i]))
             self._true_ret[i] = 0
+        t0 = time.perf_counter()
         if self.explore is not None:
             learned = self.explore(nxt)
         elif self.model is not None:
             learned = self.model.reward(self._obs, self._actions, nxt)
         else:
             learned = np.zeros(self.num_envs, np.float32)
+        self.reward_s += time.perf_counter() - t0
         self._obs = np.asarray(obs)
         return obs, learned.astype(np.float32), dones, infos
