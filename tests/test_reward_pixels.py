@@ -190,3 +190,13 @@ def test_unsupported_observation_spaces_are_refused():
     model = RewardModel.for_spaces(img, act)
     with pytest.raises(ValueError, match="shape"):
         model.reward(np.zeros((2, 8, 8, 3), np.uint8), np.zeros(2, np.int64))
+
+
+def test_atari_ids_name_the_extra_when_ale_py_is_missing(monkeypatch):
+    import sys
+
+    from rlhf_gym.envs import EnvError, make_env
+
+    monkeypatch.setitem(sys.modules, "ale_py", None)  # as if ale-py were not installed
+    with pytest.raises(EnvError, match=r"rlhf-gym\[atari\]"):
+        make_env("ALE/Pong-v5")

@@ -263,7 +263,8 @@ class RewardModel(nn.Module):
         shape = getattr(obs_space, "shape", None) or ()
         if not isinstance(obs_space, gym.spaces.Box) or len(shape) not in (1, 3):
             raise ValueError(f"reward model needs a flat Box (vector) or a 3-D Box (image, (H, W, C) or "
-                             f"(C, H, W)) observation space, got {obs_space}")
+                             f"(C, H, W)) observation space, got {obs_space} (grayscale frames: keep a "
+                             "channel axis, e.g. GrayscaleObservation(env, keep_dim=True))")
         image = len(shape) == 3
         encoder = kw.pop("encoder", "cnn" if image else "mlp")
         if encoder != ("cnn" if image else "mlp"):
