@@ -313,7 +313,8 @@ class RewardModel(nn.Module):
     def features_np(self, obs: np.ndarray, acts: np.ndarray | None, next_obs: np.ndarray | None,
                     absorbing: np.ndarray | None) -> np.ndarray:
         """Network input for ``N`` steps as float32 (N, in_dim): normalised obs, action (one-hot or
-        scaled to [-1, 1]) or normalised next obs, then the absorbing flag."""
+        scaled to [-1, 1]) or normalised next obs, then the absorbing flag. Flat models only: an image
+        model's input is :meth:`pixel_features`."""
         cfg = self.cfg
         mean, std = self.obs_mean.numpy(), self.obs_std.numpy()  # views: always current
         o = np.asarray(obs, np.float32).reshape(-1, cfg.obs_dim)
