@@ -25,7 +25,14 @@ class EnvSpec:
 
 
 def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None, **kwargs: object) -> gym.Env:
-    """``gym.make`` with a clear error for an unknown id; seeds the action space too."""
+    """``gym.make`` with a clear error for an unknown id; seeds the action space too. Atari ids
+    (``ALE/...``) import ale-py, the ``atari`` extra, only when asked for."""
+    if env_id.startswith("ALE/"):
+        try:
+            import ale_py
+        except ImportError as e:
+            raise EnvError(f"{env_id!r} needs the Arcade Learning Environment: pip install 'rlhf-gym[atari]'") from e
+        gym.register_envs(ale_py)
     try:
         env = gym.make(env_id, render_mode=render_mode, **kwargs)
     except gym.error.Error as e:

@@ -1,4 +1,4 @@
-"""Learned reward model: an ensemble of small MLPs over (observation, action) or (observation, next observation).
+"""Learned reward model: an ensemble of small networks over (observation, action) or (observation, next observation).
 
 Every input carries an *absorbing-state indicator*: steps padded past the end of a terminated
 episode have their observation/action features zeroed and the flag set, so the absorbing state
@@ -12,7 +12,13 @@ Each member's per-step reward is bounded by a ``tanh`` (as in B-Pref/PEBBLE): wi
 labels an unbounded network extrapolates huge rewards to states no clip showed (typically just
 before a failure), and the policy then rushes there and falls over.
 
-Pixel observations (a CNN encoder) are not supported yet: observations must be flat vectors.
+Observations are flat vectors (each member an MLP over normalised features) or images: a 3-D Box,
+channel-last ``(H, W, C)`` as Gymnasium's Atari environments give it, or channel-first ``(C, H, W)``.
+For images each member is a small strided CNN whose flattened output is concatenated with the action
+features and the absorbing flag and fed to the same ``tanh``-bounded MLP head; pixels are scaled by a
+fixed ``1 / 255`` (no mean/std statistics), the absorbing state is a black image with its flag set, and
+images stay ``uint8`` until a member's forward pass so a batch of clips costs a quarter of the memory.
+Image models take ``inputs="obs_act"`` only, and run :meth:`RewardModel.reward` through PyTorch.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 from torch import nn
 
 CLIP = 10.0  # normalised inputs are clipped to +-CLIP standard deviations
+PIXEL_CHUNK = 1024  # images per forward pass when no gradient is needed (bounds inference memory)
 
 
 @dataclass
@@ -34,6 +41,7 @@ class RewardModelConfig:
     """Shape and size of a reward model; saved as JSON next to the weights."""
 
     obs_dim: int
+    """Flat observation width; 0 for image observations (their shape is ``obs_shape``)."""
     act_dim: int
     """One-hot width for discrete actions, vector width for continuous ones (0 in ``next_obs`` mode)."""
     discrete: bool
@@ -44,17 +52,126 @@ class RewardModelConfig:
     ensemble: int = 3
     act_low: list[float] | None = None
     act_high: list[float] | None = None
+    encoder: str = "mlp"
+    """``mlp`` for flat observations, ``cnn`` for images (``obs_shape`` then gives their shape)."""
+    obs_shape: list[int] | None = None
+    """Image shape as the environment gives it, ``[H, W, C]`` or ``[C, H, W]`` (``cnn`` only)."""
+    channels_last: bool = True
+    """Whether ``obs_shape`` is ``[H, W, C]`` (Gymnasium's Atari) rather than ``[C, H, W]``."""
+    pixel_scale: float = 255.0
+    """Images are divided by this before the first convolution (255 for ``uint8`` pixels)."""
+    conv: list[list[int]] | None = None
+    """Convolutions as ``[out_channels, kernel, stride, padding]``; filled in from the image size."""
 
     def __post_init__(self) -> None:
         if self.inputs not in ("obs_act", "obs_next"):
             raise ValueError(f"reward model inputs must be 'obs_act' or 'obs_next', got {self.inputs!r}")
         if self.ensemble < 1:
             raise ValueError(f"ensemble size must be >= 1, got {self.ensemble}")
+        if self.encoder not in ("mlp", "cnn"):
+            raise ValueError(f"reward model encoder must be 'mlp' or 'cnn', got {self.encoder!r}")
+        if self.encoder == "mlp":
+            if self.obs_shape is not None:
+                raise ValueError("obs_shape is for image observations: use encoder='cnn'")
+            return
+        if self.obs_shape is None or len(self.obs_shape) != 3 or min(self.obs_shape) < 1:
+            raise ValueError(f"encoder='cnn' needs obs_shape [H, W, C] or [C, H, W], got {self.obs_shape}")
+        if self.inputs != "obs_act":
+            raise ValueError("image observations support inputs='obs_act' only (a reward of a state change "
+                             "between two frames is not implemented)")
+        if self.obs_dim != 0:
+            raise ValueError(f"image models have no flat observation part: obs_dim must be 0, got {self.obs_dim}")
+        self.obs_shape = [int(v) for v in self.obs_shape]
+        if self.conv is None:
+            h, w = self.image_hw
+            self.conv = _default_conv(h, w)
 
     @property
     def in_dim(self) -> int:
+        """Width of a flat feature row; for images, of the part joined to the CNN's output."""
         second = self.act_dim if self.inputs == "obs_act" else self.obs_dim
         return self.obs_dim + second + 1  # + absorbing flag
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(height, width) of an image observation."""
+        assert self.obs_shape is not None
+        h, w = self.obs_shape[:2] if self.channels_last else self.obs_shape[1:]
+        return int(h), int(w)
+
+    @property
+    def image_channels(self) -> int:
+        assert self.obs_shape is not None
+        return int(self.obs_shape[-1] if self.channels_last else self.obs_shape[0])
+
+
+def _default_conv(h: int, w: int) -> list[list[int]]:
+    """Three strided convolutions: Nature-CNN's geometry with half its channels for Atari-sized frames,
+    3x3 kernels for small images (where an 8x8 kernel would see the whole picture at once)."""
+    if min(h, w) >= 36:
+        return [[16, 8, 4, 0], [32, 4, 2, 0], [32, 3, 1, 0]]
+    return [[16, 3, 2, 1], [32, 3, 2, 1], [32, 3, 1, 1]]
+
+
+@dataclass(frozen=True)
+class PixelFeatures:
+    """Inputs of an image model for a batch of steps with any leading shape ``B``: the images
+    (``B + obs_shape``, kept in their own dtype, usually ``uint8``) and the flat part (``B + (in_dim,)``:
+    action features and the absorbing flag). Indexing indexes both, as a tensor's would."""
+
+    img: torch.Tensor
+    vec: torch.Tensor
+
+    def __getitem__(self, idx: Any) -> PixelFeatures:
+        return PixelFeatures(self.img[idx], self.vec[idx])
+
+    def __len__(self) -> int:
+        return int(self.vec.shape[0])
+
+
+Features = torch.Tensor | PixelFeatures  # what a member's forward takes
+
+
+class PixelMember(nn.Module):
+    """One ensemble member for images: strided convolutions, flattened, joined to the action features
+    and absorbing flag, then the same ``tanh``-bounded MLP head as a flat member."""
+
+    def __init__(self, cfg: RewardModelConfig) -> None:
+        super().__init__()
+        assert cfg.conv is not None
+        self.channels_last, self.inv_scale = cfg.channels_last, 1.0 / float(cfg.pixel_scale)
+        self.obs_shape = tuple(cfg.obs_shape or ())
+        mods: list[nn.Module] = []
+        c = cfg.image_channels
+        for out, kernel, stride, pad in cfg.conv:
+            mods += [nn.Conv2d(c, out, kernel, stride, pad), nn.LeakyReLU()]
+            c = out
+        mods.append(nn.Flatten())
+        self.encoder = nn.Sequential(*mods)
+        with torch.no_grad():
+            h, w = cfg.image_hw
+            try:
+                flat = int(self.encoder(torch.zeros(1, cfg.image_channels, h, w)).shape[1])
+            except RuntimeError as e:
+                raise ValueError(f"image {cfg.obs_shape} is too small for the convolutions {cfg.conv}") from e
+        self.head = _mlp(flat + cfg.in_dim, cfg.hidden, cfg.layers)
+
+    def forward(self, x: PixelFeatures) -> torch.Tensor:
+        """Per-step reward of shape ``B + (1,)``. Without a gradient, images go through in chunks."""
+        lead = x.vec.shape[:-1]
+        img, vec = x.img.reshape(-1, *self.obs_shape), x.vec.reshape(-1, x.vec.shape[-1])
+        if torch.is_grad_enabled() or len(img) <= PIXEL_CHUNK:
+            out = self._rows(img, vec)
+        else:
+            out = torch.cat([self._rows(img[i:i + PIXEL_CHUNK], vec[i:i + PIXEL_CHUNK])
+                             for i in range(0, len(img), PIXEL_CHUNK)])
+        return out.reshape(*lead, 1)
+
+    def _rows(self, img: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        z = img.to(torch.float32) * self.inv_scale
+        if self.channels_last:
+            z = z.permute(0, 3, 1, 2)
+        return self.head(torch.cat([self.encoder(z), vec], -1))
 
 
 def _mlp(in_dim: int, hidden: int, layers: int) -> nn.Sequential:
@@ -75,7 +192,9 @@ def _clip(x: np.ndarray) -> np.ndarray:
 def _stacked_layers(members: nn.ModuleList) -> list[tuple[np.ndarray, np.ndarray, str, float]] | None:
     """The ensemble as one wide network: per layer a (K*in, K*out) weight that is block-diagonal past
     the first layer, its bias, and the activation that follows. None if a member is not the plain
-    Linear/LeakyReLU/Tanh stack :func:`_mlp` builds."""
+    Linear/LeakyReLU/Tanh stack :func:`_mlp` builds (an image model's members never are)."""
+    if not all(isinstance(seq, nn.Sequential) for seq in members):
+        return None
     per_member: list[list[tuple[np.ndarray, np.ndarray, str, float]]] = []
     for seq in members:
         layers: list[tuple[np.ndarray, np.ndarray, str, float]] = []
@@ -111,7 +230,8 @@ class RewardModel(nn.Module):
     """Ensemble reward model with input normalisation and an absorbing-anchored output scale.
 
     Use :meth:`reward` for inference (numpy in, numpy out). Training lives in
-    :mod:`rlhf_gym.rewards.training`.
+    :mod:`rlhf_gym.rewards.training`. Members are MLPs over flat feature rows, or
+    :class:`PixelMember` CNNs for image observations (``cfg.encoder == "cnn"``).
     """
 
     def __init__(self, cfg: RewardModelConfig, seed: int = 0) -> None:
@@ -119,7 +239,10 @@ class RewardModel(nn.Module):
         self.cfg = cfg
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
-        self.members = nn.ModuleList([_mlp(cfg.in_dim, cfg.hidden, cfg.layers) for _ in range(cfg.ensemble)])
+        if cfg.encoder == "cnn":
+            self.members = nn.ModuleList([PixelMember(cfg) for _ in range(cfg.ensemble)])
+        else:
+            self.members = nn.ModuleList([_mlp(cfg.in_dim, cfg.hidden, cfg.layers) for _ in range(cfg.ensemble)])
         torch.random.set_rng_state(gen_state)
         self.register_buffer("obs_mean", torch.zeros(cfg.obs_dim))
         self.register_buffer("obs_std", torch.ones(cfg.obs_dim))
@@ -132,11 +255,27 @@ class RewardModel(nn.Module):
     # -- construction ------------------------------------------------------------------------------
     @classmethod
     def for_spaces(cls, obs_space: Any, act_space: Any, seed: int = 0, **kw: Any) -> RewardModel:
-        """A model sized for Gymnasium spaces (Box observations; Discrete or Box actions)."""
+        """A model sized for Gymnasium spaces: a flat Box (MLP members) or a 3-D image Box (CNN
+        members, ``(H, W, C)`` or ``(C, H, W)``; ``channels_last=`` overrides the guess) observation
+        space; Discrete or Box actions. ``kw`` are further :class:`RewardModelConfig` fields."""
         import gymnasium as gym
 
-        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-            raise ValueError(f"reward model needs flat Box observations, got {obs_space} (pixel encoder: not yet)")
+        shape = getattr(obs_space, "shape", None) or ()
+        if not isinstance(obs_space, gym.spaces.Box) or len(shape) not in (1, 3):
+            raise ValueError(f"reward model needs a flat Box (vector) or a 3-D Box (image, (H, W, C) or "
+                             f"(C, H, W)) observation space, got {obs_space} (grayscale frames: keep a "
+                             "channel axis, e.g. GrayscaleObservation(env, keep_dim=True))")
+        image = len(shape) == 3
+        encoder = kw.pop("encoder", "cnn" if image else "mlp")
+        if encoder != ("cnn" if image else "mlp"):
+            raise ValueError(f"encoder={encoder!r} does not fit observations of shape {shape}: "
+                             "images need 'cnn', flat vectors 'mlp'")
+        if image:
+            channels_last = kw.pop("channels_last", None)
+            if channels_last is None:
+                channels_last = _guess_channels_last(shape)
+            kw.update(encoder="cnn", obs_shape=list(shape), channels_last=bool(channels_last),
+                      pixel_scale=kw.get("pixel_scale", _pixel_scale(obs_space)))
         discrete = isinstance(act_space, gym.spaces.Discrete)
         if discrete:
             act_dim, lo, hi = int(act_space.n), None, None
@@ -147,13 +286,23 @@ class RewardModel(nn.Module):
             raise ValueError(f"reward model supports Discrete or Box actions, got {act_space}")
         if kw.get("inputs") == "obs_next":
             act_dim = 0 if not discrete else act_dim
-        cfg = RewardModelConfig(obs_dim=int(obs_space.shape[0]), act_dim=act_dim, discrete=discrete,
-                                act_low=lo, act_high=hi, **kw)
+        cfg = RewardModelConfig(obs_dim=0 if image else int(obs_space.shape[0]), act_dim=act_dim,
+                                discrete=discrete, act_low=lo, act_high=hi, **kw)
         return cls(cfg, seed=seed)
+
+    @property
+    def pixels(self) -> bool:
+        """Whether observations are images (CNN members)."""
+        return self.cfg.encoder == "cnn"
 
     # -- features --------------------------------------------------------------------------------
     def fit_input_normalisation(self, obs: np.ndarray) -> None:
-        """Set observation mean/std from data (called once, before the first training)."""
+        """Set observation mean/std from data (called once, before the first training). Images keep
+        their fixed ``1 / pixel_scale`` scaling: per-pixel statistics would make a static background
+        pixel that flickers once look enormous."""
+        if self.pixels:
+            self.fitted.fill_(True)
+            return
         o = np.asarray(obs, np.float64).reshape(-1, self.cfg.obs_dim)
         if len(o) == 0:
             return
@@ -164,25 +313,15 @@ class RewardModel(nn.Module):
     def features_np(self, obs: np.ndarray, acts: np.ndarray | None, next_obs: np.ndarray | None,
                     absorbing: np.ndarray | None) -> np.ndarray:
         """Network input for ``N`` steps as float32 (N, in_dim): normalised obs, action (one-hot or
-        scaled to [-1, 1]) or normalised next obs, then the absorbing flag."""
+        scaled to [-1, 1]) or normalised next obs, then the absorbing flag. Flat models only: an image
+        model's input is :meth:`pixel_features`."""
         cfg = self.cfg
         mean, std = self.obs_mean.numpy(), self.obs_std.numpy()  # views: always current
         o = np.asarray(obs, np.float32).reshape(-1, cfg.obs_dim)
         n = o.shape[0]
         on = _clip((o - mean) / std)
         if cfg.inputs == "obs_act":
-            if acts is None:
-                raise ValueError("this reward model needs actions (inputs='obs_act')")
-            if cfg.discrete:
-                a = np.asarray(acts).reshape(-1).astype(np.int64)
-                a = np.minimum(np.maximum(a, 0), cfg.act_dim - 1)
-                second = np.eye(cfg.act_dim, dtype=np.float32)[a]
-            else:
-                a = np.asarray(acts, np.float32).reshape(n, cfg.act_dim)
-                lo, hi = np.asarray(cfg.act_low, np.float32), np.asarray(cfg.act_high, np.float32)
-                finite = np.isfinite(lo) & np.isfinite(hi)
-                scaled = np.where(finite, 2 * (a - np.where(finite, lo, 0)) / np.where(finite, hi - lo, 1) - 1, a)
-                second = _clip(scaled)
+            second = self._action_features(acts, n)
         else:
             if next_obs is None:
                 raise ValueError("this reward model needs next observations (inputs='obs_next')")
@@ -198,17 +337,59 @@ class RewardModel(nn.Module):
             x[ab, -1] = 1.0
         return x
 
+    def _action_features(self, acts: np.ndarray | None, n: int) -> np.ndarray:
+        """Actions of ``n`` steps as float32 (n, act_dim): one-hot, or scaled to [-1, 1] where bounded."""
+        cfg = self.cfg
+        if acts is None:
+            raise ValueError("this reward model needs actions (inputs='obs_act')")
+        if cfg.discrete:
+            a = np.asarray(acts).reshape(-1).astype(np.int64)
+            a = np.minimum(np.maximum(a, 0), cfg.act_dim - 1)
+            return np.eye(cfg.act_dim, dtype=np.float32)[a]
+        a = np.asarray(acts, np.float32).reshape(n, cfg.act_dim)
+        lo, hi = np.asarray(cfg.act_low, np.float32), np.asarray(cfg.act_high, np.float32)
+        finite = np.isfinite(lo) & np.isfinite(hi)
+        scaled = np.where(finite, 2 * (a - np.where(finite, lo, 0)) / np.where(finite, hi - lo, 1) - 1, a)
+        return _clip(scaled)
+
+    def pixel_features(self, obs: np.ndarray, acts: np.ndarray | None,
+                       absorbing: np.ndarray | None) -> PixelFeatures:
+        """Image-model input for ``N`` steps: the images (their own dtype, float32 unless ``uint8``;
+        black where absorbing) and float32 (N, in_dim) rows of action features and absorbing flag."""
+        shape = tuple(self.cfg.obs_shape or ())
+        o = np.asarray(obs)
+        if o.shape[-3:] != shape:
+            raise ValueError(f"this reward model needs images of shape {shape}, got observations of shape {o.shape}")
+        o = o.reshape(-1, *shape)
+        o = o.copy() if o.dtype == np.uint8 else o.astype(np.float32)  # a copy: Segment arrays are read-only
+        n = len(o)
+        vec = np.zeros((n, self.cfg.in_dim), np.float32)
+        vec[:, :-1] = self._action_features(acts, n)
+        if absorbing is not None:
+            ab = np.asarray(absorbing, bool).reshape(-1)
+            o[ab] = 0  # the absorbing state has no features but its flag
+            vec[ab] = 0.0
+            vec[ab, -1] = 1.0
+        return PixelFeatures(torch.from_numpy(o), torch.from_numpy(vec))
+
     def features(self, obs: np.ndarray, acts: np.ndarray | None, next_obs: np.ndarray | None,
-                 absorbing: np.ndarray | None) -> torch.Tensor:
-        """:meth:`features_np` as a tensor (for training)."""
+                 absorbing: np.ndarray | None) -> Features:
+        """:meth:`features_np` as a tensor (for training); :meth:`pixel_features` for an image model."""
+        if self.pixels:
+            return self.pixel_features(obs, acts, absorbing)
         return torch.from_numpy(self.features_np(obs, acts, next_obs, absorbing))
 
-    def member_rewards(self, x: torch.Tensor) -> torch.Tensor:
+    def member_rewards(self, x: Features) -> torch.Tensor:
         """Raw (un-normalised) per-member rewards for feature rows ``x``: shape (K, N)."""
         return torch.stack([m(x).squeeze(-1) for m in self.members])
 
     def absorbing_raw(self) -> torch.Tensor:
         """Each member's raw reward for the absorbing state: shape (K,)."""
+        if self.pixels:
+            vec = torch.zeros(1, self.cfg.in_dim)
+            vec[0, -1] = 1.0
+            img = torch.zeros(1, *(self.cfg.obs_shape or ()), dtype=torch.uint8)
+            return self.member_rewards(PixelFeatures(img, vec))[:, 0]
         x = torch.zeros(1, self.cfg.in_dim)
         x[0, -1] = 1.0
         return self.member_rewards(x)[:, 0]
@@ -222,13 +403,14 @@ class RewardModel(nn.Module):
         ``absorbing`` marks padded steps (they get the anchor, i.e. 0 once anchored to the absorbing
         state). This is the only function RL code should call. It runs in numpy on views of the
         current weights: the RL loop calls it once per environment step with a handful of rows, where
-        PyTorch's per-operation overhead would cost more than the arithmetic.
+        PyTorch's per-operation overhead would cost more than the arithmetic. Image models run their
+        CNNs in PyTorch.
         """
-        x = self.features_np(obs, acts, next_obs, absorbing)
         layers = self._numpy_layers()
         if layers is None:
-            raw = self.member_rewards(torch.from_numpy(x)).mean(0).numpy()
+            raw = self.member_rewards(self.features(obs, acts, next_obs, absorbing)).mean(0).numpy()
         else:
+            x = self.features_np(obs, acts, next_obs, absorbing)
             for w, b, act, slope in layers:
                 x = x @ w + b
                 if act == "leaky":
@@ -302,3 +484,21 @@ class RewardModel(nn.Module):
         model.load_state_dict(load_file(str(path)))
         model.eval()
         return model
+
+
+def _guess_channels_last(shape: tuple[int, ...]) -> bool:
+    """Whether an image shape is (H, W, C): its last axis is a handful of channels and its first not."""
+    if shape[-1] <= 4:
+        return True
+    if shape[0] <= 4:
+        return False
+    raise ValueError(f"cannot tell which axis of the image shape {shape} holds the channels (at most 4 "
+                     "expected at one end); pass channels_last=True or False")
+
+
+def _pixel_scale(space: Any) -> float:
+    """What to divide an image by: 255 for ``uint8`` pixels, else the space's upper bound (or 1)."""
+    if np.dtype(space.dtype) == np.uint8:
+        return 255.0
+    high = np.asarray(space.high, np.float64)
+    return float(high.max()) if np.all(np.isfinite(high)) and high.max() > 0 else 1.0

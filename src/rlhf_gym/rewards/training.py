@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlhf_gym.rewards.models import RewardModel
+from rlhf_gym.rewards import models
+from rlhf_gym.rewards.models import PixelFeatures, RewardModel
 from rlhf_gym.types import Feedback, PairQuery, Segment
 
 if TYPE_CHECKING:
@@ -60,9 +61,13 @@ class RewardTrainConfig:
 
 @dataclass
 class PairData:
-    """Clip comparisons as padded tensors: features (P, 2, L, F), mask (P, 2, L), labels (P,)."""
+    """Clip comparisons as padded tensors: features (P, 2, L, F), mask (P, 2, L), labels (P,).
 
-    x: torch.Tensor
+    For an image model ``x`` is :class:`PixelFeatures`: images (P, 2, L, *obs_shape), still ``uint8``
+    (a float copy of every frame of every clip would cost four times the memory), and (P, 2, L, F) rows.
+    """
+
+    x: torch.Tensor | PixelFeatures
     mask: torch.Tensor
     y: torch.Tensor
     w: torch.Tensor | None = None
@@ -87,9 +92,14 @@ def make_pair_data(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, f
     """Featurise ``(left, right, label)`` triples for ``model`` (clips of any lengths are padded)."""
     if not pairs:
         f = model.cfg.in_dim
-        return PairData(torch.zeros(0, 2, 1, f), torch.zeros(0, 2, 1), torch.zeros(0))
+        x0: torch.Tensor | PixelFeatures = torch.zeros(0, 2, 1, f)
+        if model.pixels:
+            x0 = PixelFeatures(torch.zeros(0, 2, 1, *(model.cfg.obs_shape or ()), dtype=torch.uint8), x0)
+        return PairData(x0, torch.zeros(0, 2, 1), torch.zeros(0))
     length = max(max(len(a), len(b)) for a, b, _ in pairs)
     segs = [s for a, b, _ in pairs for s in (a, b)]
+    if model.pixels:
+        return _pixel_pair_data(model, pairs, segs, length, weights)
     obs, acts, nxt, ab = segment_arrays(segs)
     feats = model.features(obs, acts, nxt, ab)
     x = torch.zeros(len(segs), length, feats.shape[1])
@@ -100,13 +110,37 @@ def make_pair_data(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, f
         x[k, :n] = feats[i:i + n]
         mask[k, :n] = 1.0
         i += n
-    y = torch.tensor([float(v) for _, _, v in pairs], dtype=torch.float32)
-    w = None
-    if weights is not None:
-        if len(weights) != len(pairs):
-            raise ValueError(f"{len(weights)} weights for {len(pairs)} pairs")
-        w = torch.tensor([float(v) for v in weights], dtype=torch.float32)
+    y, w = _labels_and_weights(pairs, weights)
     return PairData(x.view(len(pairs), 2, length, -1), mask.view(len(pairs), 2, length), y, w)
+
+
+def _labels_and_weights(pairs: Sequence[tuple[Segment, Segment, float]], weights: Sequence[float] | None,
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    y = torch.tensor([float(v) for _, _, v in pairs], dtype=torch.float32)
+    if weights is None:
+        return y, None
+    if len(weights) != len(pairs):
+        raise ValueError(f"{len(weights)} weights for {len(pairs)} pairs")
+    return y, torch.tensor([float(v) for v in weights], dtype=torch.float32)
+
+
+def _pixel_pair_data(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]], segs: list[Segment],
+                     length: int, weights: Sequence[float] | None) -> PairData:
+    """:func:`make_pair_data` for an image model: each clip is featurised straight into one padded
+    ``uint8`` tensor, so no concatenated or float copy of all the frames is ever made."""
+    shape = tuple(model.cfg.obs_shape or ())
+    dtype = torch.uint8 if segs[0].obs.dtype == np.uint8 else torch.float32  # as pixel_features keeps them
+    img = torch.zeros(len(segs), length, *shape, dtype=dtype)
+    vec = torch.zeros(len(segs), length, model.cfg.in_dim)
+    mask = torch.zeros(len(segs), length)
+    for k, s in enumerate(segs):
+        f = model.pixel_features(s.obs, s.acts, s.absorbing)
+        n = len(s)
+        img[k, :n], vec[k, :n], mask[k, :n] = f.img, f.vec, 1.0
+    y, w = _labels_and_weights(pairs, weights)
+    p = len(pairs)
+    x = PixelFeatures(img.view(p, 2, length, *shape), vec.view(p, 2, length, -1))
+    return PairData(x, mask.view(p, 2, length), y, w)
 
 
 def member_logits(member: nn.Module, data: PairData) -> torch.Tensor:
@@ -145,6 +179,29 @@ def binomial_cdf(k: int, n: int, p: float = 0.5) -> float:
     return float(sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1)))
 
 
+def _loss_backward(member: nn.Module, data: PairData, tc: RewardTrainConfig) -> float:
+    """Back-propagate the Bradley-Terry loss of ``data``; returns it. Image data goes through in chunks
+    of about ``models.PIXEL_CHUNK`` frames, each chunk's loss weighted by its share of the (weighted)
+    mean, so the gradient is the full batch's while only one chunk's activations are alive at a time."""
+    n = len(data)
+    if not isinstance(data.x, PixelFeatures) or data.mask.numel() <= models.PIXEL_CHUNK:
+        loss = bradley_terry_loss(member_logits(member, data), data.y, tc.label_smoothing, data.w)
+        loss.backward()
+        return float(loss.detach())
+    per_chunk = max(1, models.PIXEL_CHUNK // int(data.mask[0].numel()))
+    total = float(n if data.w is None else data.w.sum().clamp_min(1e-8))
+    out = 0.0
+    for i in range(0, n, per_chunk):
+        part = data.subset(np.arange(i, min(i + per_chunk, n)))
+        share = (len(part) if part.w is None else float(part.w.sum())) / total
+        if share == 0.0:
+            continue
+        loss = bradley_terry_loss(member_logits(member, part), part.y, tc.label_smoothing, part.w) * share
+        loss.backward()
+        out += float(loss.detach())
+    return out
+
+
 def _fit_member(member: nn.Module, train: PairData, val: PairData | None, steps: int, tc: RewardTrainConfig,
                 rng: np.random.Generator) -> dict:
     opt = torch.optim.AdamW(member.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -153,9 +210,8 @@ def _fit_member(member: nn.Module, train: PairData, val: PairData | None, steps:
         done += 1
         batch = train if len(train) <= tc.batch_pairs else train.subset(rng.choice(len(train), tc.batch_pairs,
                                                                                       replace=False))
-        loss = bradley_terry_loss(member_logits(member, batch), batch.y, tc.label_smoothing, batch.w)
         opt.zero_grad()
-        loss.backward()
+        loss = _loss_backward(member, batch, tc)
         opt.step()
         if val is not None and len(val):
             with torch.no_grad():
@@ -169,7 +225,7 @@ def _fit_member(member: nn.Module, train: PairData, val: PairData | None, steps:
                     break
     if best_state is not None:
         member.load_state_dict(best_state)
-    return {"steps": done, "train_loss": loss.item()}
+    return {"steps": done, "train_loss": loss}
 
 
 def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]], rng: np.random.Generator,
@@ -190,8 +246,8 @@ def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment,
         out["warning"] = "no labels yet: the reward model is untrained"
         return out
     if not bool(model.fitted):
-        obs = np.concatenate([s.obs[~s.absorbing] for a, b, _ in pairs for s in (a, b)] or [np.zeros((0, model.cfg.obs_dim))])
-        model.fit_input_normalisation(obs)
+        real = [] if model.pixels else [s.obs[~s.absorbing] for a, b, _ in pairs for s in (a, b)]  # images: fixed scale
+        model.fit_input_normalisation(np.concatenate(real or [np.zeros((0, model.cfg.obs_dim))]))
     data = make_pair_data(model, pairs, weights)
     perm = rng.permutation(n)
     n_val = int(round(n * tc.val_frac)) if n >= tc.min_val else 0
@@ -255,8 +311,8 @@ def reinitialise(model: RewardModel, seed: int) -> None:
     g = torch.random.get_rng_state()
     torch.manual_seed(seed)
     for m in model.members:
-        for layer in m:
-            if isinstance(layer, nn.Linear):
+        for layer in m.modules():
+            if isinstance(layer, nn.Linear | nn.Conv2d):
                 layer.reset_parameters()
     torch.random.set_rng_state(g)
 
