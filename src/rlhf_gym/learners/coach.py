@@ -12,6 +12,8 @@ this file follows that.) Here:
 * windows of past answers are replayed after each new answer, with the same clip and good/bad
   balancing as REINFORCE-with-feedback (see that file): without them the on-policy update solves
   CartPole and then collapses during a long episode of near-identical states.
+* under ``annotator_weighting`` the advantage an answer supplies is multiplied by its annotator's weight
+  along the whole trace (after the good/bad balancing); answers weighted 0 are not replayed.
 """
 
 from __future__ import annotations
@@ -62,4 +64,5 @@ class CoachLearner(FeedbackLearner):
         return Credit(value, tuple((o, a, w / total) for o, a, w in steps), answer_step)
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        return clipped_feedback_pg_loss(self.model(batch.obs), batch.act, batch.value, batch.step_scale, self.s.clip)
+        return clipped_feedback_pg_loss(self.model(batch.obs), batch.act, batch.value, batch.step_scale, self.s.clip,
+                                        batch.step_annotator_weight)

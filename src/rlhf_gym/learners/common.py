@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,11 @@ class Credit:
     answer_step: int
     scale: float = 1.0
     """Weight of this record among the others (e.g. 0.5 for a derived one)."""
+    annotator: str | None = None
+    """Who gave the answer, so its weight can follow that annotator's flags (see :meth:`FeedbackLearner.reweight`)."""
+    annotator_weight: float = 1.0
+    """The annotator's weight under ``annotator_weighting`` (1 unless flagged): how much the answer counts
+    in every update it takes part in (0: it takes part in none)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Batch:
     group: torch.Tensor
     group_value: torch.Tensor
     group_scale: torch.Tensor
+    group_annotator_weight: torch.Tensor  # each answer's annotator weight (1 unless flagged)
 
     @classmethod
     def of(cls, credits: Sequence[Credit]) -> Batch:
@@ -75,12 +81,18 @@ class Batch:
         return cls(torch.as_tensor(np.stack(obs).astype(np.float32)), torch.as_tensor(act, dtype=torch.long),
                    torch.as_tensor(w, dtype=f), torch.as_tensor(val, dtype=f), torch.as_tensor(grp, dtype=torch.long),
                    torch.as_tensor([c.value for c in credits], dtype=f),
-                   torch.as_tensor([c.scale for c in credits], dtype=f))
+                   torch.as_tensor([c.scale for c in credits], dtype=f),
+                   torch.as_tensor([c.annotator_weight for c in credits], dtype=f))
 
     @property
     def step_scale(self) -> torch.Tensor:
         """Each step's weight: its credit share times its answer's scale."""
         return self.weight * self.group_scale[self.group]
+
+    @property
+    def step_annotator_weight(self) -> torch.Tensor:
+        """Each step's annotator weight (its answer's), to multiply into that step's part of the loss."""
+        return self.group_annotator_weight[self.group]
 
 
 class History:
@@ -331,7 +343,8 @@ class FeedbackLearner:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.s.lr, weight_decay=self.s.weight_decay)
         self.scaler = ObsScaler(obs_dim)
         self.scaler_frozen = False
-        self.replay: list[Credit] = []  # every answer so far, with its credit
+        self.replay: list[Credit] = []  # every answer so far that counts (weight > 0), with its credit
+        self.records: list[Credit] = []  # every answer so far, also those of excluded annotators (weight 0)
         self.answers = 0
 
     # -- acting -----------------------------------------------------------------------------------
@@ -364,13 +377,25 @@ class FeedbackLearner:
             return credit_known(value, judged, answer_step)
         return credit_by_time(value, history, answer_step, self.s.credit_window, prefer_asked=self.s.credit_asked)
 
-    def learn(self, value: float, judged: Seen | None, answer_step: int, history: History) -> None:
-        """Take one answer (1.0 good, 0.0 bad), store it and update on a replay of all answers so far."""
+    def learn(self, value: float, judged: Seen | None, answer_step: int, history: History,
+              annotator: str | None = None, weight: float = 1.0) -> None:
+        """Take one answer (1.0 good, 0.0 bad), store it and update on a replay of all answers so far.
+
+        ``weight`` is the annotator's weight under ``annotator_weighting``: it multiplies the answer's
+        share of every later minibatch loss. An answer with weight 0 is credited and kept aside (it comes
+        back if :meth:`reweight` raises its annotator's weight) but never replayed, and takes no update.
+        """
         c = self.credit(feedback_sign(value), judged, answer_step, history)
         if c is None:
             return
+        records = self.replay_records(c)
+        if annotator is not None or weight != 1.0:
+            records = [replace(r, annotator=annotator, annotator_weight=weight) for r in records]
+        self.records += records
+        if weight <= 0:
+            return
         self.answers += 1
-        self.replay += self.replay_records(c)
+        self.replay += records
         if not self.scaler_frozen:
             self.model.set_scaler(self.scaler)
         for _ in range(self.s.updates_per_answer):
@@ -384,6 +409,16 @@ class FeedbackLearner:
     def replay_records(self, c: Credit) -> list[Credit]:
         """What one credited answer adds to the replay (learners may derive more records from it)."""
         return [c]
+
+    def reweight(self, weights: Mapping[str, float]) -> None:
+        """Give every stored answer its annotator's current weight (annotator id -> weight; missing: 1.0).
+
+        Flags change as labels arrive, so the loop calls this when the weights change: answers of a newly
+        excluded annotator leave the replay (later updates ignore them), those of a re-admitted one return.
+        """
+        self.records = [r if r.annotator is None or float(weights.get(r.annotator, 1.0)) == r.annotator_weight
+                        else replace(r, annotator_weight=float(weights.get(r.annotator, 1.0))) for r in self.records]
+        self.replay = [r for r in self.records if r.annotator_weight > 0]
 
     def _batch_indices(self) -> np.ndarray:
         n = len(self.replay)

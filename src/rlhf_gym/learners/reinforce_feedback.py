@@ -17,6 +17,10 @@ forgets everything else. Three things keep it stable, all cheap:
    Without it, ``-log pi`` of bad actions grows without bound under replay and swamps everything.
 3. **Balancing good and bad answers.** A good policy mostly hears "good"; each minibatch weighs the
    good and the bad answers equally so the rare corrections are not drowned out.
+
+Under ``annotator_weighting`` each answer's term (its feedback used as the return) is multiplied by its
+annotator's weight, after the balancing, so a down-weighted annotator's answers push with that fraction
+of their force; answers weighted 0 are not replayed.
 """
 
 from __future__ import annotations
@@ -28,8 +32,13 @@ from rlhf_gym.learners.common import Batch, FeedbackLearner
 
 
 def clipped_feedback_pg_loss(logits: torch.Tensor, act: torch.Tensor, val: torch.Tensor, w: torch.Tensor,
-                             clip: float) -> torch.Tensor:
-    """``-sum(w * f * log pi(a|s))`` over answers the policy does not yet agree with, good/bad balanced."""
+                             clip: float, annotator_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``-sum(w * f * log pi(a|s))`` over answers the policy does not yet agree with, good/bad balanced.
+
+    ``annotator_weight`` (per step, 1 unless its annotator is flagged) multiplies each step's term *after*
+    the good/bad balancing: balancing by weighted sums would hand a flagged annotator's answers back half
+    the minibatch whenever they are the only ones of their sign.
+    """
     logp = torch.log_softmax(logits, dim=-1).gather(1, act[:, None]).squeeze(1)
     p = logp.exp().detach()
     active = ((val > 0) & (p < 1 - clip)) | ((val < 0) & (p > clip))
@@ -37,6 +46,8 @@ def clipped_feedback_pg_loss(logits: torch.Tensor, act: torch.Tensor, val: torch
     bal = torch.where(pos, 0.5 / (w * pos).sum().clamp_min(1e-8), 0.5 / (w * neg).sum().clamp_min(1e-8))
     if not bool(pos.any()) or not bool(neg.any()):
         bal = torch.full_like(w, 1.0 / w.sum().clamp_min(1e-8).item())
+    if annotator_weight is not None:
+        w = w * annotator_weight
     return -(active * bal * w * val * logp).sum()
 
 
@@ -51,4 +62,5 @@ class ReinforceFeedbackLearner(FeedbackLearner):
         return int(self.rng.choice(self.n_actions, p=p / p.sum()))
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        return clipped_feedback_pg_loss(self.model(batch.obs), batch.act, batch.value, batch.step_scale, self.s.clip)
+        return clipped_feedback_pg_loss(self.model(batch.obs), batch.act, batch.value, batch.step_scale, self.s.clip,
+                                        batch.step_annotator_weight)

@@ -20,6 +20,9 @@ acts to maximise it directly (no discounting, no environment reward). Here:
   the taken action's noisy ~0.6, and the greedy policy flips (solved, then fell to ~200). Without it
   the noisy teacher's runs stayed solved.
 * Acts greedily on H with a little exploration (``epsilon``).
+* Under ``annotator_weighting`` each answer's squared error is weighted by its annotator's weight (a
+  weighted mean, as the preference loop's Bradley-Terry loss), so a flagged annotator's answer pulls H
+  towards its target with that fraction of an answer's weight; at weight 0 it is not replayed at all.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class TamerLearner(FeedbackLearner):
         h = self.model(batch.obs).gather(1, batch.act[:, None]).squeeze(1)
         post = credit_posterior(h.detach(), batch)
         per_group = torch.zeros_like(batch.group_value).index_add(0, batch.group, post * (h - batch.value) ** 2)
-        return (batch.group_scale * per_group).sum() / batch.group_scale.sum()
+        w = batch.group_scale * batch.group_annotator_weight  # weighted least squares, as the preference loss
+        return (w * per_group).sum() / w.sum()
 
 
 def credit_posterior(h: torch.Tensor, batch: Batch) -> torch.Tensor:
