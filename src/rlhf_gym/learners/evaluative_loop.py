@@ -1,7 +1,8 @@
 """The evaluative-feedback training loop: act, ask about some steps, learn from each answer.
 
 :func:`teach` is the loop itself (also used by the benchmark); :func:`train_evaluative` wraps it into a
-run: run folder, store, teacher, progress bar, periodic evaluation on the true reward, saving, lineage.
+run: run folder, store, teacher, progress bar, periodic evaluation on the true reward, saving, lineage,
+and the annotator weighting (:class:`AnnotatorWeighting`) the preference loop applies too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -22,6 +23,10 @@ from rlhf_gym.envs import make_env, require_discrete, try_render
 from rlhf_gym.feedback.sources import FeedbackSource, StopFeedback
 from rlhf_gym.learners.common import MLP, FeedbackLearner, History, LearnerSettings, Seen
 from rlhf_gym.types import Feedback, StepQuery
+
+if TYPE_CHECKING:
+    from rlhf_gym.governance.bias import WeightPolicy
+    from rlhf_gym.store import FeedbackStore
 
 #: learner name -> "module:class"
 LEARNERS: dict[str, str] = {
@@ -77,6 +82,55 @@ class TeachStats:
     stopped: str | None = None
     warmup_steps: int = 0
     feedback_ids: list[int] = field(default_factory=list)
+    """The policy's lineage: every answer that took part in an update (with a weight above 0)."""
+    excluded: int = 0
+    """Answers that arrived while their annotator's weight was 0 (kept out of the updates and the lineage)."""
+
+
+class AnnotatorWeighting:
+    """Each annotator's weight under ``annotator_weighting`` for the evaluative loop, as the preference loop
+    applies it: 1 for everyone unless flagged, then ``flagged_weight`` (downweight) or 0 (exclude).
+
+    The weights come from :func:`rlhf_gym.governance.report.training_weights` over this run's labels. Flags
+    are statistics that appear (or go) as answers arrive, but recomputing them is a full annotator report,
+    dearer than an answer's update; so :meth:`due` asks for a refresh at most once per ``every`` answers
+    (and :func:`teach` does one before the first answer). With the policy ``off`` this is inert: every
+    weight is 1 and the store is never read, so runs are exactly what they are without it.
+    """
+
+    def __init__(self, store: FeedbackStore | None, policy: WeightPolicy, run_id: str | None = None,
+                 every: int = 20) -> None:
+        if every < 1:
+            raise ValueError(f"weight_every must be >= 1, got {every}")
+        self.store, self.policy, self.run_id, self.every = store, policy, run_id, every
+        self.weights: dict[str, float] = {}
+        self.refreshes = 0
+        self._since = 0
+
+    @property
+    def active(self) -> bool:
+        return self.policy.mode != "off" and self.store is not None
+
+    def of(self, annotator_id: str) -> float:
+        """The weight of one annotator's answers (1.0 for anyone not flagged or not yet seen)."""
+        return float(self.weights.get(annotator_id, 1.0))
+
+    def due(self) -> bool:
+        """Count one more answer; True when ``every`` answers have come since the last refresh."""
+        self._since += 1
+        return self._since >= self.every
+
+    def refresh(self) -> bool:
+        """Recompute the weights from the store; True if any annotator's weight changed."""
+        from rlhf_gym.governance.report import training_weights
+
+        self._since = 0
+        self.refreshes += 1
+        assert self.store is not None
+        new = {a: float(w) for a, w in training_weights(self.store, self.policy, run_id=self.run_id).items()}
+        changed = {a for a in new.keys() | self.weights.keys() if new.get(a, 1.0) != self.weights.get(a, 1.0)}
+        self.weights = new
+        return bool(changed)
 
 
 def warm_up_scaler(env: gym.Env, learner: FeedbackLearner, seed: int) -> int:
@@ -99,7 +153,8 @@ def warm_up_scaler(env: gym.Env, learner: FeedbackLearner, seed: int) -> int:
 
 def teach(env: gym.Env, learner: FeedbackLearner, source: FeedbackSource, budget: int, *, run_id: str | None = None,
           seed: int = 0, on_answer: Callable[[TeachStats], bool | None] | None = None,
-          frame_dir: Path | None = None, people: bool = False, wait_s: float = 600.0) -> TeachStats:
+          frame_dir: Path | None = None, people: bool = False, wait_s: float = 600.0,
+          weighting: AnnotatorWeighting | None = None) -> TeachStats:
     """Run the agent, ask about the steps the learner picks (at most ``budget`` questions), learn from answers.
 
     ``people``: the source is a person (or several): after the last question, wait up to ``wait_s`` seconds
@@ -107,10 +162,17 @@ def teach(env: gym.Env, learner: FeedbackLearner, source: FeedbackSource, budget
     A source that does not report which step it judges (``reports_judged_step = False``, e.g. a delayed
     teacher) gets credit assigned by time. Stops cleanly on :class:`StopFeedback` or Ctrl-C
     (``stats.stopped`` says why); the caller saves whatever was learned.
+    ``weighting``: each answer counts with its annotator's weight (see :class:`AnnotatorWeighting`). An
+    answer that arrives while its annotator's weight is 0 takes no part in any update and stays out of
+    ``stats.feedback_ids`` (the lineage). Answers an annotator gave before being excluded leave the replay
+    but stay in the lineage: they did shape the net (as earlier reward models carry them in the preference
+    loop's policy lineage), so withdrawing that person must still flag the policy.
     """
     stats = TeachStats()
     if not learner.scaler_frozen:
         stats.warmup_steps = warm_up_scaler(env, learner, seed)
+    weigh = weighting is not None and weighting.active
+    held: dict[str, list[int]] = {}  # feedback ids of answers kept aside at weight 0, by annotator
     by_step = getattr(source, "reports_judged_step", True)
     history = History()
     pending: dict[str, Seen] = {}
@@ -123,13 +185,36 @@ def teach(env: gym.Env, learner: FeedbackLearner, source: FeedbackSource, budget
     obs, _ = env.reset(seed=seed)
     episode = 0
 
+    def reweigh() -> None:
+        """New annotator weights: re-weight the replay; answers of a re-admitted annotator join the lineage."""
+        assert weighting is not None
+        if not weighting.refresh():
+            return
+        learner.reweight(weighting.weights)
+        for ann in [a for a in held if weighting.of(a) > 0]:
+            stats.feedback_ids += held.pop(ann)
+
     def handle(fbs: list[Feedback], step: int) -> bool:
         for fb in fbs:
             judged = pending.pop(fb.query_id, None)
             if fb.value is None:
                 stats.skipped += 1
                 continue
-            learner.learn(fb.value, judged if by_step else None, fb.step if fb.step is not None else step, history)
+            args = (fb.value, judged if by_step else None, fb.step if fb.step is not None else step, history)
+            weight = 1.0
+            if weigh:
+                assert weighting is not None
+                if weighting.due():
+                    reweigh()
+                weight = weighting.of(fb.annotator_id)
+                learner.learn(*args, annotator=fb.annotator_id, weight=weight)
+            else:  # exactly the call (and the records) of a loop without weighting
+                learner.learn(*args)
+            if weight <= 0:
+                stats.excluded += 1
+                if fb.id is not None:
+                    held.setdefault(fb.annotator_id, []).append(fb.id)
+                continue
             stats.used += 1
             if fb.id is not None:
                 stats.feedback_ids.append(fb.id)
@@ -138,6 +223,8 @@ def teach(env: gym.Env, learner: FeedbackLearner, source: FeedbackSource, budget
                 return True
         return False
 
+    if weigh:
+        reweigh()  # labels already in this run's store count from the first answer
     try:
         while stats.asked < budget or source.pending:
             step = stats.env_steps
@@ -205,7 +292,9 @@ def train_evaluative(cfg: TrainConfig) -> dict[str, Any]:
     """Train an agent from evaluative feedback as configured; results and feedback go to ``cfg.out``.
 
     Returns the true return of the greedy policy (``mean_return``, ``std_return``, ``episodes``) and
-    ``feedback_used``, ``env_steps``, ``asked``, ``stopped``, ``run_id``, ``policy``.
+    ``feedback_used``, ``feedback_excluded``, ``env_steps``, ``asked``, ``stopped``, ``run_id``, ``policy``.
+    Flagged annotators' answers count as ``annotator_weighting`` says (``--set`` or ``rlhf-gym.toml``;
+    weights refreshed every ``--set weight_every=20`` answers).
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -233,6 +322,9 @@ def train_evaluative(cfg: TrainConfig) -> dict[str, Any]:
     human = cfg.teacher in ("human", "web")
     env = make_env(cfg.env, seed=cfg.seed, render_mode="rgb_array" if human else None)
     learner = make_learner(cfg.learner, spec.obs_shape[0], int(spec.n_actions or 0), rng, settings)
+    from rlhf_gym.learners.preference import weight_policy
+
+    weighting = AnnotatorWeighting(store, weight_policy(cfg.extra), run_id, every=int(cfg.extra.get("weight_every", 20)))
     metrics = MetricsLogger(run)
     eval_every = int(cfg.extra.get("eval_every", max(1, cfg.budget // 10)))
     last_eval = {"used": -1}
@@ -259,7 +351,7 @@ def train_evaluative(cfg: TrainConfig) -> dict[str, Any]:
         evaluate(TeachStats())
         stats = teach(env, learner, source, cfg.budget, run_id=run_id, seed=cfg.seed, on_answer=on_answer,
                       frame_dir=run.file("frames") if human else None, people=human,
-                      wait_s=float(cfg.extra.get("wait_s", 600.0)))
+                      wait_s=float(cfg.extra.get("wait_s", 600.0)), weighting=weighting)
         bar.update(task, completed=stats.asked)
     source.close()
     env.close()
@@ -277,8 +369,11 @@ def train_evaluative(cfg: TrainConfig) -> dict[str, Any]:
     store.close()
     if stats.stopped and stats.stopped != "done":
         console.print(f"stopped ({stats.stopped}); {stats.used} answers used and saved")
+    if stats.excluded:
+        console.print(f"annotator_weighting={weighting.policy.mode}: {stats.excluded} answers from excluded "
+                      "annotators were left out of training and of the policy's lineage")
     return {"mean_return": float(final.mean()), "std_return": float(final.std()), "episodes": int(cfg.eval_episodes),
-            "feedback_used": stats.used, "asked": stats.asked, "skipped": stats.skipped,
+            "feedback_used": stats.used, "asked": stats.asked, "skipped": stats.skipped, "feedback_excluded": stats.excluded,
             "env_steps": stats.env_steps, "warmup_steps": stats.warmup_steps, "stopped": stats.stopped, "run_id": run_id, "model_id": model_id,
             "policy": str(weights), "wall_s": round(time.time() - t0, 2)}
 
