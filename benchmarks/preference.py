@@ -199,8 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and out.exists():
         for s in json.loads(out.read_text()).get("rows", []):
             done[s["row"]] = s["runs"]
+    merged_from = []
     for extra_file in args.merge:
-        for s in json.loads(Path(extra_file).read_text()).get("rows", []):
+        part = json.loads(Path(extra_file).read_text())
+        merged_from.append({"file": str(extra_file), "command": part.get("command"),
+                            "rows": [s["row"] for s in part.get("rows", [])]})
+        for s in part.get("rows", []):
             done[s["row"]] = s["runs"]
     if args.merge and not args.rows:
         wanted = []
@@ -223,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                           "algorithm, settings and env steps, same seed, measured in this run",
             "overhead_ratio": "the same loop wall-clock / the time SB3's learn() spent outside our callback and reward "
                               "calls in the same process (insensitive to other jobs loading the machine)",
+            "merged_from": merged_from,
             "not_run": skipped, "rows_not_run": [r.name for r in all_rows if not done.get(r.name)],
             "rows": summary}, indent=2, default=float) + "\n")
         return summary
