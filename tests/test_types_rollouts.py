@@ -86,3 +86,14 @@ def test_batched_rollouts_equal_one_by_one_rollouts(env_id):
         assert traj.seed == seed
     with pytest.raises(ValueError, match="seeds"):
         rollout_batch(envs[:1], batch_policy, [1, 2])
+
+
+def test_a_missing_box2d_names_the_extra(monkeypatch):
+    import gymnasium as gym
+
+    def no_box2d(*args, **kwargs):
+        raise gym.error.DependencyNotInstalled("Box2D is not installed, run `pip install swig` ...")
+
+    monkeypatch.setattr(gym, "make", no_box2d)
+    with pytest.raises(EnvError, match=r"rlhf-gym\[box2d\]"):
+        make_env("LunarLander-v3")

@@ -36,6 +36,8 @@ def make_env(env_id: str, seed: int | None = None, render_mode: str | None = Non
     try:
         env = gym.make(env_id, render_mode=render_mode, **kwargs)
     except gym.error.Error as e:
+        if "box2d" in str(e).lower():  # Gymnasium's advice (swig, then build box2d-py) is not needed here
+            raise EnvError(f"{env_id!r} needs Box2D: pip install 'rlhf-gym[box2d]' (a prebuilt wheel)") from e
         raise EnvError(f"unknown or unavailable environment {env_id!r}: {e}") from e
     if seed is not None:
         env.action_space.seed(seed)
