@@ -22,6 +22,7 @@ from rlhf_gym.config import TrainConfig
 from rlhf_gym.envs import make_env, require_discrete, try_render
 from rlhf_gym.feedback.sources import FeedbackSource, StopFeedback
 from rlhf_gym.learners.common import MLP, FeedbackLearner, History, LearnerSettings, Seen
+from rlhf_gym.rollouts import rollout_batch
 from rlhf_gym.types import Feedback, StepQuery
 
 if TYPE_CHECKING:
@@ -51,23 +52,13 @@ def evaluate_greedy(env_id: str, model: MLP, episodes: int, seed: int = 10_000) 
     so the numbers match ``rlhf-gym evaluate``.
     """
     envs = [make_env(env_id) for _ in range(episodes)]
-    obs = [e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]
-    rets = np.zeros(episodes)
-    alive = list(range(episodes))
     try:
-        while alive:
-            acts = np.argmax(model.outputs(np.stack([obs[i] for i in alive])), axis=1)
-            still = []
-            for i, a in zip(alive, acts, strict=True):
-                obs[i], r, term, trunc, _ = envs[i].step(int(a))
-                rets[i] += float(r)
-                if not (term or trunc):
-                    still.append(i)
-            alive = still
+        trajs = rollout_batch(envs, lambda obs: np.argmax(model.outputs(obs), axis=1),
+                              [seed + i for i in range(episodes)])
     finally:
         for e in envs:
             e.close()
-    return rets
+    return np.array([t.ret for t in trajs])
 
 
 @dataclass

@@ -73,7 +73,7 @@ class StateEntropyReward:
         return (r / float(self.rew_stats.std)).astype(np.float32)
 
     def _add(self, x: np.ndarray) -> None:
-        for row in x:
-            self.buf[self.pos] = row
-            self.pos = (self.pos + 1) % self.capacity
-            self.size = min(self.size + 1, self.capacity)
+        idx = (self.pos + np.arange(len(x))) % self.capacity
+        self.buf[idx] = x
+        self.pos = int((self.pos + len(x)) % self.capacity)
+        self.size = min(self.size + len(x), self.capacity)
