@@ -206,10 +206,12 @@ def test_weighting_off_changes_nothing_and_reads_nothing(tmp_path):
 
 
 def test_train_evaluative_applies_the_setting_and_records_the_lineage(tmp_path, monkeypatch):
-    import rlhf_gym.feedback.teachers_evaluative as te
+    from rlhf_gym.feedback import registry
 
-    monkeypatch.setattr(te, "make_evaluative_source", lambda cfg, store, run_id, *a, **k: TwoTeachers(store, run_id))
-    cfg = TrainConfig(env="CartPole-v1", feedback="evaluative", learner="tamer", teacher="oracle", budget=40, seed=0,
+    # a teacher is added by registering it (for this test only)
+    monkeypatch.setitem(registry._REGISTRY, ("evaluative", "two-teachers"),
+                        registry.TeacherEntry("evaluative", "two-teachers", lambda req: TwoTeachers(req.store, req.run_id)))
+    cfg = TrainConfig(env="CartPole-v1", feedback="evaluative", learner="tamer", teacher="two-teachers", budget=40, seed=0,
                       out=str(tmp_path / "run"), progress=False, eval_episodes=2,
                       extra={"annotator_weighting": "exclude", "weight_every": 4, "warmup_steps": 200,
                              "eval_every": 1000})

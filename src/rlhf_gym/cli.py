@@ -86,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed, out=args.out, algo=args.algo, reward=args.reward, db=args.db, server=args.server,
         token=args.token, noise=args.noise, timesteps=args.timesteps, segment_length=args.segment_length,
         eval_episodes=args.eval_episodes, annotator=args.annotator, progress=not args.no_progress,
-        extra=parse_set(args.set),
+        extra=with_monitoring_policy(parse_set(args.set)),
     ).validate()
     from rlhf_gym.pipeline import train
 
@@ -95,6 +95,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"true return of the trained agent: {result['mean_return']:.1f} +/- {result['std_return']:.1f} "
           f"over {result['episodes']} episodes ({result.get('feedback_used', '?')} answers used)")
     return 0
+
+
+def with_monitoring_policy(extra: dict) -> dict:
+    """The annotator weighting from ``./rlhf-gym.toml`` (``[monitoring]``) unless ``--set`` gave one.
+
+    Only the CLI reads the project file; library calls take the weighting from their config alone.
+    """
+    from pathlib import Path
+
+    if "annotator_weighting" in extra or not Path("rlhf-gym.toml").exists():
+        return extra
+    from rlhf_gym.governance.bias import load_monitoring
+
+    policy = load_monitoring()[1]
+    if policy.mode == "off":
+        return extra
+    out = {**extra, "annotator_weighting": policy.mode, "flagged_weight": policy.flagged_weight}
+    if policy.flags is not None:
+        out["weight_flags"] = ",".join(policy.flags)
+    return out
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -7,8 +7,6 @@ from typing import Any
 
 FEEDBACK_TYPES = ("evaluative", "preference")
 EVALUATIVE_LEARNERS = ("reinforce", "tamer", "coach")
-EVALUATIVE_TEACHERS = ("oracle", "expert", "noisy", "delayed", "random", "human", "web")
-PREFERENCE_TEACHERS = ("oracle", "stochastic", "mistake", "skip", "equal", "myopic", "random", "human", "web")
 
 
 @dataclass
@@ -51,6 +49,8 @@ class TrainConfig:
     """Annotator id to record answers under (default: the teacher's name, or a new pseudonym for people)."""
     progress: bool = True
     """Show a progress bar."""
+    threads: int | None = 1
+    """PyTorch CPU threads during the job (restored afterwards); None leaves the process setting alone."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Learner-specific settings (``--set key=value``), e.g. ``lr=0.01``."""
 
@@ -60,23 +60,19 @@ class TrainConfig:
             raise ValueError(f"--feedback must be one of {', '.join(FEEDBACK_TYPES)}, got {self.feedback!r}")
         if self.budget <= 0:
             raise ValueError(f"--budget must be a positive number of answers, got {self.budget}")
+        from rlhf_gym.feedback.registry import resolve
+
+        resolve(self.feedback, self.teacher)  # ValueError naming the teachers of this feedback type
         if self.feedback == "evaluative":
             if self.learner not in EVALUATIVE_LEARNERS:
                 raise ValueError(f"--learner must be one of {', '.join(EVALUATIVE_LEARNERS)}, got {self.learner!r}")
-            if self.teacher not in EVALUATIVE_TEACHERS:
-                raise ValueError(f"--teacher for evaluative feedback must be one of {', '.join(EVALUATIVE_TEACHERS)}, "
-                                 f"got {self.teacher!r}")
-        else:
-            parts = self.teacher.split("+")  # simulated teachers combine: mistake+skip
-            if self.teacher not in PREFERENCE_TEACHERS and not all(
-                    p in PREFERENCE_TEACHERS + ("left-biased", "always-left") and p not in ("human", "web")
-                    for p in parts):
-                raise ValueError(f"--teacher for preference feedback must be one of {', '.join(PREFERENCE_TEACHERS)}, "
-                                 f"got {self.teacher!r}")
+        elif self.feedback == "preference":
             if self.algo not in ("auto", "ppo", "sac"):
                 raise ValueError(f"--algo must be ppo, sac or auto, got {self.algo!r}")
             if self.segment_length < 1:
                 raise ValueError(f"--segment-length must be >= 1, got {self.segment_length}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (or None), got {self.threads}")
         if not 0.0 <= self.noise <= 1.0:
             raise ValueError(f"--noise must be a rate in [0, 1], got {self.noise}")
         if self.teacher == "web" and not self.server:
@@ -89,6 +85,24 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+#: ``--set`` keys every job reads: the annotator weighting (governance)
+WEIGHTING_SETTINGS = ("annotator_weighting", "flagged_weight", "weight_flags")
+
+
+def check_settings(extra: dict[str, Any], allowed: Any, what: str) -> None:
+    """Raise ValueError for ``--set`` keys nobody reads (a typo must not pass silently), listing the valid ones.
+
+    ``allowed`` holds names, and prefixes ending in ``*`` (``teacher_*``).
+    """
+    allowed = tuple(dict.fromkeys(allowed))
+    exact = {a for a in allowed if not a.endswith("*")}
+    prefixes = tuple(a[:-1] for a in allowed if a.endswith("*"))
+    bad = [k for k in extra if k not in exact and not (prefixes and k.startswith(prefixes))]
+    if bad:
+        raise ValueError(f"unknown --set key(s) for {what}: {', '.join(sorted(bad))}; "
+                         f"valid keys: {', '.join(sorted(allowed))}")
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rlhf_gym.feedback.registry import TeacherRequest, register_teacher
 from rlhf_gym.feedback.sources import FeedbackSource
 from rlhf_gym.types import Feedback, Query, StepQuery
 
 if TYPE_CHECKING:
-    from rlhf_gym.config import TrainConfig
     from rlhf_gym.store import FeedbackStore
 
 Judge = Callable[[StepQuery], float]
@@ -152,14 +152,21 @@ def train_expert(env_id: str, path: Path, seed: int = 0, max_steps: int = 100_00
     defaults solve CartPole-v1 in about 30k steps (under a minute on one core), more stably than DQN.
     Deterministic for a given seed on one thread.
     """
-    import torch
-    from stable_baselines3 import PPO
-
-    from rlhf_gym.envs import make_env, require_discrete
-    from rlhf_gym.rollouts import evaluate_policy
+    from rlhf_gym.envs import require_discrete
+    from rlhf_gym.runtime import torch_threads
 
     require_discrete(env_id, "expert")
-    torch.set_num_threads(1)
+    with torch_threads(1):
+        return _train_expert(env_id, path, seed, max_steps, chunk, log)
+
+
+def _train_expert(env_id: str, path: Path, seed: int, max_steps: int, chunk: int,
+                  log: Callable[[str], None]) -> Path:
+    from stable_baselines3 import PPO
+
+    from rlhf_gym.envs import make_env
+    from rlhf_gym.rollouts import evaluate_policy
+
     env = make_env(env_id, seed=seed)
     eval_env = make_env(env_id, seed=seed + 1)
     threshold = env.spec.reward_threshold if env.spec else None
@@ -234,44 +241,39 @@ def expert_policy(model: Any) -> Callable[[np.ndarray], int]:
     return lambda obs: int(model.predict(np.asarray(obs), deterministic=True)[0])
 
 
-# -- the CLI names ---------------------------------------------------------------------------------------
+# -- the registered names --------------------------------------------------------------------------------
 SIMULATED = ("oracle", "expert", "noisy", "delayed", "random")
+_SETTINGS = ("expert", "expert_seed", "margin", "skip", "noise", "delay_min", "delay_max")
 
 
-def make_evaluative_source(cfg: TrainConfig, store: FeedbackStore, run_id: str, annotator_id: str,
-                           rng: np.random.Generator, log: Callable[[str], None] = print,
-                           judge: Judge | None = None) -> FeedbackSource:
-    """The feedback source for ``--teacher NAME``.
+def simulated_evaluative_teacher(req: TeacherRequest, judge: Judge | None = None) -> FeedbackSource:
+    """A simulated evaluative teacher for ``req.name``.
 
-    Simulated teachers read ``--set`` options: ``expert=PATH`` (an SB3 zip), ``margin`` (advantage
-    oracle), ``skip`` (rate), ``delay_min``/``delay_max`` (steps, delayed teacher). ``judge`` replaces the
-    expert (tests use an analytic one so they never train an expert).
+    Reads ``--set`` options: ``expert=PATH`` (an SB3 zip), ``margin`` (advantage oracle), ``skip`` (rate),
+    ``noise`` (rate, any teacher; ``noisy`` uses ``--noise``), ``delay_min``/``delay_max`` (steps, delayed
+    teacher). ``judge`` replaces the expert (tests use an analytic one so they never train an expert).
     """
-    x = cfg.extra
-    name = cfg.teacher
-    if name == "human":
-        from rlhf_gym.feedback.terminal import TerminalSource
-
-        return TerminalSource(annotator_id, store=store, run_id=run_id, env_id=cfg.env)
-    if name == "web":
-        try:
-            from rlhf_gym.feedback.web_source import WebSource
-        except ModuleNotFoundError as e:
-            raise ValueError("--teacher web needs rlhf_gym.feedback.web_source, which this installation lacks "
-                             f"({e}); install the web extra: pip install 'rlhf-gym[web]'") from e
-        return WebSource(server=cfg.server, token=cfg.token, store=store, run_id=run_id, annotator_id=annotator_id)
-    if name not in SIMULATED:
-        raise ValueError(f"unknown evaluative teacher {name!r}; expected one of {', '.join(SIMULATED)}, human, web")
+    x, name = req.settings, req.name
     if name == "random":
-        judge = RandomJudge(np.random.default_rng(rng.integers(2**32)))
+        judge = RandomJudge(req.rng("judge"))
     elif judge is None:
-        model = load_or_train_expert(cfg.env, x.get("expert"), seed=int(x.get("expert_seed", 0)), log=log)
+        model = load_or_train_expert(req.env_id, x.get("expert"), seed=int(x.get("expert_seed", 0)), log=req.log)
         if name == "expert":
             judge = ExpertActionJudge(expert_policy(model))
         else:
             judge = AdvantageJudge(expert_q_function(model), margin=float(x.get("margin", 0.0)))
-    noise = cfg.noise if name == "noisy" else float(x.get("noise", 0.0))
+    noise = req.noise if name == "noisy" else float(x.get("noise", 0.0))
     delay = (int(x.get("delay_min", 2)), int(x.get("delay_max", 6))) if name == "delayed" else None
-    return SimulatedTeacher(judge, annotator_id, store=store, run_id=run_id,
-                            rng=np.random.default_rng(rng.integers(2**32)), noise=noise,
-                            skip=float(x.get("skip", 0.0)), delay=delay)
+    return SimulatedTeacher(judge, str(req.annotator_id), store=req.store, run_id=req.run_id, rng=req.rng(),
+                            noise=noise, skip=float(x.get("skip", 0.0)), delay=delay)
+
+
+for _name in SIMULATED:
+    register_teacher("evaluative", _name, settings=_SETTINGS)(simulated_evaluative_teacher)
+
+
+@register_teacher("evaluative", "human", person=True, help="you, at the terminal")
+def terminal_evaluative_teacher(req: TeacherRequest) -> FeedbackSource:
+    from rlhf_gym.feedback.terminal import TerminalSource
+
+    return TerminalSource(str(req.annotator_id), store=req.store, run_id=req.run_id, env_id=req.env_id)

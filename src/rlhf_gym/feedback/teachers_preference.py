@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rlhf_gym.feedback.registry import TeacherRequest, register_teacher
 from rlhf_gym.feedback.sources import FeedbackSource
 from rlhf_gym.types import Feedback, PairQuery, Query, Segment
 
@@ -183,3 +185,25 @@ def simulated_population(n: int, rng: np.random.Generator, store: FeedbackStore 
 def with_params(teacher: SimulatedPreferenceTeacher, **params: Any) -> TeacherParams:
     """A copy of ``teacher``'s parameters with some changed (convenience for sweeps)."""
     return replace(teacher.params, **params)
+
+
+def _registered_preference_teacher(req: TeacherRequest) -> FeedbackSource:
+    """A simulated preference teacher for ``req.name``; ``--set teacher_beta=...`` etc. override its
+    parameters; ``mistake`` takes its rate from ``--noise``."""
+    params = {k[len("teacher_"):]: v for k, v in req.settings.items() if k.startswith("teacher_")}
+    if "mistake" in req.name.split("+"):
+        params.setdefault("epsilon", req.noise)
+    return SimulatedPreferenceTeacher(parse_teacher(req.name, **params), req.rng(), str(req.annotator_id),
+                                      req.store, req.run_id)
+
+
+for _name in PRESETS:
+    register_teacher("preference", _name, combinable=True, settings=("teacher_*",))(_registered_preference_teacher)
+
+
+@register_teacher("preference", "human", person=True, help="you compare the clips at the terminal")
+def terminal_preference_teacher(req: TeacherRequest) -> FeedbackSource:
+    from rlhf_gym.feedback.terminal_pairs import TerminalPairSource
+
+    return TerminalPairSource(store=req.store, run_id=req.run_id, annotator_id=req.annotator_id,
+                              out_dir=(req.out_dir or Path(".")) / "clips")

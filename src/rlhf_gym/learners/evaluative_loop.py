@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from rlhf_gym.config import TrainConfig
 from rlhf_gym.envs import make_env, require_discrete, try_render
 from rlhf_gym.feedback.sources import FeedbackSource, StopFeedback
 from rlhf_gym.learners.common import MLP, FeedbackLearner, History, LearnerSettings, Seen
 from rlhf_gym.rollouts import rollout_batch
+from rlhf_gym.runtime import torch_threads
 from rlhf_gym.types import Feedback, StepQuery
 
 if TYPE_CHECKING:
@@ -271,14 +271,6 @@ def teach(env: gym.Env, learner: FeedbackLearner, source: FeedbackSource, budget
     return stats
 
 
-def _annotator(cfg: TrainConfig) -> tuple[str, str]:
-    from rlhf_gym.types import new_id
-
-    if cfg.teacher in ("human", "web"):
-        return cfg.annotator or new_id("person"), "human"
-    return cfg.annotator or f"sim-{cfg.teacher}", "simulated"
-
-
 def train_evaluative(cfg: TrainConfig) -> dict[str, Any]:
     """Train an agent from evaluative feedback as configured; results and feedback go to ``cfg.out``.
 
@@ -287,35 +279,45 @@ def train_evaluative(cfg: TrainConfig) -> dict[str, Any]:
     Flagged annotators' answers count as ``annotator_weighting`` says (``--set`` or ``rlhf-gym.toml``;
     weights refreshed every ``--set weight_every=20`` answers).
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from rlhf_gym.feedback.teachers_evaluative import make_evaluative_source
-    from rlhf_gym.runs import MetricsLogger, RunDir, plot_curve
-    from rlhf_gym.store import FeedbackStore
+    from rlhf_gym.config import WEIGHTING_SETTINGS, check_settings
+    from rlhf_gym.feedback.registry import teacher_settings
 
     cfg.validate()
     spec = require_discrete(cfg.env, cfg.learner)
     if len(spec.obs_shape) != 1:
         raise ValueError(f"evaluative learners need a flat observation vector; {cfg.env} has shape {spec.obs_shape}")
+    check_settings(cfg.extra, (*LearnerSettings.__dataclass_fields__, *WEIGHTING_SETTINGS, "weight_every",
+                               "eval_every", "wait_s", *teacher_settings("evaluative", cfg.teacher)),
+                   f"--feedback evaluative --teacher {cfg.teacher}")
     settings = LearnerSettings.from_extra(cfg.extra)
-    torch.set_num_threads(1)
+    with torch_threads(cfg.threads):
+        return _train_evaluative(cfg, settings)
+
+
+def _train_evaluative(cfg: TrainConfig, settings: LearnerSettings) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rlhf_gym.feedback.registry import TeacherRequest, is_person, make_teacher
+    from rlhf_gym.governance.bias import WeightPolicy
+    from rlhf_gym.runs import MetricsLogger, RunDir, plot_curve
+    from rlhf_gym.store import FeedbackStore
+
+    spec = require_discrete(cfg.env, cfg.learner)
     console = Console(stderr=True)
     run = RunDir(cfg.out)
     run.save_config(cfg)
     store = FeedbackStore(cfg.db or run.db_path)
     run_id = store.add_run(f"run-{Path(cfg.out).resolve().name}-{int(time.time())}", asdict(cfg))
-    annotator_id, kind = _annotator(cfg)
-    if cfg.teacher != "web":
-        store.add_annotator(annotator_id, kind=kind)
     rng = np.random.default_rng(cfg.seed)
-    source = make_evaluative_source(cfg, store, run_id, annotator_id, rng, log=lambda m: console.print(m))
-    human = cfg.teacher in ("human", "web")
+    source = make_teacher(TeacherRequest(
+        "evaluative", cfg.teacher, cfg.env, seed=cfg.seed, store=store, run_id=run_id, annotator_id=cfg.annotator,
+        settings=cfg.extra, noise=cfg.noise, server=cfg.server, token=cfg.token, out_dir=run.path,
+        log=lambda m: console.print(m)))
+    human = is_person("evaluative", cfg.teacher)
     env = make_env(cfg.env, seed=cfg.seed, render_mode="rgb_array" if human else None)
     learner = make_learner(cfg.learner, spec.obs_shape[0], int(spec.n_actions or 0), rng, settings)
-    from rlhf_gym.learners.preference import weight_policy
-
-    weighting = AnnotatorWeighting(store, weight_policy(cfg.extra), run_id, every=int(cfg.extra.get("weight_every", 20)))
+    weighting = AnnotatorWeighting(store, WeightPolicy.from_settings(cfg.extra), run_id, every=int(cfg.extra.get("weight_every", 20)))
     metrics = MetricsLogger(run)
     eval_every = int(cfg.extra.get("eval_every", max(1, cfg.budget // 10)))
     last_eval = {"used": -1}

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from rlhf_gym.config import TrainConfig
 from rlhf_gym.envs import make_env, spec_of
@@ -43,6 +42,7 @@ from rlhf_gym.feedback.selection import (
     select_pairs,
 )
 from rlhf_gym.feedback.sources import FeedbackSource, StopFeedback
+from rlhf_gym.governance.bias import WeightPolicy
 from rlhf_gym.rewards.diagnostics import ensemble_disagreement, reward_correlation
 from rlhf_gym.rewards.models import RewardModel
 from rlhf_gym.rewards.training import (
@@ -115,30 +115,6 @@ def make_algo(algo: str, venv: Any, seed: int, timesteps: int) -> Any:
                seed=seed, device="cpu", verbose=0)
 
 
-def make_source(cfg: TrainConfig, store: Any, run_id: str, rng: np.random.Generator,
-                extra: dict[str, Any]) -> FeedbackSource:
-    """The feedback source ``--teacher`` names: a simulated teacher, the terminal, or the web server."""
-    if cfg.teacher == "human":
-        from rlhf_gym.feedback.terminal_pairs import TerminalPairSource
-
-        return TerminalPairSource(store=store, run_id=run_id, annotator_id=cfg.annotator, out_dir=Path(cfg.out) / "clips")
-    if cfg.teacher == "web":
-        try:
-            from rlhf_gym.feedback.web_source import WebSource
-        except ImportError as e:
-            raise RuntimeError("--teacher web needs rlhf_gym.feedback.web_source (the web annotation "
-                               f"client), which is not available in this installation: {e}") from e
-        aid = cfg.annotator
-        return WebSource(server=cfg.server, token=cfg.token, store=store, run_id=run_id, annotator_id=aid)
-    from rlhf_gym.feedback.teachers_preference import make_preference_teacher
-
-    params = {k[len("teacher_"):]: v for k, v in extra.items() if k.startswith("teacher_")}
-    if cfg.teacher.split("+")[0] == "mistake" or "mistake" in cfg.teacher.split("+"):
-        params.setdefault("epsilon", cfg.noise)
-    return make_preference_teacher(cfg.teacher, cfg.annotator or cfg.teacher, rng, store=store, run_id=run_id,
-                                   **params)
-
-
 class PreferenceLoop:
     """State of one preference-learning run; driven by :class:`_RoundCallback` inside SB3's ``learn``."""
 
@@ -170,7 +146,7 @@ class PreferenceLoop:
         self.pairs: list[tuple[Segment, Segment, float]] = []
         self.pair_meta: list[tuple[str, int | None]] = []  # (annotator, feedback id) of each pair
         self.fb_ids: list[int] = []
-        self.weighting = weight_policy(cfg.extra)
+        self.weighting = WeightPolicy.from_settings(cfg.extra)
         self.query_map: dict[str, PairQuery] = {}
         self.pool: list[list[Trajectory]] = []
         self.episode_seed = 1_000_000 * (cfg.seed + 1)
@@ -257,20 +233,26 @@ class PreferenceLoop:
         With ``annotator_weighting`` off every label counts fully; otherwise flagged annotators' labels
         are down-weighted or (weight 0) left out, and left out of the model's lineage too.
         """
-        if self.weighting.mode == "off" or self.store is None:
+        if self.store is None:
             return self.pairs, self.fb_ids, None
-        from rlhf_gym.governance.report import training_weights
+        # read through the store at every fit: a person who withdrew during the run is out of the next fit
+        live = {fb.id for fb in self.store.feedback(run_id=self.run_id, kind="pair", include_skipped=False)}
+        aw: dict[str, float] = {}
+        if self.weighting.mode != "off":
+            from rlhf_gym.governance.report import training_weights
 
-        aw = training_weights(self.store, self.weighting, run_id=self.run_id)
+            aw = training_weights(self.store, self.weighting, run_id=self.run_id)
         pairs, ids, weights = [], [], []
         for pair, (ann, fid) in zip(self.pairs, self.pair_meta, strict=True):
+            if fid is not None and fid not in live:
+                continue
             w = float(aw.get(ann, 1.0))
             if w > 0:
                 pairs.append(pair)
                 weights.append(w)
                 if fid is not None:
                     ids.append(int(fid))
-        return pairs, ids, weights
+        return pairs, ids, (weights if self.weighting.mode != "off" else None)
 
     def train_reward(self, step: int) -> None:
         t0 = time.time()
@@ -389,23 +371,29 @@ def _callback(loop: PreferenceLoop) -> Any:
     return _RoundCallback()
 
 
-def weight_policy(extra: dict[str, Any]) -> Any:
-    """How flagged annotators' labels count: ``--set annotator_weighting=...``, else ``rlhf-gym.toml``."""
-    from rlhf_gym.governance.bias import WeightPolicy, load_monitoring
-
-    if "annotator_weighting" in extra:
-        return WeightPolicy.from_settings(extra)
-    return load_monitoring()[1]
-
-
 def train_preference(cfg: TrainConfig) -> dict[str, Any]:
     """Train a policy from preference feedback (or on a given reward model with ``cfg.reward``)."""
+
+
+    from rlhf_gym.config import WEIGHTING_SETTINGS, check_settings
+    from rlhf_gym.feedback.registry import teacher_settings
+    from rlhf_gym.runtime import torch_threads
+
+    cfg.validate()
+    check_settings(cfg.extra, (*(f.name for f in fields(PreferenceSettings)), *WEIGHTING_SETTINGS,
+                               *teacher_settings("preference", cfg.teacher)),
+                   f"--feedback preference --teacher {cfg.teacher}")
+    with torch_threads(cfg.threads):
+        return _train_preference(cfg)
+
+
+def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
     from stable_baselines3.common.env_util import make_vec_env
 
+    from rlhf_gym.feedback.registry import TeacherRequest, make_teacher
     from rlhf_gym.store import FeedbackStore
 
-    torch.set_num_threads(1)
-    st, extra = PreferenceSettings.from_extra(dict(cfg.extra))
+    st, _ = PreferenceSettings.from_extra(dict(cfg.extra))
     run = RunDir(cfg.out)
     run.save_config(cfg)
     probe = make_env(cfg.env)
@@ -427,7 +415,10 @@ def train_preference(cfg: TrainConfig) -> dict[str, Any]:
     else:
         reward = RewardModel.for_spaces(probe.observation_space, probe.action_space, seed=cfg.seed,
                                         ensemble=st.ensemble, inputs=st.inputs)
-        source = make_source(cfg, store, run_id, np.random.default_rng(cfg.seed + 7), extra) if cfg.budget > 0 else None
+        source = make_teacher(TeacherRequest(
+            "preference", cfg.teacher, cfg.env, seed=cfg.seed, store=store, run_id=run_id,
+            annotator_id=cfg.annotator, settings=cfg.extra, noise=cfg.noise, server=cfg.server, token=cfg.token,
+            out_dir=run.path)) if cfg.budget > 0 else None
     probe.close()
     if cfg.budget < 5 and not cfg.reward:
         msg = f"budget {cfg.budget} is tiny: the reward model will be a rough guess (and may come out inverted)"

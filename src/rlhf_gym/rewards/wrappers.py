@@ -19,10 +19,11 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from rlhf_gym.rewards.models import RewardModel
 
 
-class LearnedRewardWrapper(gym.Wrapper):
+class LearnedRewardWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Single-environment wrapper: ``step`` returns the learned reward."""
 
     def __init__(self, env: gym.Env, model: RewardModel | None) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, model=model)
         super().__init__(env)
         self.model = model
         self._obs: Any = None

@@ -333,7 +333,11 @@ class FeedbackStore:
             if run_id is not None and s.get(RunRow, run_id) is None:
                 s.add(RunRow(id=run_id, created_at=time.time()))
                 s.flush()
-            s.add(ModelRow(id=mid, run_id=run_id, kind=kind, path=str(path), created_at=time.time()))
+            # a model registered after a withdrawal but trained on the withdrawn labels is flagged too
+            gone = sorted(set(s.execute(select(FeedbackRow.annotator_id).where(
+                FeedbackRow.id.in_(ids), FeedbackRow.withdrawn.is_(True))).scalars())) if ids else []
+            flagged = f"trained on feedback withdrawn by {', '.join(gone)}" if gone else None
+            s.add(ModelRow(id=mid, run_id=run_id, kind=kind, path=str(path), created_at=time.time(), flagged=flagged))
             s.flush()
             s.add_all([LineageRow(model_id=mid, feedback_id=i) for i in ids])
             audit.append(s, "system", "model.train", {"model": mid, "kind": kind, "labels": len(ids)})
