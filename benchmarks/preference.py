@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from rlhf_gym.config import TrainConfig
-from rlhf_gym.learners.preference import default_timesteps, make_algo, train_preference
+from rlhf_gym.jobs.preference import train_preference
+from rlhf_gym.learners.preference import default_timesteps, make_algo
 
 RESULTS = Path(__file__).parent / "results" / "preference.json"
 

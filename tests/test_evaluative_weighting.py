@@ -15,14 +15,10 @@ from rlhf_gym.envs import make_env
 from rlhf_gym.feedback.sources import FeedbackSource
 from rlhf_gym.feedback.teachers_evaluative import ExpertActionJudge, SimulatedTeacher
 from rlhf_gym.governance.bias import WeightPolicy
+from rlhf_gym.governance.weighting import AnnotatorWeighting
+from rlhf_gym.jobs.evaluative import train_evaluative
 from rlhf_gym.learners.common import Batch, FeedbackLearner, History, LearnerSettings
-from rlhf_gym.learners.evaluative_loop import (
-    AnnotatorWeighting,
-    TeachStats,
-    make_learner,
-    teach,
-    train_evaluative,
-)
+from rlhf_gym.learners.evaluative_loop import TeachStats, make_learner, teach
 from rlhf_gym.store import FeedbackStore
 from rlhf_gym.types import Feedback, Query, StepQuery
 

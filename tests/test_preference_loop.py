@@ -13,7 +13,7 @@ from rlhf_gym.envs import make_env
 from rlhf_gym.feedback.selection import candidate_pairs
 from rlhf_gym.feedback.teachers_preference import make_preference_teacher
 from rlhf_gym.feedback.terminal_pairs import TerminalPairSource, render_segment
-from rlhf_gym.learners.preference import train_preference
+from rlhf_gym.jobs.preference import train_preference
 from rlhf_gym.rewards.training import retrain_from_store
 from rlhf_gym.rollouts import evaluate_policy, random_policy, rollout
 from rlhf_gym.runs import RunDir

@@ -12,7 +12,7 @@ from rlhf_gym.config import TrainConfig
 from rlhf_gym.feedback import registry
 from rlhf_gym.feedback.sources import FeedbackSource
 from rlhf_gym.feedback.teachers_preference import PRESETS, SimulatedPreferenceTeacher, parse_teacher
-from rlhf_gym.learners.preference import train_preference
+from rlhf_gym.jobs.preference import train_preference
 from rlhf_gym.store import FeedbackStore
 from rlhf_gym.types import Feedback, Query
 

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an agent from feedback", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = TrainConfig()
     t.add_argument("--env", default=d.env, help="Gymnasium environment id")
-    t.add_argument("--feedback", default=d.feedback, choices=["evaluative", "preference"])
+    t.add_argument("--feedback", default=d.feedback, help="evaluative or preference (see rlhf_gym.jobs)")
     t.add_argument("--learner", default=d.learner, help="evaluative learner: reinforce, tamer or coach")
     t.add_argument("--teacher", default=d.teacher,
                    help="oracle, expert, noisy, delayed, random (simulated), human (terminal) or web")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-FEEDBACK_TYPES = ("evaluative", "preference")
 EVALUATIVE_LEARNERS = ("reinforce", "tamer", "coach")
 
 
@@ -56,8 +55,10 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first bad setting."""
-        if self.feedback not in FEEDBACK_TYPES:
-            raise ValueError(f"--feedback must be one of {', '.join(FEEDBACK_TYPES)}, got {self.feedback!r}")
+        from rlhf_gym.jobs import feedback_types
+
+        if self.feedback not in feedback_types():
+            raise ValueError(f"--feedback must be one of {', '.join(feedback_types())}, got {self.feedback!r}")
         if self.budget <= 0:
             raise ValueError(f"--budget must be a positive number of answers, got {self.budget}")
         from rlhf_gym.feedback.registry import resolve

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +12,13 @@ from rlhf_gym.envs import make_env, try_render
 from rlhf_gym.rollouts import evaluate_policy
 from rlhf_gym.runs import RunDir, save_video
 
-#: feedback type -> "module:function" taking a TrainConfig and returning a result dict with at least
-#: mean_return, std_return, episodes, feedback_used.
-TRAINERS = {
-    "evaluative": "rlhf_gym.learners.evaluative_loop:train_evaluative",
-    "preference": "rlhf_gym.learners.preference:train_preference",
-}
-
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run one training job as configured; everything it makes goes to ``cfg.out``."""
+    from rlhf_gym.jobs import run_job
+
     cfg.validate()
-    mod, fn = TRAINERS[cfg.feedback].split(":")
-    return getattr(importlib.import_module(mod), fn)(cfg)
+    return run_job(cfg)
 
 
 def evaluate_run(run_dir: str | Path, episodes: int = 20, seed: int = 10_000) -> dict[str, Any]:

@@ -23,11 +23,9 @@ actions for ``learning_starts`` steps instead.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -53,7 +51,7 @@ from rlhf_gym.rewards.training import (
 )
 from rlhf_gym.rewards.wrappers import LearnedRewardVecEnv
 from rlhf_gym.rollouts import rollout_batch
-from rlhf_gym.runs import MetricsLogger, RunDir, plot_curve
+from rlhf_gym.runs import MetricsLogger, RunDir
 from rlhf_gym.types import PairQuery, Segment, Trajectory
 
 log = logging.getLogger(__name__)
@@ -369,133 +367,3 @@ def _callback(loop: PreferenceLoop) -> Any:
             return True
 
     return _RoundCallback()
-
-
-def train_preference(cfg: TrainConfig) -> dict[str, Any]:
-    """Train a policy from preference feedback (or on a given reward model with ``cfg.reward``)."""
-
-
-    from rlhf_gym.config import WEIGHTING_SETTINGS, check_settings
-    from rlhf_gym.feedback.registry import teacher_settings
-    from rlhf_gym.runtime import torch_threads
-
-    cfg.validate()
-    check_settings(cfg.extra, (*(f.name for f in fields(PreferenceSettings)), *WEIGHTING_SETTINGS,
-                               *teacher_settings("preference", cfg.teacher)),
-                   f"--feedback preference --teacher {cfg.teacher}")
-    with torch_threads(cfg.threads):
-        return _train_preference(cfg)
-
-
-def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
-    from stable_baselines3.common.env_util import make_vec_env
-
-    from rlhf_gym.feedback.registry import TeacherRequest, make_teacher
-    from rlhf_gym.store import FeedbackStore
-
-    st, _ = PreferenceSettings.from_extra(dict(cfg.extra))
-    run = RunDir(cfg.out)
-    run.save_config(cfg)
-    probe = make_env(cfg.env)
-    spec = spec_of(probe)
-    algo_name = cfg.algo if cfg.algo != "auto" else ("ppo" if spec.discrete else "sac")
-    if algo_name == "sac" and spec.discrete:
-        raise ValueError(f"--algo sac needs continuous actions, but {cfg.env} has discrete actions; use --algo ppo")
-    timesteps = cfg.timesteps or default_timesteps(algo_name, spec.max_episode_steps)
-    threshold = st.threshold if st.threshold is not None else (probe.spec.reward_threshold if probe.spec else None)
-    t_start = time.time()
-
-    store = FeedbackStore(cfg.db or run.db_path)
-    run_id = store.add_run(None, asdict(cfg))
-    if cfg.reward:
-        reward = RewardModel.load(cfg.reward)
-        source = None
-        shutil.copy(Path(reward_path(cfg.reward)), run.file("reward_model.safetensors"))
-        shutil.copy(Path(reward_path(cfg.reward)).with_suffix(".json"), run.file("reward_model.json"))
-    else:
-        reward = RewardModel.for_spaces(probe.observation_space, probe.action_space, seed=cfg.seed,
-                                        ensemble=st.ensemble, inputs=st.inputs)
-        source = make_teacher(TeacherRequest(
-            "preference", cfg.teacher, cfg.env, seed=cfg.seed, store=store, run_id=run_id,
-            annotator_id=cfg.annotator, settings=cfg.extra, noise=cfg.noise, server=cfg.server, token=cfg.token,
-            out_dir=run.path)) if cfg.budget > 0 else None
-    probe.close()
-    if cfg.budget < 5 and not cfg.reward:
-        msg = f"budget {cfg.budget} is tiny: the reward model will be a rough guess (and may come out inverted)"
-        warnings.warn(msg, stacklevel=2)
-        print(f"WARNING: {msg}", flush=True)
-
-    n_envs = st.n_envs if algo_name == "ppo" else 1
-    venv = LearnedRewardVecEnv(make_vec_env(cfg.env, n_envs=n_envs, seed=cfg.seed), reward)
-    loop = PreferenceLoop(cfg, st, algo_name, timesteps, run, store, run_id, source, reward, venv, threshold)
-    loop.algo = make_algo(algo_name, venv, cfg.seed, timesteps)
-    if loop.unsup_steps > 0:
-        from rlhf_gym.rewards.exploration import StateEntropyReward
-
-        venv.explore = StateEntropyReward(int(np.prod(venv.observation_space.shape)))
-    if not cfg.reward:
-        # before any label: fit input normalisation on random-policy states; an untrained model gives a
-        # zero-mean random reward (the zero-label control)
-        init = loop.collect()
-        reward.fit_input_normalisation(np.concatenate([t.obs for t in init]))
-        normalise_output(reward, [], sample_segments(init, 32, cfg.segment_length, loop.rng))
-    t_learn = time.time()
-    try:
-        try:
-            loop.algo.learn(total_timesteps=timesteps, callback=_callback(loop), progress_bar=cfg.progress)
-        except ImportError:  # progress bar extras (tqdm/rich) missing
-            loop.algo.learn(total_timesteps=timesteps, callback=_callback(loop), progress_bar=False)
-        learn_s = time.time() - t_learn
-        # what SB3 itself spent (collecting and updating): learn() minus our callback and reward calls
-        sb3_s = learn_s - loop.t["callback"] - venv.reward_s
-        if source is not None:
-            loop.take_answers(timesteps)
-            if source.pending:
-                msg = f"{source.pending} label(s) still pending when training ended; they stay in the store"
-                loop.warnings.append(msg)
-                print(msg, flush=True)
-            source.close()
-        loop.algo.save(run.file("policy.zip"))
-        run.save_policy_info("sb3", "policy.zip", algo=algo_name, discrete=spec.discrete)
-        # the policy's lineage: every reward model it was trained on, hence every label behind them
-        store.record_model(run.file("policy.zip"), [], kind="policy", run_id=run_id, derived_from=loop.model_ids)
-        t0 = time.time()
-        final = loop.evaluate(cfg.eval_episodes)
-        loop.t["eval"] += time.time() - t0
-        loop.logger.log(timesteps, round=loop.round, labels=loop.labels_used(), asked=loop.asked,
-                        eval_return=float(final.mean()), final=True)
-        if loop.threshold is not None and loop.first_solved is None and final.mean() >= loop.threshold:
-            loop.first_solved = {"step": timesteps, "labels": loop.labels_used()}
-        rows = loop.logger.rows
-        plot_curve(rows, "step", ["eval_return", "train_true_return"], run.file("learning_curve.png"),
-                   title=f"{cfg.env}: true return (preference, {algo_name})", hline=threshold)
-        if not cfg.reward:
-            plot_curve(rows, "labels", ["eval_return"], run.file("return_vs_labels.png"),
-                       title=f"{cfg.env}: true return vs labels used", hline=threshold)
-            plot_curve(rows, "labels", ["heldout_accuracy", "train_accuracy"], run.file("accuracy_vs_labels.png"),
-                       title="reward model accuracy vs labels used")
-    finally:
-        loop.close()
-        store.close()
-    fit = getattr(loop, "last_fit", None) or {}
-    total_s = time.time() - t_start
-    return {
-        "mean_return": float(final.mean()), "std_return": float(final.std()), "episodes": int(cfg.eval_episodes),
-        "feedback_used": loop.labels_used(), "asked": loop.asked, "algo": algo_name, "timesteps": timesteps,
-        "threshold": threshold, "first_solved": loop.first_solved,
-        "heldout_accuracy": fit.get("heldout_accuracy"), "train_accuracy": fit.get("train_accuracy"),
-        "inverted_rounds": loop.inverted_rounds, "warnings": loop.warnings, "model_ids": loop.model_ids,
-        "run_id": run_id, "wall_s": total_s, "learn_s": learn_s, "eval_s": loop.t["eval"],
-        "reward_train_s": loop.t["reward_train"], "query_s": loop.t["queries"],
-        "sb3_s": sb3_s, "reward_inference_s": venv.reward_s,
-    }
-
-
-def reward_path(p: str | Path) -> Path:
-    """The ``.safetensors`` file of a reward model given as a file or a run folder."""
-    p = Path(p)
-    if p.is_dir():
-        p = p / "reward_model.safetensors"
-    return p if p.suffix == ".safetensors" else p.with_suffix(".safetensors")
-
-

@@ -1,0 +1,34 @@
+"""Run jobs: one per feedback type, each taking a validated :class:`~rlhf_gym.config.TrainConfig` and
+returning a result dict with at least ``mean_return``, ``std_return``, ``episodes``, ``feedback_used``.
+
+A job owns the run (folder, store, teacher from the registry, plots, saving); the algorithm it drives
+lives in :mod:`rlhf_gym.learners` and takes its parts as arguments. A new feedback type adds one line
+here and one module beside this one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rlhf_gym.config import TrainConfig
+
+#: feedback type -> "module:function" (imported when run, so ``--help`` stays fast)
+JOBS: dict[str, str] = {
+    "evaluative": "rlhf_gym.jobs.evaluative:train_evaluative",
+    "preference": "rlhf_gym.jobs.preference:train_preference",
+}
+
+
+def feedback_types() -> tuple[str, ...]:
+    """Every feedback type a run can learn from."""
+    return tuple(JOBS)
+
+
+def run_job(cfg: TrainConfig) -> dict[str, Any]:
+    """Run the job of ``cfg.feedback``."""
+    if cfg.feedback not in JOBS:
+        raise ValueError(f"--feedback must be one of {', '.join(JOBS)}, got {cfg.feedback!r}")
+    mod, fn = JOBS[cfg.feedback].split(":")
+    return getattr(importlib.import_module(mod), fn)(cfg)
