@@ -34,7 +34,8 @@ from rlhf_gym.feedback.teachers_evaluative import (
     load_or_train_expert,
 )
 from rlhf_gym.learners.common import LearnerSettings
-from rlhf_gym.learners.evaluative_loop import TeachStats, evaluate_greedy, make_learner, teach
+from rlhf_gym.learners.evaluative_loop import TeachStats, make_learner, teach
+from rlhf_gym.rollouts import evaluate_policy
 
 RESULTS = Path(__file__).parent / "results" / "evaluative.json"
 LEARNERS = ("tamer", "reinforce", "coach")
@@ -66,7 +67,7 @@ def one_run(env_id: str, learner: str, teacher: str, seed: int, q_fn: Any, thres
 
     def check(episodes: int) -> float:
         eval_seed[0] += 1000
-        return float(evaluate_greedy(env_id, agent.model, episodes, seed=eval_seed[0]).mean())
+        return float(evaluate_policy(env_id, agent.model.greedy, episodes, seed=eval_seed[0], batched=True).mean())
 
     def on_answer(st: TeachStats) -> bool:
         n = st.used

@@ -14,7 +14,7 @@ from rlhf_gym.feedback.teachers_evaluative import (
     SimulatedTeacher,
 )
 from rlhf_gym.learners.common import Batch, Credit, History, credit_by_time
-from rlhf_gym.learners.evaluative_loop import evaluate_greedy, make_learner, teach
+from rlhf_gym.learners.evaluative_loop import make_learner, teach
 from rlhf_gym.learners.tamer import credit_posterior
 from rlhf_gym.rollouts import evaluate_policy, random_policy
 from rlhf_gym.types import StepQuery
@@ -32,7 +32,7 @@ def run(learner: str, budget: int, seed: int = 0, judge=None, delay=None, noise=
     agent = make_learner(learner, 4, 2, rng)
     stats = teach(make_env("CartPole-v1", seed=seed), agent, src, budget, seed=seed)
     agent.model.set_scaler(agent.scaler)
-    return agent, stats, evaluate_greedy("CartPole-v1", agent.model, 10, seed=10_000)
+    return agent, stats, evaluate_policy("CartPole-v1", agent.model.greedy, 10, seed=10_000, batched=True)
 
 
 @pytest.fixture(scope="module")

@@ -97,3 +97,21 @@ def test_a_missing_box2d_names_the_extra(monkeypatch):
     monkeypatch.setattr(gym, "make", no_box2d)
     with pytest.raises(EnvError, match=r"rlhf-gym\[box2d\]"):
         make_env("LunarLander-v3")
+
+
+def test_evaluate_policy_gives_the_same_returns_however_the_envs_are_given():
+    """One env, several in lockstep, or an id: the same seeds give the same returns (one evaluation function)."""
+    from rlhf_gym.envs import make_env
+    from rlhf_gym.rollouts import evaluate_policy, rollout
+
+    def pol(o):
+        return int(o[2] > 0)
+
+    one = make_env("CartPole-v1")
+    by_hand = np.array([rollout(one, pol, seed=500 + i).ret for i in range(5)])
+    assert np.array_equal(evaluate_policy(one, pol, 5, seed=500), by_hand)
+    several = [make_env("CartPole-v1") for _ in range(2)]
+    assert np.array_equal(evaluate_policy(several, lambda obs: [pol(o) for o in obs], 5, seed=500, batched=True),
+                          by_hand)
+    assert np.array_equal(evaluate_policy("CartPole-v1", pol, 5, seed=500), by_hand)
+    assert by_hand.std() > 0  # the seeds matter, so equal arrays mean equal episodes

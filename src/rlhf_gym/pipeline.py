@@ -9,7 +9,7 @@ import numpy as np
 
 from rlhf_gym.config import TrainConfig
 from rlhf_gym.envs import make_env, try_render
-from rlhf_gym.rollouts import evaluate_policy
+from rlhf_gym.rollouts import evaluate_policy, rollout
 from rlhf_gym.runs import RunDir, save_video
 
 
@@ -43,16 +43,15 @@ def video_run(run_dir: str | Path, out: str | Path | None = None, seed: int = 10
     policy = run.load_policy()
     env = make_env(cfg["env"], seed=seed, render_mode="rgb_array")
     frames: list[np.ndarray] = []
+
+    def grab(e: object) -> None:
+        fr = try_render(e)
+        if fr is None:
+            raise RuntimeError(f"{cfg['env']} could not be rendered (rgb_array); no video written")
+        frames.append(fr)
+
     try:
-        obs, _ = env.reset(seed=seed)
-        for _ in range(max_steps):
-            fr = try_render(env)
-            if fr is None:
-                raise RuntimeError(f"{cfg['env']} could not be rendered (rgb_array); no video written")
-            frames.append(fr)
-            obs, _r, term, trunc, _ = env.step(policy(obs))
-            if term or trunc:
-                break
+        rollout(env, policy, seed=seed, max_steps=max_steps, on_step=grab)
     finally:
         env.close()
     return save_video(frames, out or run.file("agent.mp4"), fps=fps)

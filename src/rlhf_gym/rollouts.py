@@ -14,17 +14,24 @@ Policy = Callable[[np.ndarray], object]
 
 
 def rollout(env: gym.Env, policy: Policy, seed: int | None = None, max_steps: int | None = None,
-            env_id: str | None = None) -> Trajectory:
-    """Run one episode (or ``max_steps`` of one) and return it as a :class:`Trajectory`."""
+            env_id: str | None = None, on_step: Callable[[gym.Env], None] | None = None) -> Trajectory:
+    """Run one episode (or ``max_steps`` of one) and return it as a :class:`Trajectory`.
+
+    ``on_step(env)`` is called after the reset and after every step (a video recorder grabs frames there).
+    """
     obs, _ = env.reset(seed=seed)
     observations, actions, rewards = [obs], [], []
     terminated = truncated = False
+    if on_step is not None:
+        on_step(env)
     while not (terminated or truncated):
         a = policy(obs)
         obs, r, terminated, truncated, _ = env.step(a)
         observations.append(obs)
         actions.append(a)
         rewards.append(float(r))
+        if on_step is not None:
+            on_step(env)
         if max_steps is not None and len(actions) >= max_steps and not terminated:
             truncated = True
     eid = env_id or (env.spec.id if env.spec else None)
@@ -60,7 +67,7 @@ def rollout_batch(envs: Sequence[gym.Env], policy: BatchPolicy, seeds: Sequence[
         actions = policy(np.stack([obs_lists[i][-1] for i in live]))
         for k, i in enumerate(live):
             a = actions[k]
-            a = a.item() if np.ndim(a) == 0 else np.asarray(a)
+            a = np.asarray(a).item() if np.ndim(a) == 0 else np.asarray(a)
             obs, r, terminated, truncated, _ = envs[i].step(a)
             obs_lists[i].append(obs)
             acts[i].append(a)
@@ -81,9 +88,37 @@ def rollouts(env: gym.Env, policy: Policy, n: int, seed: int = 0, max_steps: int
     return [rollout(env, policy, seed=seed + i, max_steps=max_steps) for i in range(n)]
 
 
-def evaluate_policy(env: gym.Env, policy: Policy, episodes: int, seed: int = 10_000) -> np.ndarray:
-    """True (environment) returns of ``episodes`` episodes; seeds are disjoint from training's by default."""
-    return np.array([rollout(env, policy, seed=seed + i).ret for i in range(episodes)])
+def evaluate_policy(env: gym.Env | Sequence[gym.Env] | str, policy: Policy | BatchPolicy, episodes: int,
+                    seed: int = 10_000, *, batched: bool = False) -> np.ndarray:
+    """True (environment) returns of ``episodes`` episodes seeded ``seed, seed + 1, ...``.
+
+    The one evaluation function: ``rlhf-gym evaluate``, the learners' periodic evaluation and the
+    benchmarks all call it, so their numbers agree. ``env`` is one environment, several (stepped in
+    lockstep, ``episodes`` in chunks of ``len(env)``), or an environment id (up to 16 are made and closed).
+    ``batched=True`` says ``policy`` maps a stack of observations to a stack of actions (one forward pass
+    per step for a neural policy); otherwise it takes one observation. The default seeds are disjoint
+    from training's.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    owned = isinstance(env, str)
+    if owned:
+        from rlhf_gym.envs import make_env
+
+        envs: Sequence[gym.Env] = [make_env(env) for _ in range(min(episodes, 16))]
+    else:
+        envs = [env] if isinstance(env, gym.Env) else list(env)
+    batch = policy if batched else (lambda obs: [policy(o) for o in obs])
+    rets: list[float] = []
+    try:
+        for k in range(0, episodes, len(envs)):
+            seeds = list(range(seed + k, seed + min(k + len(envs), episodes)))
+            rets += [t.ret for t in rollout_batch(envs, batch, seeds)]
+    finally:
+        if owned:
+            for e in envs:
+                e.close()
+    return np.array(rets)
 
 
 def random_policy(env: gym.Env) -> Policy:

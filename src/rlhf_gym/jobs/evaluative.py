@@ -15,7 +15,8 @@ from rlhf_gym.config import TrainConfig
 from rlhf_gym.envs import make_env, require_discrete
 from rlhf_gym.governance.weighting import AnnotatorWeighting
 from rlhf_gym.learners.common import LearnerSettings
-from rlhf_gym.learners.evaluative_loop import TeachStats, evaluate_greedy, make_learner, teach
+from rlhf_gym.learners.evaluative_loop import TeachStats, make_learner, teach
+from rlhf_gym.rollouts import evaluate_policy
 from rlhf_gym.runtime import torch_threads
 
 
@@ -72,7 +73,7 @@ def _train_evaluative(cfg: TrainConfig, settings: LearnerSettings) -> dict[str, 
 
     def evaluate(stats: TeachStats) -> dict[str, Any]:
         learner.model.set_scaler(learner.scaler)
-        rets = evaluate_greedy(cfg.env, learner.model, cfg.eval_episodes, seed=20_000)
+        rets = evaluate_policy(cfg.env, learner.model.greedy, cfg.eval_episodes, seed=20_000, batched=True)
         last_eval["used"] = stats.used
         return metrics.log(stats.env_steps, feedback_used=stats.used, asked=stats.asked, env_steps=stats.env_steps,
                            mean_return=float(rets.mean()), std_return=float(rets.std()))
@@ -102,7 +103,7 @@ def _train_evaluative(cfg: TrainConfig, settings: LearnerSettings) -> dict[str, 
     run.save_policy_info("torch-mlp", weights.name, learner=cfg.learner, env=cfg.env)
     model_id = store.record_model(weights, stats.feedback_ids, kind="policy", run_id=run_id)
     learner.model.set_scaler(learner.scaler)
-    final = evaluate_greedy(cfg.env, learner.model, cfg.eval_episodes, seed=10_000)
+    final = evaluate_policy(cfg.env, learner.model.greedy, cfg.eval_episodes, seed=10_000, batched=True)
     metrics.close()
     plot_curve(metrics.rows, "feedback_used", ["mean_return"], run.file("learning_curve.png"),
                title=f"{cfg.learner} on {cfg.env}: true return vs answers ({cfg.teacher} teacher)",

@@ -208,6 +208,10 @@ class MLP(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net((obs - self.obs_mean) / self.obs_std)
 
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        """The highest-output action of each observation in a batch (the policy evaluation runs)."""
+        return np.argmax(self.outputs(obs), axis=1)
+
     def outputs(self, obs: np.ndarray) -> np.ndarray:
         """Outputs for one observation (or a batch) as numpy, without building a graph."""
         with torch.no_grad():

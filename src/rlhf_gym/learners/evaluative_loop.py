@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING
 import gymnasium as gym
 import numpy as np
 
-from rlhf_gym.envs import make_env, try_render
+from rlhf_gym.envs import try_render
 from rlhf_gym.feedback.sources import FeedbackSource, StopFeedback
-from rlhf_gym.learners.common import MLP, FeedbackLearner, History, LearnerSettings, Seen
-from rlhf_gym.rollouts import rollout_batch
+from rlhf_gym.learners.common import FeedbackLearner, History, LearnerSettings, Seen
 from rlhf_gym.types import Feedback, StepQuery
 
 if TYPE_CHECKING:
@@ -39,22 +38,6 @@ def make_learner(name: str, obs_dim: int, n_actions: int, rng: np.random.Generat
         raise ValueError(f"unknown evaluative learner {name!r}; expected one of {', '.join(LEARNERS)}")
     mod, cls = LEARNERS[name].split(":")
     return getattr(importlib.import_module(mod), cls)(obs_dim, n_actions, rng, settings)
-
-
-def evaluate_greedy(env_id: str, model: MLP, episodes: int, seed: int = 10_000) -> np.ndarray:
-    """True returns of the greedy policy, episodes run side by side (one batched forward per step).
-
-    Episode ``i`` is reset with ``seed + i``, exactly as :func:`rlhf_gym.rollouts.evaluate_policy` does,
-    so the numbers match ``rlhf-gym evaluate``.
-    """
-    envs = [make_env(env_id) for _ in range(episodes)]
-    try:
-        trajs = rollout_batch(envs, lambda obs: np.argmax(model.outputs(obs), axis=1),
-                              [seed + i for i in range(episodes)])
-    finally:
-        for e in envs:
-            e.close()
-    return np.array([t.ret for t in trajs])
 
 
 @dataclass

@@ -50,7 +50,7 @@ from rlhf_gym.rewards.training import (
     reinitialise,
 )
 from rlhf_gym.rewards.wrappers import LearnedRewardVecEnv
-from rlhf_gym.rollouts import rollout_batch
+from rlhf_gym.rollouts import evaluate_policy, rollout_batch
 from rlhf_gym.runs import MetricsLogger, RunDir
 from rlhf_gym.types import PairQuery, Segment, Trajectory
 
@@ -302,11 +302,7 @@ class PreferenceLoop:
     # -- evaluation and metrics ------------------------------------------------------------------
     def evaluate(self, episodes: int) -> np.ndarray:
         """True returns of the greedy policy on ``episodes`` fixed evaluation seeds."""
-        pol, envs, rets = self._policy(deterministic=True), self.eval_envs, []
-        for k in range(0, episodes, len(envs)):
-            seeds = list(range(10_000 + k, 10_000 + min(k + len(envs), episodes)))
-            rets += [t.ret for t in rollout_batch(envs, pol, seeds)]
-        return np.array(rets)
+        return evaluate_policy(self.eval_envs, self._policy(deterministic=True), episodes, batched=True)
 
     def labels_used(self) -> int:
         return len(self.pairs)
