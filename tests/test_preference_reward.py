@@ -307,3 +307,24 @@ def test_state_entropy_reward_pays_more_for_new_states():
     assert r[1] > 3 * r[0] > 0
     with pytest.raises(ValueError, match="k"):
         StateEntropyReward(obs_dim=2, k=0)
+
+
+def test_relabel_replay_buffer_writes_the_models_reward_into_sacs_buffer():
+    from stable_baselines3 import SAC
+
+    from rlhf_gym.envs import make_env
+    from rlhf_gym.rewards.models import RewardModel
+    from rlhf_gym.rewards.wrappers import relabel_replay_buffer
+
+    env = make_env("Pendulum-v1")
+    algo = SAC("MlpPolicy", env, learning_starts=1000, seed=0, device="cpu")
+    algo.learn(120)  # random actions only: fills the buffer
+    buf = algo.replay_buffer
+    model = RewardModel.for_spaces(env.observation_space, env.action_space, seed=1)
+    before = buf.rewards[: buf.pos].copy()
+    assert relabel_replay_buffer(algo, model) == buf.pos
+    acts = algo.policy.unscale_action(buf.actions[: buf.pos].reshape(buf.pos, -1))
+    want = model.reward(buf.observations[: buf.pos, 0], acts, buf.next_observations[: buf.pos, 0])
+    assert np.allclose(buf.rewards[: buf.pos, 0], want, atol=1e-5)
+    assert not np.allclose(before, buf.rewards[: buf.pos])
+    env.close()

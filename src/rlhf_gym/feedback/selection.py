@@ -13,8 +13,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
+from rlhf_gym.rewards.training import member_preferences
 from rlhf_gym.rollouts import segment_at
 from rlhf_gym.types import Segment, Trajectory
 
@@ -59,20 +59,6 @@ def candidate_pairs(trajs: Sequence[Trajectory], n: int, length: int,
     """``n`` random pairs of clips."""
     segs = sample_segments(trajs, 2 * n, length, rng)
     return [(segs[2 * i], segs[2 * i + 1]) for i in range(n)]
-
-
-@torch.no_grad()
-def member_preferences(model: object, pairs: Sequence[tuple[Segment, Segment]]) -> np.ndarray:
-    """Each ensemble member's ``P(left better)`` for each pair: shape (K, P)."""
-    from rlhf_gym.rewards.training import make_pair_data
-
-    data = make_pair_data(model, [(a, b, 0.5) for a, b in pairs])  # type: ignore[arg-type]
-    logits = []
-    for m in model.members:  # type: ignore[attr-defined]
-        r = m(data.x).squeeze(-1) * data.mask
-        ret = r.sum(-1)
-        logits.append(ret[:, 0] - ret[:, 1])
-    return torch.sigmoid(torch.stack(logits)).numpy()
 
 
 def select_pairs(pairs: Sequence[tuple[Segment, Segment]], k: int, method: str, rng: np.random.Generator,

@@ -49,7 +49,7 @@ from rlhf_gym.rewards.training import (
     normalise_output,
     reinitialise,
 )
-from rlhf_gym.rewards.wrappers import LearnedRewardVecEnv
+from rlhf_gym.rewards.wrappers import LearnedRewardVecEnv, relabel_replay_buffer
 from rlhf_gym.rollouts import evaluate_policy, rollout_batch
 from rlhf_gym.runs import MetricsLogger, RunDir
 from rlhf_gym.types import PairQuery, Segment, Trajectory
@@ -288,16 +288,7 @@ class PreferenceLoop:
 
     def relabel(self) -> None:
         """PEBBLE: recompute every stored reward in SAC's replay buffer with the current model."""
-        buf = getattr(self.algo, "replay_buffer", None)
-        if buf is None:
-            return
-        upto = buf.buffer_size if buf.full else buf.pos
-        if upto == 0:
-            return
-        obs = buf.observations[:upto].reshape(upto * buf.n_envs, -1)
-        nxt = buf.next_observations[:upto].reshape(upto * buf.n_envs, -1)
-        acts = self.algo.policy.unscale_action(buf.actions[:upto].reshape(upto * buf.n_envs, -1))
-        buf.rewards[:upto] = self.reward.reward(obs, acts, nxt).reshape(upto, buf.n_envs)
+        relabel_replay_buffer(self.algo, self.reward)
 
     # -- evaluation and metrics ------------------------------------------------------------------
     def evaluate(self, episodes: int) -> np.ndarray:

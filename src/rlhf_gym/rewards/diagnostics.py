@@ -13,9 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from rlhf_gym.feedback.selection import member_preferences
 from rlhf_gym.rewards.models import RewardModel
-from rlhf_gym.rewards.training import make_pair_data, member_logits, preference_accuracy
+from rlhf_gym.rewards.training import make_pair_data, member_logits, member_preferences, preference_accuracy
 from rlhf_gym.types import Segment, Trajectory
 
 

@@ -150,6 +150,14 @@ def member_logits(member: nn.Module, data: PairData) -> torch.Tensor:
     return ret[:, 0] - ret[:, 1]
 
 
+@torch.no_grad()
+def member_preferences(model: RewardModel, pairs: Sequence[tuple[Segment, Segment]]) -> np.ndarray:
+    """Each ensemble member's ``P(left better)`` for each pair: shape (K, P). The one way to ask the
+    ensemble for a preference (query selection and the diagnostics both use it)."""
+    data = make_pair_data(model, [(a, b, 0.5) for a, b in pairs])
+    return torch.sigmoid(torch.stack([member_logits(m, data) for m in model.members])).numpy()
+
+
 def bradley_terry_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
                        weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of ``P(left) = sigmoid(logit)`` against labels in [0, 1] (0.5 = tie).

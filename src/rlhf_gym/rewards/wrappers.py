@@ -92,3 +92,19 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         self.reward_s += time.perf_counter() - t0
         self._obs = np.asarray(obs)
         return obs, learned.astype(np.float32), dones, infos
+
+
+def relabel_replay_buffer(algo: Any, model: RewardModel) -> int:
+    """Recompute every stored reward in an off-policy SB3 algorithm's replay buffer with ``model``
+    (PEBBLE's relabelling after each reward fit); returns the transitions relabelled (0 without a buffer)."""
+    buf = getattr(algo, "replay_buffer", None)
+    if buf is None:
+        return 0
+    upto = buf.buffer_size if buf.full else buf.pos
+    if upto == 0:
+        return 0
+    obs = buf.observations[:upto].reshape(upto * buf.n_envs, -1)
+    nxt = buf.next_observations[:upto].reshape(upto * buf.n_envs, -1)
+    acts = algo.policy.unscale_action(buf.actions[:upto].reshape(upto * buf.n_envs, -1))
+    buf.rewards[:upto] = model.reward(obs, acts, nxt).reshape(upto, buf.n_envs)
+    return int(upto * buf.n_envs)
