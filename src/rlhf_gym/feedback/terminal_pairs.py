@@ -34,32 +34,18 @@ def render_segment(seg: Segment, prefix_acts: np.ndarray | None = None) -> list[
     """
     if seg.env_id is None or seg.seed is None or (seg.start > 0 and prefix_acts is None):
         return []
-    from rlhf_gym.envs import make_env, try_render
+    from rlhf_gym.envs import make_env
+    from rlhf_gym.render import grey_out, replay_frames
 
-    def step(env: object, a: np.ndarray) -> None:
-        env.step(a.item() if np.ndim(a) == 0 else a)  # type: ignore[attr-defined]
-
+    real = int((~seg.absorbing).sum())
+    prefix = list(prefix_acts[: seg.start]) if prefix_acts is not None else []
     env = make_env(seg.env_id, render_mode="rgb_array")
-    frames: list[np.ndarray] = []
     try:
-        env.reset(seed=seg.seed)
-        for a in (prefix_acts if prefix_acts is not None else [])[: seg.start]:
-            step(env, np.asarray(a))
-        real = int((~seg.absorbing).sum())
-        for t in range(real):
-            fr = try_render(env)
-            if fr is None:
-                return []
-            frames.append(fr)
-            step(env, seg.acts[t])
-        last = try_render(env)
-        if last is not None:
-            frames.append(last)
-        if frames and real < len(seg):
-            grey = (frames[-1].mean(-1, keepdims=True).repeat(3, -1) * 0.6).astype(np.uint8)
-            frames += [grey] * (len(seg) - real)
+        frames = replay_frames(env, seg.seed, prefix + list(seg.acts[:real]), start=seg.start)
     finally:
         env.close()
+    if frames and real < len(seg):
+        frames += grey_out(frames[-1], len(seg) - real)
     return frames
 
 

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from rlhf_gym.render import replay_frames
+
 #: frames per second of every preference clip (same for both sides of a pair).
 CLIP_FPS = 20
 #: width in pixels of served pictures (height keeps the aspect ratio).
@@ -166,23 +168,11 @@ class Renderer:
         return [chart_frame(o, env_id or "") for o in obs_seq], "chart"
 
     def _replay(self, env: Any, obs_seq: list[np.ndarray], seed: int, acts: Sequence[Any]) -> list[np.ndarray]:
-        try:
-            obs, _ = env.reset(seed=seed)
-            frames = []
-            done = False
-            for t, o in enumerate(obs_seq):
-                if not done and not np.allclose(np.asarray(obs, dtype=np.float64), o.astype(np.float64), atol=1e-4):
-                    return []  # replay diverged from the stored episode: do not show something else
-                fr = self._render(env)
-                if fr is None:
-                    return []
-                frames.append(fr)
-                if t < len(acts) and not done:
-                    obs, _r, term, trunc, _ = env.step(acts[t])
-                    done = bool(term or trunc)
-            return frames
-        except Exception:
-            return []
+        frames = replay_frames(env, seed, list(acts)[: max(len(obs_seq) - 1, 0)], expect_obs=obs_seq,
+                               render=self._render)
+        if frames and len(frames) < len(obs_seq):  # the episode ended inside the clip: hold its last frame
+            frames += [frames[-1]] * (len(obs_seq) - len(frames))
+        return frames
 
     def close(self) -> None:
         with self.lock:
