@@ -15,6 +15,7 @@ import numpy as np
 from rlhf_gym.config import TrainConfig
 from rlhf_gym.envs import make_env, spec_of
 from rlhf_gym.feedback.selection import sample_segments
+from rlhf_gym.governance.bias import WeightPolicy
 from rlhf_gym.learners.preference import (
     PreferenceLoop,
     PreferenceSettings,
@@ -84,7 +85,10 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
 
     n_envs = st.n_envs if algo_name == "ppo" else 1
     venv = LearnedRewardVecEnv(make_vec_env(cfg.env, n_envs=n_envs, seed=cfg.seed), reward)
-    loop = PreferenceLoop(cfg, st, algo_name, timesteps, run, store, run_id, source, reward, venv, threshold)
+    loop = PreferenceLoop(env_id=cfg.env, seed=cfg.seed, budget=cfg.budget, segment_length=cfg.segment_length,
+                          eval_episodes=cfg.eval_episodes, st=st, algo_name=algo_name, timesteps=timesteps, run=run,
+                          store=store, run_id=run_id, source=source, reward=reward, venv=venv, threshold=threshold,
+                          weighting=WeightPolicy.from_settings(cfg.extra), learn_reward=cfg.reward is None)
     loop.algo = make_algo(algo_name, venv, cfg.seed, timesteps)
     if loop.unsup_steps > 0:
         from rlhf_gym.rewards.exploration import StateEntropyReward

@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from rlhf_gym.config import TrainConfig
 from rlhf_gym.envs import make_env, spec_of
 from rlhf_gym.feedback.selection import (
     candidate_pairs,
@@ -116,25 +115,30 @@ def make_algo(algo: str, venv: Any, seed: int, timesteps: int) -> Any:
 class PreferenceLoop:
     """State of one preference-learning run; driven by :class:`_RoundCallback` inside SB3's ``learn``."""
 
-    def __init__(self, cfg: TrainConfig, st: PreferenceSettings, algo_name: str, timesteps: int,
-                 run: RunDir, store: Any, run_id: str, source: FeedbackSource | None,
-                 reward: RewardModel, venv: LearnedRewardVecEnv, threshold: float | None) -> None:
-        self.cfg, self.st, self.algo_name, self.timesteps = cfg, st, algo_name, timesteps
+    def __init__(self, *, env_id: str, seed: int, budget: int, segment_length: int, eval_episodes: int,
+                 st: PreferenceSettings, algo_name: str, timesteps: int, run: RunDir, store: Any, run_id: str,
+                 source: FeedbackSource | None, reward: RewardModel, venv: LearnedRewardVecEnv,
+                 threshold: float | None, weighting: WeightPolicy | None = None, learn_reward: bool = True) -> None:
+        """Parts of the run, given by its job: ``source`` asks for labels (None: optimise ``reward`` as it
+        is), ``venv`` carries ``reward`` into SB3, ``weighting`` is the annotator weighting policy, and
+        ``learn_reward=False`` (a given reward model) skips the exploration pre-training."""
+        self.env_id, self.seed, self.segment_length = env_id, seed, segment_length
+        self.st, self.algo_name, self.timesteps = st, algo_name, timesteps
         self.run, self.store, self.run_id, self.source = run, store, run_id, source
         self.reward, self.venv, self.threshold = reward, venv, threshold
-        self.rng = np.random.default_rng(cfg.seed + 1)
+        self.rng = np.random.default_rng(seed + 1)
         self.algo: Any = None
         # one environment per episode rolled out together (queries, evaluation): the policy then runs
         # one batched forward pass per step
-        self.query_envs = [make_env(cfg.env) for _ in range(st.query_episodes)]
-        self.eval_envs = [make_env(cfg.env) for _ in range(max(st.round_eval_episodes, cfg.eval_episodes))]
+        self.query_envs = [make_env(env_id) for _ in range(st.query_episodes)]
+        self.eval_envs = [make_env(env_id) for _ in range(max(st.round_eval_episodes, eval_episodes))]
         self.discrete = spec_of(self.query_envs[0]).discrete
-        budget = cfg.budget if source is not None else 0
+        budget = budget if source is not None else 0
         n_rounds = st.rounds or default_rounds(budget)
         self.schedule = query_schedule(budget, n_rounds, st.schedule) if budget > 0 else []
         if not 0 <= st.unsup_frac < st.label_frac:
             raise ValueError(f"unsup_frac must be in [0, label_frac={st.label_frac}), got {st.unsup_frac}")
-        self.unsup_steps = int(st.unsup_frac * timesteps) if cfg.reward is None else 0
+        self.unsup_steps = int(st.unsup_frac * timesteps) if learn_reward else 0
         span = st.label_frac * timesteps - self.unsup_steps
         self.round_steps = [self.unsup_steps + int(k * span / max(len(self.schedule), 1))
                             for k in range(len(self.schedule))]
@@ -144,10 +148,10 @@ class PreferenceLoop:
         self.pairs: list[tuple[Segment, Segment, float]] = []
         self.pair_meta: list[tuple[str, int | None]] = []  # (annotator, feedback id) of each pair
         self.fb_ids: list[int] = []
-        self.weighting = WeightPolicy.from_settings(cfg.extra)
+        self.weighting = weighting or WeightPolicy()
         self.query_map: dict[str, PairQuery] = {}
         self.pool: list[list[Trajectory]] = []
-        self.episode_seed = 1_000_000 * (cfg.seed + 1)
+        self.episode_seed = 1_000_000 * (seed + 1)
         self.trained_once = False
         self.inverted_rounds: list[int] = []
         self.warnings: list[str] = []
@@ -174,7 +178,7 @@ class PreferenceLoop:
         n = self.st.query_episodes
         seeds = list(range(self.episode_seed, self.episode_seed + n))
         self.episode_seed += n
-        trajs = rollout_batch(self.query_envs, self._policy(deterministic=False), seeds, env_id=self.cfg.env)
+        trajs = rollout_batch(self.query_envs, self._policy(deterministic=False), seeds, env_id=self.env_id)
         self.pool = (self.pool + [trajs])[-self.st.pool_rounds:]
         if self.source is not None and hasattr(self.source, "remember"):
             self.source.remember(trajs)  # a person's clips are re-rendered from these episodes
@@ -186,7 +190,7 @@ class PreferenceLoop:
         fresh = self.collect()
         pool = [t for ts in self.pool for t in ts]
         n = self.schedule[self.round]
-        cands = candidate_pairs(pool, n * self.st.candidates, self.cfg.segment_length, self.rng)
+        cands = candidate_pairs(pool, n * self.st.candidates, self.segment_length, self.rng)
         idx = select_pairs(cands, n, self.st.selection, self.rng, self.reward if self.trained_once else None)
         queries = [PairQuery.make(cands[i][0], cands[i][1], run_id=self.run_id) for i in idx]
         self.query_map.update({q.id: q for q in queries})
@@ -274,7 +278,7 @@ class PreferenceLoop:
         elif m.get("warning") and m["warning"] not in self.warnings:
             self.warnings.append(m["warning"])
             log.warning(m["warning"])
-        extra = sample_segments([t for ts in self.pool for t in ts], 32, self.cfg.segment_length, self.rng) \
+        extra = sample_segments([t for ts in self.pool for t in ts], 32, self.segment_length, self.rng) \
             if self.pool else []
         normalise_output(self.reward, pairs, extra)
         self.venv.model = self.reward
@@ -311,7 +315,7 @@ class PreferenceLoop:
         if cands and self.trained_once:
             row["disagreement"] = ensemble_disagreement(self.reward, cands[:64])
         if fresh and self.source is not None and self.source.simulated:
-            row.update(reward_correlation(self.reward, fresh, self.cfg.segment_length))
+            row.update(reward_correlation(self.reward, fresh, self.segment_length))
         if self.venv.true_returns:
             row["train_true_return"] = float(np.mean(self.venv.true_returns[-20:]))
         self.logger.log(step, **row)
