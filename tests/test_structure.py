@@ -169,3 +169,20 @@ def test_check_env_on_the_reward_wrapper():
         check_env(LearnedRewardWrapper(env, model).unwrapped)
         check_env(LearnedRewardWrapper(env, model), skip_render_check=True)
         env.close()
+
+
+def test_library_calls_never_read_the_project_file_from_the_current_directory(tmp_path, monkeypatch):
+    """Only the command line reads ./rlhf-gym.toml; a job gets the consent text through ``TrainConfig.policy``."""
+    from rlhf_gym.governance.consent import DEFAULT_CONSENT, ensure_terminal_consent, load_policy
+
+    (tmp_path / "rlhf-gym.toml").write_text('[feedback]\nconsent_text = "Project text XYZ."\n')
+    monkeypatch.chdir(tmp_path)
+    shown: list[str] = []
+    store = FeedbackStore(tmp_path / "s.db")
+    assert ensure_terminal_consent(store, "p1", input_fn=lambda _p: "yes", out=shown.append)
+    assert DEFAULT_CONSENT in shown[0] and "XYZ" not in shown[0]
+    src = registry.make_teacher(registry.TeacherRequest("evaluative", "human", "CartPole-v1", store=store,
+                                                        annotator_id="p2", consent=load_policy("rlhf-gym.toml")))
+    src.input_fn, src.out = (lambda _p: "yes"), shown.append
+    assert src._consent() and "Project text XYZ." in shown[-1]
+    store.close()

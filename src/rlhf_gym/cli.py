@@ -12,6 +12,7 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rlhf_gym.config import TrainConfig, parse_set
 
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--segment-length", type=int, default=d.segment_length)
     t.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
     t.add_argument("--annotator", default=None, help="annotator id to record answers under")
+    t.add_argument("--policy", default=None,
+                   help="rlhf-gym.toml with the [feedback] consent text shown to people (default ./rlhf-gym.toml if present)")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="learner setting, repeatable")
     t.set_defaults(func=cmd_train)
@@ -86,6 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed, out=args.out, algo=args.algo, reward=args.reward, db=args.db, server=args.server,
         token=args.token, noise=args.noise, timesteps=args.timesteps, segment_length=args.segment_length,
         eval_episodes=args.eval_episodes, annotator=args.annotator, progress=not args.no_progress,
+        policy=args.policy or ("rlhf-gym.toml" if Path("rlhf-gym.toml").exists() else None),
         extra=with_monitoring_policy(parse_set(args.set)),
     ).validate()
     from rlhf_gym.pipeline import train
@@ -102,8 +106,6 @@ def with_monitoring_policy(extra: dict) -> dict:
 
     Only the CLI reads the project file; library calls take the weighting from their config alone.
     """
-    from pathlib import Path
-
     if "annotator_weighting" in extra or not Path("rlhf-gym.toml").exists():
         return extra
     from rlhf_gym.governance.bias import load_monitoring

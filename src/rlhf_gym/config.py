@@ -50,6 +50,8 @@ class TrainConfig:
     """Show a progress bar."""
     threads: int | None = 1
     """PyTorch CPU threads during the job (restored afterwards); None leaves the process setting alone."""
+    policy: str | None = None
+    """``rlhf-gym.toml`` whose ``[feedback]`` purpose and consent text a person sees (the CLI uses ./rlhf-gym.toml if present)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Learner-specific settings (``--set key=value``), e.g. ``lr=0.01``."""
 

@@ -24,6 +24,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from rlhf_gym.feedback.sources import FeedbackSource
+    from rlhf_gym.governance.consent import FeedbackPolicy
     from rlhf_gym.store import FeedbackStore
 
 #: feedback type -> modules whose import registers its teachers
@@ -57,6 +58,8 @@ class TeacherRequest:
     out_dir: Path | None = None
     """Where a person's frames and clips are written."""
     log: Callable[[str], None] = print
+    consent: FeedbackPolicy | None = None
+    """The project's purpose and consent text shown to a person before their first answer (default text if None)."""
 
     def rng(self, purpose: str = "answers") -> np.random.Generator:
         """The teacher's own random stream, derived from the run seed and the teacher's name.

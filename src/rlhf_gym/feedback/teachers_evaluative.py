@@ -276,4 +276,5 @@ for _name in SIMULATED:
 def terminal_evaluative_teacher(req: TeacherRequest) -> FeedbackSource:
     from rlhf_gym.feedback.terminal import TerminalSource
 
-    return TerminalSource(str(req.annotator_id), store=req.store, run_id=req.run_id, env_id=req.env_id)
+    return TerminalSource(str(req.annotator_id), store=req.store, run_id=req.run_id, env_id=req.env_id,
+                          policy=req.consent)

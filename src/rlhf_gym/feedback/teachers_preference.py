@@ -206,4 +206,4 @@ def terminal_preference_teacher(req: TeacherRequest) -> FeedbackSource:
     from rlhf_gym.feedback.terminal_pairs import TerminalPairSource
 
     return TerminalPairSource(store=req.store, run_id=req.run_id, annotator_id=req.annotator_id,
-                              out_dir=(req.out_dir or Path(".")) / "clips")
+                              out_dir=(req.out_dir or Path(".")) / "clips", policy=req.consent)

@@ -19,6 +19,7 @@ from rlhf_gym.feedback.sources import FeedbackSource
 from rlhf_gym.types import Feedback, Query, StepQuery
 
 if TYPE_CHECKING:
+    from rlhf_gym.governance.consent import FeedbackPolicy
     from rlhf_gym.store import FeedbackStore
 
 #: Names of observation entries and actions for tasks we know (others show obs[0], obs[1], ...).
@@ -64,12 +65,13 @@ class TerminalSource(FeedbackSource):
     def __init__(self, annotator_id: str, store: FeedbackStore | None = None, run_id: str | None = None,
                  env_id: str | None = None, input_fn: Callable[[str], str] = input,
                  out: Callable[[str], None] = print, obs_names: Sequence[str] | None = None,
-                 consent_fn: Callable[[], bool] | None = None) -> None:
+                 consent_fn: Callable[[], bool] | None = None, policy: FeedbackPolicy | None = None) -> None:
         super().__init__(annotator_id, store, run_id)
         self.input_fn, self.out = input_fn, out
         self.obs_names = tuple(obs_names) if obs_names else _names_for(env_id, OBS_NAMES)
         self.action_names = _names_for(env_id, ACTION_NAMES)
         self._consent_fn = consent_fn
+        self.policy = policy
         self._consented: bool | None = None
         self._queue: list[StepQuery] = []
         self.answered = 0
@@ -89,8 +91,8 @@ class TerminalSource(FeedbackSource):
             else:
                 from rlhf_gym.governance.consent import ensure_terminal_consent
 
-                self._consented = ensure_terminal_consent(self.store, self.annotator_id, input_fn=self.input_fn,
-                                                          out=self.out)
+                self._consented = ensure_terminal_consent(self.store, self.annotator_id, self.policy,
+                                                          input_fn=self.input_fn, out=self.out)
         return self._consented
 
     def describe(self, q: StepQuery) -> str:

@@ -20,6 +20,7 @@ from rlhf_gym.feedback.sources import FeedbackSource, StopFeedback
 from rlhf_gym.types import Feedback, PairQuery, Query, Segment, Trajectory, new_id
 
 if TYPE_CHECKING:
+    from rlhf_gym.governance.consent import FeedbackPolicy
     from rlhf_gym.store import FeedbackStore
 
 ANSWERS = {"1": 1.0, "2": 0.0, "=": 0.5, "s": None}
@@ -62,11 +63,12 @@ class TerminalPairSource(FeedbackSource):
                  annotator_id: str | None = None, out_dir: str | Path = "clips",
                  input_fn: Callable[[str], str] = input, out: Callable[[str], None] = print,
                  renderer: Callable[[Segment], list[np.ndarray]] | None = None,
-                 ask_consent: bool = True) -> None:
+                 ask_consent: bool = True, policy: FeedbackPolicy | None = None) -> None:
         aid = annotator_id or new_id("person")
         if store is not None:
             store.add_annotator(aid, kind="human")
         super().__init__(aid, store=store, run_id=run_id)
+        self.policy = policy
         self.input_fn, self.out = input_fn, out
         self.out_dir = Path(out_dir)
         self.renderer = renderer or render_segment
@@ -97,7 +99,8 @@ class TerminalPairSource(FeedbackSource):
             return
         from rlhf_gym.governance.consent import ensure_terminal_consent
 
-        if not ensure_terminal_consent(self.store, self.annotator_id, input_fn=self.input_fn, out=self.out):
+        if not ensure_terminal_consent(self.store, self.annotator_id, self.policy, input_fn=self.input_fn,
+                                       out=self.out):
             self.stopped = True
             raise StopFeedback("no consent given")
         self._consented = True

@@ -6,7 +6,7 @@ import secrets
 from collections import Counter
 from typing import Any
 
-from rlhf_gym.governance.consent import FeedbackPolicy, load_policy
+from rlhf_gym.governance.consent import FeedbackPolicy
 from rlhf_gym.store import FeedbackStore, StoreError
 from rlhf_gym.types import new_id
 
@@ -22,7 +22,7 @@ def invite_annotator(store: FeedbackStore, annotator_id: str | None = None, *, r
     """
     if role not in ("annotator", "admin"):
         raise StoreError(f"role must be 'annotator' or 'admin', got {role!r}")
-    policy = policy or load_policy()
+    policy = policy or FeedbackPolicy()
     if contact and not policy.keep_contact:
         raise StoreError("contact details are not kept under this feedback policy (keep_contact = false in "
                          "rlhf-gym.toml [feedback]); annotators are pseudonymous ids")

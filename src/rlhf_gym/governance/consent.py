@@ -48,7 +48,10 @@ class FeedbackPolicy:
 
 
 def load_policy(path: str | Path | None = None) -> FeedbackPolicy:
-    """Read ``[feedback]`` from ``path`` (default ``./rlhf-gym.toml`` if present), else the defaults."""
+    """Read ``[feedback]`` from ``path`` (default ``./rlhf-gym.toml`` if present), else the defaults.
+
+    Only the command line calls this without a path; library functions take a policy or use the defaults.
+    """
     p = Path(path) if path else Path("rlhf-gym.toml")
     if not p.exists():
         if path:
@@ -72,7 +75,7 @@ def ensure_terminal_consent(store: FeedbackStore, annotator_id: str, policy: Fee
     ``store.consent_version`` so the store refuses labels without it. Returns True when the person
     agreed; False when they declined or have withdrawn.
     """
-    policy = policy or load_policy()
+    policy = policy or FeedbackPolicy()
     store.consent_version = policy.consent_version
     ann = store.annotator(annotator_id)
     if ann is None:  # a person at the terminal: register them (pseudonymous id only)

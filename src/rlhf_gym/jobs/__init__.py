@@ -21,6 +21,15 @@ JOBS: dict[str, str] = {
 }
 
 
+def consent_policy(path: str | None) -> Any:
+    """The consent policy of ``--policy PATH`` (None: the default text; nothing is read from the current directory)."""
+    if path is None:
+        return None
+    from rlhf_gym.governance.consent import load_policy
+
+    return load_policy(path)
+
+
 def feedback_types() -> tuple[str, ...]:
     """Every feedback type a run can learn from."""
     return tuple(JOBS)

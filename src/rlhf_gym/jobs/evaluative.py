@@ -14,6 +14,7 @@ import numpy as np
 from rlhf_gym.config import TrainConfig
 from rlhf_gym.envs import make_env, require_discrete
 from rlhf_gym.governance.weighting import AnnotatorWeighting
+from rlhf_gym.jobs import consent_policy
 from rlhf_gym.learners.common import LearnerSettings
 from rlhf_gym.learners.evaluative_loop import TeachStats, make_learner, teach
 from rlhf_gym.rollouts import evaluate_policy
@@ -61,7 +62,7 @@ def _train_evaluative(cfg: TrainConfig, settings: LearnerSettings) -> dict[str, 
     rng = np.random.default_rng(cfg.seed)
     source = make_teacher(TeacherRequest(
         "evaluative", cfg.teacher, cfg.env, seed=cfg.seed, store=store, run_id=run_id, annotator_id=cfg.annotator,
-        settings=cfg.extra, noise=cfg.noise, server=cfg.server, token=cfg.token, out_dir=run.path,
+        settings=cfg.extra, noise=cfg.noise, server=cfg.server, token=cfg.token, out_dir=run.path, consent=consent_policy(cfg.policy),
         log=lambda m: console.print(m)))
     human = is_person("evaluative", cfg.teacher)
     env = make_env(cfg.env, seed=cfg.seed, render_mode="rgb_array" if human else None)

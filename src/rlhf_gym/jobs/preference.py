@@ -16,6 +16,7 @@ from rlhf_gym.config import TrainConfig
 from rlhf_gym.envs import make_env, spec_of
 from rlhf_gym.feedback.selection import sample_segments
 from rlhf_gym.governance.bias import WeightPolicy
+from rlhf_gym.jobs import consent_policy
 from rlhf_gym.learners.preference import (
     PreferenceLoop,
     PreferenceSettings,
@@ -76,7 +77,7 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
         source = make_teacher(TeacherRequest(
             "preference", cfg.teacher, cfg.env, seed=cfg.seed, store=store, run_id=run_id,
             annotator_id=cfg.annotator, settings=cfg.extra, noise=cfg.noise, server=cfg.server, token=cfg.token,
-            out_dir=run.path)) if cfg.budget > 0 else None
+            out_dir=run.path, consent=consent_policy(cfg.policy))) if cfg.budget > 0 else None
     probe.close()
     if cfg.budget < 5 and not cfg.reward:
         msg = f"budget {cfg.budget} is tiny: the reward model will be a rough guess (and may come out inverted)"

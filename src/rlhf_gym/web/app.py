@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, or_, select, update
 from starlette.concurrency import run_in_threadpool
 
-from rlhf_gym.governance.consent import FeedbackPolicy, load_policy
+from rlhf_gym.governance.consent import FeedbackPolicy
 from rlhf_gym.store import ConsentError, FeedbackStore, StoreError
 from rlhf_gym.store.schema import ConsentRow, FeedbackRow, QueryRow, RunRow
 from rlhf_gym.types import DemoQuery, Feedback, PairQuery, StepQuery
@@ -177,7 +177,7 @@ class WebApp:
             raise ValueError("the admin token must be at least 8 characters")
         self.store = store
         self.admin_token = admin_token
-        self.policy = policy or load_policy()
+        self.policy = policy or FeedbackPolicy()
         self.store.consent_version = self.policy.consent_version
         self.clips = ClipCache(clip_dir)
         #: one writer at a time in this process: SQLite would otherwise refuse a second writer's
