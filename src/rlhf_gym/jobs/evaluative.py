@@ -16,7 +16,7 @@ from rlhf_gym.envs import make_env, require_discrete
 from rlhf_gym.governance.weighting import AnnotatorWeighting
 from rlhf_gym.jobs import consent_policy
 from rlhf_gym.learners.common import LearnerSettings
-from rlhf_gym.learners.evaluative_loop import TeachStats, make_learner, teach
+from rlhf_gym.learners.evaluative_loop import TeachStats, learner_class, make_learner, teach
 from rlhf_gym.rollouts import evaluate_policy
 from rlhf_gym.runtime import torch_threads
 
@@ -39,7 +39,7 @@ def train_evaluative(cfg: TrainConfig) -> dict[str, Any]:
     check_settings(cfg.extra, (*LearnerSettings.__dataclass_fields__, *WEIGHTING_SETTINGS, "weight_every",
                                "eval_every", "wait_s", *teacher_settings("evaluative", cfg.teacher)),
                    f"--feedback evaluative --teacher {cfg.teacher}")
-    settings = LearnerSettings.from_extra(cfg.extra)
+    settings = LearnerSettings.for_learner(learner_class(cfg.learner), cfg.extra)
     with torch_threads(cfg.threads):
         return _train_evaluative(cfg, settings)
 

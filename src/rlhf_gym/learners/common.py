@@ -282,7 +282,7 @@ class LearnerSettings:
     warmup_steps: int = 1000
     """Steps of random play (no teacher) to set the observation scaling before the first question."""
     ask_rate: float = 0.2
-    """Fraction of steps the learner asks about (spread over varied states, see the README)."""
+    """Fraction of steps the learner asks about (spread over varied states, see the README; TAMER: 0.05)."""
     epsilon: float = 0.05
     """Random-action rate while training (value-based learners)."""
     credit_window: tuple[int, int] = (2, 6)
@@ -296,11 +296,16 @@ class LearnerSettings:
     """Eligibility-trace decay (COACH)."""
     trace_length: int = 10
     mirror_bad: bool = False
-    """Two actions (TAMER): read "wrong" as "the other action was right" too (off: see tamer.py)."""
+    """Two actions (TAMER): read "wrong" as "the other action was right" too (TAMER's default: on, see tamer.py)."""
     mirror_good: bool = False
     """Two actions (TAMER): also read "right" as "the other action was wrong" (not only "wrong" as "other right")."""
     clip: float = 0.05
     """Policy learners stop pushing a replayed answer once pi(a|s) is past 1 - clip (good) or below clip (bad)."""
+
+    @classmethod
+    def for_learner(cls, learner: type[FeedbackLearner], extra: Mapping[str, Any] | None = None) -> LearnerSettings:
+        """The settings a learner runs with: the shared defaults, the learner's own, then ``--set`` values."""
+        return cls.from_extra({**learner.defaults, **(extra or {})})
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> LearnerSettings:
@@ -336,10 +341,12 @@ class FeedbackLearner:
 
     name = "base"
     n_outputs_per_action = 1
+    #: this learner's own defaults over the shared :class:`LearnerSettings` (the same for every task)
+    defaults: Mapping[str, Any] = {}
 
     def __init__(self, obs_dim: int, n_actions: int, rng: np.random.Generator,
                  settings: LearnerSettings | None = None) -> None:
-        self.s = settings or LearnerSettings()
+        self.s = settings or LearnerSettings.from_extra(dict(self.defaults))
         self.obs_dim, self.n_actions, self.rng = obs_dim, n_actions, rng
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(2**31)))

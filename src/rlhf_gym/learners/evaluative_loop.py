@@ -32,12 +32,18 @@ LEARNERS: dict[str, str] = {
 }
 
 
+def learner_class(name: str) -> type[FeedbackLearner]:
+    """The class registered as ``name`` in :data:`LEARNERS`."""
+    if name not in LEARNERS:
+        raise ValueError(f"--learner must be one of {', '.join(LEARNERS)}, got {name!r}")
+    mod, cls = LEARNERS[name].split(":")
+    return getattr(importlib.import_module(mod), cls)
+
+
 def make_learner(name: str, obs_dim: int, n_actions: int, rng: np.random.Generator,
                  settings: LearnerSettings | None = None) -> FeedbackLearner:
-    if name not in LEARNERS:
-        raise ValueError(f"unknown evaluative learner {name!r}; expected one of {', '.join(LEARNERS)}")
-    mod, cls = LEARNERS[name].split(":")
-    return getattr(importlib.import_module(mod), cls)(obs_dim, n_actions, rng, settings)
+    """A fresh learner; ``settings`` None gives the learner's own defaults."""
+    return learner_class(name)(obs_dim, n_actions, rng, settings)
 
 
 @dataclass
