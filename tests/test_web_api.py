@@ -22,6 +22,7 @@ from _web_helpers import (
     trajectory_ok,
 )
 from rlhf_gym.store import FeedbackStore
+from rlhf_gym.web import auth
 
 
 @pytest.fixture
@@ -118,8 +119,8 @@ def test_admin_routes_need_the_admin_token(web):
     r = c.post("/api/admin/queries", json=body, headers=headers("alice"))
     assert r.status_code == 403 and "annotator tokens" in r.json()["detail"]
     # nor does a cookie (an invite link opened in the same browser) open admin routes
-    c.cookies.set("rlhf_gym_token", ADMIN)
-    assert c.post("/api/admin/queries", json=body).status_code == 401
+    c.cookies.set(auth.COOKIE, ADMIN)
+    assert c.post("/api/admin/queries", json=body, headers={"Origin": "http://testserver"}).status_code == 401
     c.cookies.clear()
     assert c.post("/api/admin/queries", json=body, headers=admin_headers()).json()["added"] == [q.id]
     assert c.post("/api/admin/queries", json=body, headers=admin_headers()).json()["existing"] == [q.id]

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rlhf_gym.store import audit
+from rlhf_gym.store.jsonsafe import UnsafeValue, check_json, clean_json
 from rlhf_gym.store.schema import (
     AnnotatorRow,
     Base,
@@ -38,6 +39,21 @@ class StoreError(ValueError):
 
 class ConsentError(StoreError):
     """A person tried to give feedback without a recorded consent to the current text."""
+
+
+class UnsafeInputError(StoreError):
+    """A string or number that is not storable JSON (NaN, Infinity, NUL, lone surrogate); ``where`` names it."""
+
+    def __init__(self, err: UnsafeValue) -> None:
+        super().__init__(str(err))
+        self.where = err.where
+
+
+def _check(value: Any, where: str) -> None:
+    try:
+        check_json(value, where)
+    except UnsafeValue as e:
+        raise UnsafeInputError(e) from None
 
 
 def hash_token(token: str) -> str:
@@ -86,6 +102,7 @@ class FeedbackStore:
         if kind not in ("human", "simulated"):
             raise StoreError(f"annotator kind must be 'human' or 'simulated', got {kind!r}")
         aid = annotator_id or new_id("ann")
+        _check({"id": aid, "meta": meta}, "annotator")
         with self.session() as s, s.begin():
             if s.get(AnnotatorRow, aid) is not None:
                 return aid
@@ -107,6 +124,7 @@ class FeedbackStore:
             return list(s.execute(select(AnnotatorRow).order_by(AnnotatorRow.created_at)).scalars())
 
     def record_consent(self, annotator_id: str, version: str, text: str, agreed: bool) -> None:
+        _check({"annotator_id": annotator_id, "version": version}, "consent")
         with self.session() as s, s.begin():
             if s.get(AnnotatorRow, annotator_id) is None:
                 raise StoreError(f"unknown annotator {annotator_id!r}")
@@ -164,6 +182,27 @@ class FeedbackStore:
                 s.add(RunRow(id=rid, created_at=time.time(), config=_json_safe(config)))
                 audit.append(s, "system", "run.start", {"run": rid})
         return rid
+
+    def run_env(self, run_id: str | None) -> str | None:
+        """The environment id recorded in a run's config (``env`` or ``env_id``), or None."""
+        if run_id is None:
+            return None
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            cfg = (run.config or {}) if run is not None else {}
+        env = cfg.get("env") or cfg.get("env_id")
+        return str(env) if env else None
+
+    def has_query(self, query_id: str) -> bool:
+        with self.session() as s:
+            return s.get(QueryRow, query_id) is not None
+
+    def has_answer(self, query_id: str, annotator_id: str, answered_at: float) -> bool:
+        """Whether this answer (same query, annotator and answer time) is already stored: re-imports add nothing."""
+        with self.session() as s:
+            return s.execute(select(FeedbackRow.id).where(
+                FeedbackRow.query_id == query_id, FeedbackRow.annotator_id == annotator_id,
+                FeedbackRow.answered_at == answered_at)).first() is not None
 
     def add_queries(self, queries: Sequence[Query], run_id: str | None = None,
                     assigned_to: str | None = None) -> list[str]:
@@ -225,6 +264,9 @@ class FeedbackStore:
         withdrawn annotator, a query assigned to someone else, or a person without consent. A repeated
         ``client_key`` from the same annotator returns the first stored answer instead of a duplicate.
         """
+        _check({"query_id": fb.query_id, "annotator_id": fb.annotator_id, "value": fb.value, "step": fb.step,
+                "asked_at": fb.asked_at, "answered_at": fb.answered_at, "client_key": client_key}, "feedback")
+        _check(fb.data, "data")
         try:
             with self.session() as s, s.begin():
                 ann = s.get(AnnotatorRow, fb.annotator_id)
@@ -247,7 +289,7 @@ class FeedbackStore:
                 if ann.kind == "human":
                     self._check_consent(s, ann.id)
                 row = FeedbackRow(query_id=fb.query_id, annotator_id=fb.annotator_id, value=fb.value,
-                                  data=_json_safe(fb.data), asked_at=fb.asked_at, answered_at=fb.answered_at,
+                                  data=None if fb.data is None else json.loads(json.dumps(fb.data)), asked_at=fb.asked_at, answered_at=fb.answered_at,
                                   step=fb.step, client_key=client_key)
                 s.add(row)
                 s.flush()
@@ -411,7 +453,11 @@ class FeedbackStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w") as f:
             for r in recs:
-                f.write(json.dumps(r) + "\n")
+                try:
+                    line = json.dumps(r, allow_nan=False)
+                except ValueError:  # a row stored before inputs were checked: write valid JSON anyway
+                    line = json.dumps(clean_json(r), allow_nan=False)
+                f.write(line + "\n")
         self.audit(actor, "export.labels", {"path": str(path), "format": "jsonl", "rows": len(recs), "run": run_id,
                                             "sha256": _file_sha256(path)})
         return len(recs)
@@ -485,11 +531,7 @@ class FeedbackStore:
                 skipped += 1
                 continue
             self.add_queries([q], run_id=q.run_id)
-            with self.session() as s:
-                dup = s.execute(select(FeedbackRow.id).where(
-                    FeedbackRow.query_id == fb.query_id, FeedbackRow.annotator_id == fb.annotator_id,
-                    FeedbackRow.answered_at == fb.answered_at)).first()
-            if dup is None:
+            if not self.has_answer(fb.query_id, fb.annotator_id, fb.answered_at):
                 self.add_feedback(Feedback(fb.query_id, fb.annotator_id, fb.value, fb.asked_at, fb.answered_at,
                                            fb.step, fb.data))
                 n += 1
@@ -545,7 +587,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _json_safe(x: Any) -> Any:
-    return None if x is None else json.loads(json.dumps(x, default=str))
+    """Internal records (run configs): made plain JSON, with NaN/Infinity/bad characters cleaned."""
+    return None if x is None else clean_json(json.loads(json.dumps(x, default=str)))
 
 
 def _query_from_row(row: QueryRow) -> Query:

@@ -42,22 +42,22 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import func, or_, select, update
 from starlette.concurrency import run_in_threadpool
 
 from rlhf_gym.governance.consent import FeedbackPolicy, load_policy
-from rlhf_gym.store import ConsentError, FeedbackStore, StoreError
+from rlhf_gym.store import ConsentError, FeedbackStore, StoreError, UnsafeInputError
+from rlhf_gym.store.jsonsafe import UnsafeValue, check_json, clean_json
 from rlhf_gym.store.schema import ConsentRow, FeedbackRow, QueryRow, RunRow
 from rlhf_gym.types import DemoQuery, Feedback, PairQuery, StepQuery
 from rlhf_gym.types import Query as RQuery
 from rlhf_gym.web import auth
 from rlhf_gym.web.clips import CLIP_FPS, ClipCache, encode_png
+from rlhf_gym.web.guard import MAX_ADMIN_BODY, MAX_BODY, Guard
 
-#: largest request body an annotator may send (labels are tiny).
-MAX_BODY = 64 * 1024
-#: largest request body on admin routes (batches of queries with their observations).
-MAX_ADMIN_BODY = 16 * 1024 * 1024
+__all__ = ["MAX_ADMIN_BODY", "MAX_BODY", "create_app"]
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
 #: keys for playing a demonstration, per environment id prefix: (key, label, action).
@@ -72,6 +72,16 @@ DEMO_KEYS: dict[str, list[tuple[str, str, int]]] = {
 # -- request bodies ------------------------------------------------------------------------------
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, raw: Any) -> Any:
+        # NaN, Infinity, NUL and lone surrogates parse as JSON in Python but cannot be stored or served.
+        try:
+            check_json(raw, "body")
+        except UnsafeValue as e:
+            raise ValueError(f"{e.where.removeprefix('body.')}: {e.why}") from None
+        return raw
 
 
 class ConsentIn(_Body):
@@ -249,13 +259,7 @@ class WebApp:
                 "open_by_kind": {k: int(open_by_kind.get(k, 0)) for k in ("pair", "step", "demo")}}
 
     def env_of_run(self, run_id: str | None) -> str | None:
-        if run_id is None:
-            return None
-        with self.store.session() as s:
-            run = s.get(RunRow, run_id)
-            cfg = (run.config or {}) if run is not None else {}
-        env = cfg.get("env") or cfg.get("env_id")
-        return str(env) if env else None
+        return self.store.run_env(run_id)
 
     def describe(self, row: QueryRow) -> dict[str, Any]:
         """What a page needs to show one query (never another annotator's data)."""
@@ -332,6 +336,8 @@ class WebApp:
             return self.store.add_feedback(fb, client_key=client_key)
         except ConsentError as e:
             raise HTTPException(403, f"{e}. Read and agree to the consent text first (POST /api/consent).") from e
+        except UnsafeInputError as e:
+            raise HTTPException(422, str(e)) from e
         except StoreError as e:
             msg = str(e)
             code = 404 if "unknown query" in msg else 403 if ("withdrawn" in msg or "not assigned" in msg) else 400
@@ -491,9 +497,10 @@ class WebApp:
                                                                ConsentRow.agreed.is_(True))
                               .order_by(ConsentRow.id.desc()).limit(1)).scalar_one_or_none()
                 consent[aid] = c
-        out = [{"id": r.id, "query_id": r.query_id, "annotator_id": r.annotator_id, "value": r.value,
-                "asked_at": r.asked_at, "answered_at": r.answered_at, "step": r.step, "data": r.data,
-                "run_id": rid, "consent_version": consent.get(r.annotator_id)} for r, rid in rows]
+        # clean_json: a row stored before inputs were checked must not stop the feed (it would 500 forever)
+        out = [clean_json({"id": r.id, "query_id": r.query_id, "annotator_id": r.annotator_id, "value": r.value,
+                           "asked_at": r.asked_at, "answered_at": r.answered_at, "step": r.step, "data": r.data,
+                           "run_id": rid, "consent_version": consent.get(r.annotator_id)}) for r, rid in rows]
         return {"answers": out, "cursor": out[-1]["id"] if out else since}
 
     def run_status(self, run_id: str) -> dict[str, Any]:
@@ -534,65 +541,24 @@ def _admin_dep(request: Request) -> None:
 AnnotatorDep = Annotated[auth.Annotator, Depends(_annotator_dep)]
 
 
-class BodyLimit:
-    """Refuse request bodies over a limit with 413 before any route sees them (nothing stored)."""
-
-    def __init__(self, app: Any, limit: int = MAX_BODY, admin_limit: int = MAX_ADMIN_BODY) -> None:
-        self.app = app
-        self.limit = limit
-        self.admin_limit = admin_limit
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.admin_limit if scope.get("path", "").startswith("/api/admin/") else self.limit
-        for k, v in scope.get("headers", []):
-            if k == b"content-length" and v.isdigit() and int(v) > limit:
-                await self._too_large(send, limit)
-                return
-        body = b""
-        more = True
-        while more:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return
-            body += msg.get("body", b"")
-            more = msg.get("more_body", False)
-            if len(body) > limit:
-                await self._too_large(send, limit)
-                return
-        sent = False
-
-        async def replay() -> dict:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _too_large(send: Any, limit: int) -> None:
-        resp = JSONResponse({"detail": f"request body too large (limit {limit} bytes)"}, status_code=413)
-        await send({"type": "http.response.start", "status": 413, "headers": resp.raw_headers})
-        await send({"type": "http.response.body", "body": resp.body})
-
-
 def _page(name: str) -> str:
     return resources.files("rlhf_gym.web").joinpath("static", name).read_text(encoding="utf-8")
 
 
 def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "clips",
-               policy: FeedbackPolicy | None = None, secure_cookie: bool = False) -> FastAPI:
-    """Build the FastAPI app over ``store``; ``admin_token`` guards the admin routes."""
+               policy: FeedbackPolicy | None = None, secure_cookie: bool = False,
+               allowed_origins: tuple[str, ...] = ()) -> FastAPI:
+    """Build the FastAPI app over ``store``; ``admin_token`` guards the admin routes.
+
+    ``allowed_origins`` names extra page origins (``https://label.example.org``) accepted on cookie
+    POSTs, for a server behind a proxy that rewrites the Host header.
+    """
     web = WebApp(store, admin_token, clip_dir, policy)
     # No Swagger UI page: it would load scripts from a CDN; the OpenAPI description itself is served.
     app = FastAPI(title="rlhf-gym annotation", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     app.state.web = web
-    app.add_middleware(BodyLimit)
+    app.add_middleware(Guard, admin_token=admin_token, allowed_origins=allowed_origins)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request
 
 from rlhf_gym.store import FeedbackStore
+from rlhf_gym.web.guard import COOKIE
 
-COOKIE = "rlhf_gym_token"
+__all__ = ["COOKIE", "Annotator", "TokenCache", "bearer", "require_admin", "require_annotator"]
 #: longest token accepted; anything longer is refused before hashing.
 MAX_TOKEN_LEN = 256
 
