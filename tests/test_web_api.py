@@ -280,9 +280,9 @@ def test_withdrawal_excludes_my_labels_and_stops_new_ones(web):
     r = c.post("/api/withdraw", json={"confirm": True}, headers=headers("alice"))
     assert r.status_code == 200 and r.json()["labels_withdrawn"] == 1
     assert [a["annotator_id"] for a in c.get("/api/admin/answers", headers=admin_headers()).json()["answers"]] == ["bob"]
-    r = label(c, "alice", qs["step"][0].id, 1.0)
-    assert r.status_code == 403 and "withdrawn" in r.json()["detail"]
-    assert c.get("/api/me", headers=headers("alice")).json()["withdrawn"] is True
+    r = label(c, "alice", qs["step"][0].id, 1.0)  # withdrawal revokes the invite token: nothing opens any more
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    assert c.get("/api/me", headers=headers("alice")).status_code == 401
     assert store.annotator("alice").withdrawn_at is not None
 
 

@@ -65,6 +65,20 @@ def sign_in(browser, srv, consent: bool = True):
     return ctx, page, errors
 
 
+def wait_js(page, expr: str, timeout: float = 10000) -> None:
+    """Wait until a JS expression is true, polling from Python.
+
+    ``page.wait_for_function`` polls with ``eval`` inside the page, which the app's Content-Security-Policy
+    (rightly) blocks; ``page.evaluate`` goes through the DevTools protocol and is not affected.
+    """
+    end = time.monotonic() + timeout / 1000
+    while time.monotonic() < end:
+        if page.evaluate(expr):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not true in time: {expr}")
+
+
 def wait_until(fn, timeout=10.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -89,14 +103,14 @@ def test_consent_then_preference_pairs_by_keyboard(browser, site):
     page.wait_for_url("**/preference")
     ids = []
     for key in ("ArrowLeft", "=", "s"):
-        page.wait_for_function("document.body.dataset.state === 'showing'")
-        page.wait_for_function("document.getElementById('left').complete && document.getElementById('left').naturalWidth > 0")
+        wait_js(page, "document.body.dataset.state === 'showing'")
+        wait_js(page, "document.getElementById('left').complete && document.getElementById('left').naturalWidth > 0")
         ids.append(page.evaluate("document.body.dataset.query"))
         if key == "ArrowLeft":
             shot(page, "preference")
         page.keyboard.press(key)
-        page.wait_for_function(f"document.body.dataset.query !== '{ids[-1]}' || document.body.dataset.state === 'empty'")
-    page.wait_for_function("document.body.dataset.state === 'empty' && (window.labelsSaved || 0) >= 3")
+        wait_js(page, f"document.body.dataset.query !== '{ids[-1]}' || document.body.dataset.state === 'empty'")
+    wait_js(page, "document.body.dataset.state === 'empty' && (window.labelsSaved || 0) >= 3")
     shot(page, "preference-done")
     got = {f.query_id: f.value for f in store.feedback(kind="pair")}
     assert ids == [q.id for q in qs["pair"]]
@@ -110,12 +124,12 @@ def test_evaluative_steps_marked_by_keyboard(browser, site):
     srv, store, qs = site
     ctx, page, errors = sign_in(browser, srv)
     page.goto(f"{srv.url}/evaluative?speed=2")
-    page.wait_for_function("document.body.dataset.state === 'showing' && document.body.dataset.step === '0'")
+    wait_js(page, "document.body.dataset.state === 'showing' && document.body.dataset.step === '0'")
     page.keyboard.press("ArrowUp")  # step 0 good
     shot(page, "evaluative")
-    page.wait_for_function("document.body.dataset.step === '1'")
+    wait_js(page, "document.body.dataset.step === '1'")
     page.keyboard.press("b")  # step 1 bad
-    page.wait_for_function("document.body.dataset.state === 'empty'", timeout=15000)
+    wait_js(page, "document.body.dataset.state === 'empty'", 15000)
     wait_until(lambda: len(store.feedback(kind="step")) == 4)
     fbs = {f.data["query_step"]: f for f in store.feedback(kind="step")}
     assert (fbs[0].value, fbs[0].step) == (1.0, 0) and (fbs[1].value, fbs[1].step) == (0.0, 1)
@@ -130,16 +144,16 @@ def test_demonstration_played_by_keyboard(browser, site):
     ctx, page, errors = sign_in(browser, srv)
     page.keyboard.press("3")
     page.wait_for_url("**/demo")
-    page.wait_for_function("document.body.dataset.state === 'ready'")
+    wait_js(page, "document.body.dataset.state === 'ready'")
     page.keyboard.press("Enter")
-    page.wait_for_function("document.body.dataset.state === 'playing'")
+    wait_js(page, "document.body.dataset.state === 'playing'")
     keys = ["ArrowRight", "ArrowLeft", "ArrowRight", "ArrowLeft"]
     for i, k in enumerate(keys, 1):
         page.keyboard.press(k)
-        page.wait_for_function(f"document.body.dataset.step === '{i}'")
+        wait_js(page, f"document.body.dataset.step === '{i}'")
     shot(page, "demo")
     page.keyboard.press("Escape")
-    page.wait_for_function("document.body.dataset.state === 'saved'")
+    wait_js(page, "document.body.dataset.state === 'saved'")
     [fb] = store.feedback(kind="demo")
     t = fb.data["trajectory"]
     assert t["acts"] == [1, 0, 1, 0] and len(t["obs"]) == 5 and t["truncated"]
@@ -154,7 +168,7 @@ def test_withdraw_by_keyboard(browser, site):
     page.keyboard.press("Enter")
     page.wait_for_selector("#withdraw-confirm:not(.hidden)")
     page.keyboard.press("Enter")  # the confirm button has focus now
-    page.wait_for_function("document.getElementById('status').textContent.includes('Withdrawn')")
+    wait_js(page, "document.getElementById('status').textContent.includes('Withdrawn')")
     shot(page, "withdrawn")
     assert store.annotator("alice").withdrawn_at is not None
     ctx.close()

@@ -27,10 +27,23 @@ class AnnotatorRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), default="simulated")  # human | simulated
     token_hash: Mapped[str | None] = mapped_column(String(128), nullable=True, unique=True)
+    #: when the invite token stops working (None: never); revoking an invite clears token_hash
+    token_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     role: Mapped[str] = mapped_column(String(16), default="annotator")  # annotator | admin
     created_at: Mapped[float] = mapped_column(Float)
     withdrawn_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     meta: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class SessionRow(Base):
+    """A signed-in browser: the cookie holds a random secret, this row its hash (never the invite token)."""
+
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's secret
+    annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ConsentRow(Base):

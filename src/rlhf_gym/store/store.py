@@ -18,11 +18,10 @@ from sqlalchemy import create_engine, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rlhf_gym.store import audit
+from rlhf_gym.store import audit, migrate
 from rlhf_gym.store.jsonsafe import UnsafeValue, check_json, clean_json
 from rlhf_gym.store.schema import (
     AnnotatorRow,
-    Base,
     ConsentRow,
     FeedbackRow,
     LineageRow,
@@ -30,6 +29,7 @@ from rlhf_gym.store.schema import (
     QueryRow,
     RunRow,
 )
+from rlhf_gym.store.sessions import SessionsMixin, _end_sessions
 from rlhf_gym.types import Feedback, PairQuery, Query, new_id
 
 
@@ -71,10 +71,15 @@ def resolve_url(db: str | Path) -> str:
     return f"sqlite:///{Path(s).resolve()}"
 
 
-class FeedbackStore:
-    """Annotators, consents, runs, queries, feedback, models with lineage, and the audit log."""
+class FeedbackStore(SessionsMixin):
+    """Annotators (invites, sessions), consents, runs, queries, feedback, models with lineage, the audit log."""
 
-    def __init__(self, db: str | Path = "feedback.db", *, consent_version: str | None = None, echo: bool = False) -> None:
+    def __init__(self, db: str | Path = "feedback.db", *, consent_version: str | None = None, echo: bool = False,
+                 check_schema: bool = True) -> None:
+        """Open (or create) the store; an existing store must be at this release's schema revision.
+
+        ``check_schema=False`` only for ``rlhf-gym db upgrade``, which brings an older store up to date.
+        """
         self.url = resolve_url(db)
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.url.startswith("sqlite"):
@@ -84,10 +89,18 @@ class FeedbackStore:
         self.engine = create_engine(self.url, **kwargs)
         if self.url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        if check_schema:
+            migrate.ensure(self.engine, self.display_url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         #: when set, people (kind="human") need a consent to this version before any label is taken
         self.consent_version = consent_version
+
+    @property
+    def display_url(self) -> str:
+        """The store's location without any password (a file path for SQLite)."""
+        if self.url.startswith("sqlite:///"):
+            return self.url[len("sqlite:///"):]
+        return self.engine.url.render_as_string(hide_password=True)
 
     def session(self) -> Session:
         return self._session()
@@ -97,8 +110,13 @@ class FeedbackStore:
 
     # -- annotators and consent -------------------------------------------------------------------
     def add_annotator(self, annotator_id: str | None = None, *, kind: str = "simulated", token: str | None = None,
-                      role: str = "annotator", meta: dict | None = None, actor: str = "system") -> str:
-        """Register an annotator (idempotent for an existing id). Returns the id."""
+                      role: str = "annotator", meta: dict | None = None, actor: str = "system",
+                      token_ttl: float | None = None) -> str:
+        """Register an annotator (idempotent for an existing id). Returns the id.
+
+        ``token`` is the invite token (stored hashed); it stops working ``token_ttl`` seconds from now
+        (None: only when revoked).
+        """
         if kind not in ("human", "simulated"):
             raise StoreError(f"annotator kind must be 'human' or 'simulated', got {kind!r}")
         aid = annotator_id or new_id("ann")
@@ -106,18 +124,16 @@ class FeedbackStore:
         with self.session() as s, s.begin():
             if s.get(AnnotatorRow, aid) is not None:
                 return aid
-            s.add(AnnotatorRow(id=aid, kind=kind, role=role, created_at=time.time(), meta=meta,
-                               token_hash=hash_token(token) if token else None))
+            now = time.time()
+            s.add(AnnotatorRow(id=aid, kind=kind, role=role, created_at=now, meta=meta,
+                               token_hash=hash_token(token) if token else None,
+                               token_expires_at=None if token_ttl is None else now + token_ttl))
             audit.append(s, actor, "annotator.add", {"annotator": aid, "kind": kind, "role": role})
         return aid
 
     def annotator(self, annotator_id: str) -> AnnotatorRow | None:
         with self.session() as s:
             return s.get(AnnotatorRow, annotator_id)
-
-    def annotator_by_token(self, token: str) -> AnnotatorRow | None:
-        with self.session() as s:
-            return s.execute(select(AnnotatorRow).where(AnnotatorRow.token_hash == hash_token(token))).scalar_one_or_none()
 
     def annotators(self) -> list[AnnotatorRow]:
         with self.session() as s:
@@ -338,12 +354,17 @@ class FeedbackStore:
 
     # -- withdrawal, models and lineage ----------------------------------------------------------
     def withdraw_annotator(self, annotator_id: str, actor: str = "admin", reason: str = "") -> dict[str, Any]:
-        """Exclude every label of this person from now on and flag every model trained on them."""
+        """Exclude every label of this person from now on and flag every model trained on them.
+
+        Their invite token is revoked and every session of theirs ends in the same transaction.
+        """
         with self.session() as s, s.begin():
             ann = s.get(AnnotatorRow, annotator_id)
             if ann is None:
                 raise StoreError(f"unknown annotator {annotator_id!r}")
             ann.withdrawn_at = ann.withdrawn_at or time.time()
+            ann.token_hash = None
+            sessions = _end_sessions(s, annotator_id)
             if ann.meta and "contact" in ann.meta:  # personal data is not kept past withdrawal
                 ann.meta = {k: v for k, v in ann.meta.items() if k != "contact"}
             ids = list(s.execute(select(FeedbackRow.id).where(FeedbackRow.annotator_id == annotator_id)).scalars())
@@ -353,8 +374,10 @@ class FeedbackStore:
                 m = s.get(ModelRow, mid)
                 m.flagged = f"trained on feedback withdrawn by {annotator_id}"
             audit.append(s, actor, "annotator.withdraw", {"annotator": annotator_id, "labels": len(ids),
-                                                          "models_flagged": model_ids, "reason": reason})
-        return {"annotator": annotator_id, "labels_withdrawn": len(ids), "models_flagged": model_ids}
+                                                          "models_flagged": model_ids, "reason": reason,
+                                                          "sessions_ended": sessions})
+        return {"annotator": annotator_id, "labels_withdrawn": len(ids), "models_flagged": model_ids,
+                "sessions_ended": sessions}
 
     def record_model(self, path: str | Path, feedback_ids: Iterable[int], kind: str = "reward",
                      run_id: str | None = None, model_id: str | None = None,

@@ -524,10 +524,10 @@ class WebApp:
 
 async def _annotator_dep(request: Request) -> auth.Annotator:
     web: WebApp = request.app.state.web
-    # Fast path without a thread hop when the token was seen in the last seconds; else ask the store.
-    token = auth.bearer(request) or request.cookies.get(auth.COOKIE)
-    if token and not auth.is_admin_token(token, web.admin_token):
-        hit = web.token_cache.peek(token)
+    # Fast path without a thread hop when the credential was seen in the last seconds; else ask the store.
+    cred = auth.credential(request)
+    if cred and not auth.is_admin_token(cred[1], web.admin_token):
+        hit = web.token_cache.peek(cred[1], cred[0])
         if hit is not None:
             return hit
     return await run_in_threadpool(web.annotator, request)
@@ -575,12 +575,15 @@ def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "c
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index(request: Request, token: str | None = None) -> Response:
         if token is not None:
-            if web.token_cache.get(token) is None:
-                return HTMLResponse("<h1>Invite link not valid</h1><p>This token is unknown or was revoked. "
-                                    "Ask the project owner for a new invite link.</p>", status_code=401)
+            ann = web.token_cache.get(token)
+            if ann is None or ann.withdrawn:
+                return HTMLResponse("<h1>Invite link not valid</h1><p>This invite is unknown, expired or was "
+                                    "revoked. Ask the project owner for a new invite link.</p>", status_code=401)
+            # The cookie holds a fresh session secret, never the invite token (logout can end it).
+            secret, expires = store.start_session(ann.id)
             resp = RedirectResponse("/", status_code=303)
-            resp.set_cookie(auth.COOKIE, token, httponly=True, samesite="strict", secure=secure_cookie,
-                            max_age=180 * 24 * 3600)
+            resp.set_cookie(auth.COOKIE, secret, httponly=True, samesite="strict", secure=secure_cookie,
+                            max_age=max(1, int(expires - time.time())))
             return resp
         return HTMLResponse(_page("index.html"))
 
@@ -622,15 +625,25 @@ def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "c
             raise HTTPException(422, "send {\"confirm\": true} to withdraw")
         with web.write_lock:
             out = store.withdraw_annotator(ann.id, actor=ann.id, reason="withdrawn by the annotator (web)")
-        web.token_cache.clear()
+        web.token_cache.forget(ann.id)  # their invite is revoked and every session ended
         resp = JSONResponse({"annotator_id": ann.id, "labels_withdrawn": out["labels_withdrawn"],
                              "withdrawn": True})
         resp.delete_cookie(auth.COOKIE)
         return resp
 
     @app.post("/api/logout")
-    def logout() -> JSONResponse:
-        resp = JSONResponse({"ok": True})
+    def logout(request: Request) -> JSONResponse:
+        """End every session of the signed-in person (all their browsers) and clear this cookie."""
+        ended = 0
+        try:
+            ann = web.annotator(request)
+        except HTTPException:
+            ann = None
+        if ann is not None:
+            with web.write_lock:
+                ended = store.end_sessions(ann.id, actor=ann.id, reason="logout (web)")
+            web.token_cache.forget(ann.id)
+        resp = JSONResponse({"ok": True, "sessions_ended": ended})
         resp.delete_cookie(auth.COOKIE)
         return resp
 
