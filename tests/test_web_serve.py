@@ -129,3 +129,31 @@ def test_serve_warns_when_binding_beyond_loopback(tmp_path, capsys, monkeypatch)
     assert "WARNING: binding to 0.0.0.0" in capsys.readouterr().err
     assert main(["serve", "--db", str(tmp_path / "w.db"), "--admin-token", "short"]) == 2
     assert main(["serve", "--db", str(tmp_path / "w.db"), "--port", "70000", "--admin-token", ADMIN]) == 2
+
+
+def test_printed_invite_command_is_ready_to_run(tmp_path, capsys, monkeypatch):
+    """The server prints the invite command with its real store; running it gives a working link."""
+    import shlex
+
+    import uvicorn
+
+    from rlhf_gym.cli import main
+    from rlhf_gym.web.cli import invite_command
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    run_dir = tmp_path / "runs" / "demo"
+    run_dir.mkdir(parents=True)
+    assert main(["serve", "--db", str(run_dir), "--admin-token", ADMIN, "--port", "8123"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("invite annotators with: "))
+    cmd = shlex.split(line.split(": ", 1)[1])
+    assert cmd[:3] == ["rlhf-gym", "annotators", "invite"] and "..." not in line
+    assert cmd[cmd.index("--db") + 1] == str((run_dir / "feedback.db").resolve())
+    assert cmd[cmd.index("--url") + 1] == "http://127.0.0.1:8123"
+    assert main(cmd[1:] + ["--id", "erin"]) == 0
+    link = capsys.readouterr().out.strip().splitlines()[-1]
+    assert link.startswith("http://127.0.0.1:8123/?token=")
+    s = FeedbackStore(run_dir / "feedback.db")
+    assert s.annotator_by_token(link.split("token=")[1]).id == "erin"
+    s.close()
+    pg = invite_command("postgresql+psycopg://u:secret@db.example:5432/labels", "http://h:1")
+    assert "secret" not in pg and "postgresql://u@db.example:5432/labels" in pg

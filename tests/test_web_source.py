@@ -159,3 +159,33 @@ def test_wrong_token_is_a_clear_error(server):
         src.post(make_queries(run_id="r")["pair"][:1])
     with pytest.raises(ValueError, match="http"):
         WebSource(server="127.0.0.1:8000", token=ADMIN)
+
+
+def test_the_run_is_warned_when_every_answer_is_a_skip(server):
+    srv, _store = server
+    qs = make_queries(run_id="run-s", n_steps=7)["step"]
+    said: list[str] = []
+    src = WebSource(server=srv.url, token=ADMIN, run_id="run-s", log=said.append)
+    src.post(qs)
+    for i, q in enumerate(qs[:4]):
+        r = httpx.post(f"{srv.url}/api/feedback", headers=headers("alice"),
+                       json={"query_id": q.id, "value": None, "client_key": f"s{i}"})
+        assert r.status_code == 201
+    assert len(src.poll()) == 4 and not any("skips" in m for m in said)  # 4 < 5: too early to tell
+    httpx.post(f"{srv.url}/api/feedback", headers=headers("alice"),
+               json={"query_id": qs[4].id, "value": None, "client_key": "s4"})
+    src.poll()
+    assert sum("all 5 answers" in m and "skips" in m for m in said) == 1
+    httpx.post(f"{srv.url}/api/feedback", headers=headers("bob"),
+               json={"query_id": qs[5].id, "value": None, "client_key": "s5"})
+    src.poll()
+    assert sum("skips" in m for m in said) == 1  # said once
+    # a run whose people answer gets no such warning
+    said2: list[str] = []
+    src2 = WebSource(server=srv.url, token=ADMIN, run_id="run-s", log=said2.append)
+    src2.post(qs)
+    httpx.post(f"{srv.url}/api/feedback", headers=headers("bob"),
+               json={"query_id": qs[6].id, "value": 1.0, "client_key": "s6"})
+    assert len(src2.poll()) == 7 and said2 == []
+    src.close()
+    src2.close()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rlhf_gym.feedback.sources import FeedbackSource
@@ -53,13 +53,18 @@ class WebSource(FeedbackSource):
         timeout: seconds one HTTP request may take before it counts as failed.
         retries: how many times a failed request (5xx, unreachable) is retried before raising.
         backoff: seconds before the first retry; doubled for each further one.
+        log: where warnings a person running the job should see go (default: this module's logger).
     """
+
+    #: after this many answers that are all skips, the run is warned (people letting steps pass)
+    SKIP_WARN_AFTER = 5
 
     simulated = False
 
     def __init__(self, server: str, token: str, store: FeedbackStore | None = None, run_id: str | None = None,
                  annotator_id: str | None = None, env_id: str | None = None, timeout: float = 5.0,
-                 page_size: int = 500, retries: int = 5, backoff: float = 0.25) -> None:
+                 page_size: int = 500, retries: int = 5, backoff: float = 0.25,
+                 log: Callable[[str], None] | None = None) -> None:
         super().__init__(annotator_id, store=store, run_id=run_id)  # type: ignore[arg-type]
         import httpx
 
@@ -73,6 +78,11 @@ class WebSource(FeedbackSource):
         if retries < 0 or backoff < 0:
             raise ValueError(f"retries and backoff must be >= 0, got {retries} and {backoff}")
         self.retries, self.backoff = int(retries), float(backoff)
+        self._log = log
+        #: answers received so far, and how many of them were skips (value None)
+        self.answers_seen = 0
+        self.skips_seen = 0
+        self._skip_warned = False
         #: every failed attempt so far, as text (what the run reports)
         self.errors: list[str] = []
         self._http = httpx.Client(base_url=self.server, timeout=timeout,
@@ -146,7 +156,19 @@ class WebSource(FeedbackSource):
                     out.append(fb)
             self.cursor = max(self.cursor, int(page["cursor"]))
             if len(page["answers"]) < self.page_size:
+                self._check_skips(out)
                 return out
+
+    def _check_skips(self, got: list[Feedback]) -> None:
+        """Warn once when every answer so far is a skip: people are letting steps pass, not judging them."""
+        self.answers_seen += len(got)
+        self.skips_seen += sum(1 for f in got if f.value is None)
+        if (not self._skip_warned and self.answers_seen >= self.SKIP_WARN_AFTER
+                and self.skips_seen == self.answers_seen):
+            self._skip_warned = True
+            self._say(f"WARNING: all {self.answers_seen} answers from {self.server} so far are skips (no label). "
+                      "People may be letting steps pass at a playing speed; ask them to pause (space) and mark "
+                      "each step, or the run learns nothing from them")
 
     def _accept(self, a: dict[str, Any]) -> Feedback | None:
         """Turn one server answer into a Feedback, or None if it is not ours or already stored here."""
@@ -188,8 +210,14 @@ class WebSource(FeedbackSource):
 
     def _warn(self, msg: str) -> None:
         if msg != self.last_error:
-            log.warning(msg)
+            self._say(msg)
         self.last_error = msg
+
+    def _say(self, msg: str) -> None:
+        if self._log is not None:
+            self._log(msg)
+        else:
+            log.warning(msg)
 
     def resume(self, queries: Sequence[Query]) -> None:
         """After a restart: wait again for these queries (already posted; posting again is a no-op)."""

@@ -53,21 +53,13 @@ from rlhf_gym.store.schema import ConsentRow, FeedbackRow, QueryRow, RunRow
 from rlhf_gym.types import DemoQuery, Feedback, PairQuery, StepQuery
 from rlhf_gym.types import Query as RQuery
 from rlhf_gym.web import auth
+from rlhf_gym.web.actions import action_meaning, demo_keys
 from rlhf_gym.web.clips import CLIP_FPS, ClipCache, encode_png
 from rlhf_gym.web.guard import MAX_ADMIN_BODY, MAX_BODY, Guard
 
 __all__ = ["MAX_ADMIN_BODY", "MAX_BODY", "create_app"]
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-
-#: keys for playing a demonstration, per environment id prefix: (key, label, action).
-DEMO_KEYS: dict[str, list[tuple[str, str, int]]] = {
-    "CartPole": [("ArrowLeft", "push cart left", 0), ("ArrowRight", "push cart right", 1)],
-    "MountainCar-": [("ArrowLeft", "accelerate left", 0), ("ArrowDown", "coast", 1),
-                     ("ArrowRight", "accelerate right", 2)],
-    "Acrobot": [("ArrowLeft", "torque -1", 0), ("ArrowDown", "no torque", 1), ("ArrowRight", "torque +1", 2)],
-}
-
 
 # -- request bodies ------------------------------------------------------------------------------
 class _Body(BaseModel):
@@ -136,13 +128,6 @@ class DemoSession:
 
 def _frame_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
-
-
-def demo_keys(env_id: str, n_actions: int) -> list[dict[str, Any]]:
-    for prefix, keys in DEMO_KEYS.items():
-        if env_id.startswith(prefix) and all(a < n_actions for *_x, a in keys):
-            return [{"key": k, "label": lab, "action": a} for k, lab, a in keys]
-    return [{"key": str(a), "label": f"action {a}", "action": a} for a in range(min(n_actions, 10))]
 
 
 class _LRU:
@@ -261,7 +246,7 @@ class WebApp:
     def env_of_run(self, run_id: str | None) -> str | None:
         return self.store.run_env(run_id)
 
-    def describe(self, row: QueryRow) -> dict[str, Any]:
+    def describe(self, row: QueryRow, env_id: str | None = None) -> dict[str, Any]:
         """What a page needs to show one query (never another annotator's data)."""
         q = self._query(row)
         d: dict[str, Any] = {"id": q.id, "kind": q.kind, "run_id": q.run_id, "created_at": q.created_at}
@@ -271,6 +256,7 @@ class WebApp:
                      length=max(len(q.left), len(q.right)), fps=CLIP_FPS, env_id=q.left.env_id)
         elif isinstance(q, StepQuery):
             d.update(frame=f"/api/frames/{q.id}", step=q.step, episode=q.episode, action=q.action,
+                     action_meaning=action_meaning(env_id, q.action), env_id=env_id,
                      obs=[round(float(x), 4) for x in np.asarray(q.obs, dtype=np.float64).ravel()[:16]])
         elif isinstance(q, DemoQuery):
             d.update(env_id=q.env_id, seed=q.seed, max_steps=q.max_steps)
@@ -651,7 +637,8 @@ def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "c
     def queries(ann: AnnotatorDep, kind: Literal["pair", "step", "demo"] = "pair",
                 limit: int = Query(5, ge=1, le=200)) -> dict[str, Any]:
         rows = web.open_queries(ann.id, kind, limit)
-        return {"queries": [web.describe(r) for r in rows], "progress": web.progress(ann.id)}
+        envs = {rid: web.env_of_run(rid) for rid in {r.run_id for r in rows}} if kind == "step" else {}
+        return {"queries": [web.describe(r, envs.get(r.run_id)) for r in rows], "progress": web.progress(ann.id)}
 
     @app.get("/api/clips/{query_id}/{side}", response_class=Response,
              responses={200: {"content": {"image/webp": {}}}})

@@ -11,6 +11,7 @@ import argparse
 import ipaddress
 import os
 import secrets
+import shlex
 import sys
 from pathlib import Path
 
@@ -37,6 +38,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def invite_command(db: str, url: str) -> str:
+    """The exact command that invites a person to this server's store.
+
+    A PostgreSQL URL is printed without its password (the command then uses PGPASSWORD or ~/.pgpass).
+    """
+    if "://" in db:
+        from sqlalchemy.engine import URL, make_url
+
+        u = make_url(db)
+        db = URL.create(u.drivername.split("+")[0], username=u.username, host=u.host, port=u.port,
+                        database=u.database, query=u.query).render_as_string(hide_password=False)
+    return f"rlhf-gym annotators invite --db {shlex.quote(db)} --url {shlex.quote(url)}"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -69,6 +84,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if generated:
         print(f"admin token (generated; pass --admin-token or set RLHF_GYM_ADMIN_TOKEN to keep one): {token}",
               flush=True)
-    print("invite annotators with: rlhf-gym annotators invite --db ... --url " + url, flush=True)
+    print("invite annotators with: " + invite_command(store.display_url, url), flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
