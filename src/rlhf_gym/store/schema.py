@@ -119,7 +119,9 @@ class AuditRow(Base):
     """Append-only, hash-chained log entry (see :mod:`rlhf_gym.store.audit`)."""
 
     __tablename__ = "audit_log"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: two entries can never follow the same one: the database refuses a forked chain
+    __table_args__ = (UniqueConstraint("prev_hash", name="uq_audit_prev_hash"),)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     at: Mapped[float] = mapped_column(Float)
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(32), index=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import or_, select, update
 
 from rlhf_gym.store import audit
+from rlhf_gym.store.audit import retry_conflicts
 from rlhf_gym.store.schema import AnnotatorRow, SessionRow
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class SessionsMixin:
                 or_(AnnotatorRow.token_expires_at.is_(None), AnnotatorRow.token_expires_at > now))
             ).scalar_one_or_none()
 
+    @retry_conflicts
     def start_session(self, annotator_id: str, ttl: float = SESSION_TTL) -> tuple[str, float]:
         """A new session for this person: ``(secret for the cookie, expiry time)``.
 
@@ -69,6 +71,7 @@ class SessionsMixin:
                 SessionRow.id == hash_secret(secret), SessionRow.ended_at.is_(None), SessionRow.expires_at > now,
                 AnnotatorRow.withdrawn_at.is_(None))).scalar_one_or_none()
 
+    @retry_conflicts
     def end_sessions(self, annotator_id: str, actor: str, reason: str = "logout") -> int:
         """End every live session of this person (all browsers); audited. Returns how many ended."""
         with self.session() as s, s.begin():
@@ -76,6 +79,7 @@ class SessionsMixin:
             audit.append(s, actor, "session.end", {"annotator": annotator_id, "sessions": n, "reason": reason})
         return n
 
+    @retry_conflicts
     def revoke_invite(self, annotator_id: str, actor: str = "admin", reason: str = "") -> int:
         """Make this person's invite token fail from now on and end their sessions; audited."""
         with self.session() as s, s.begin():
@@ -91,6 +95,7 @@ class SessionsMixin:
                                                      "reason": reason})
         return n
 
+    @retry_conflicts
     def reissue_invite(self, annotator_id: str, ttl: float | None, actor: str = "admin") -> str:
         """A fresh invite token for an existing person (the old one stops working); audited."""
         token = secrets.token_urlsafe(24)

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rlhf_gym.store import audit, migrate
+from rlhf_gym.store.audit import retry_conflicts
 from rlhf_gym.store.jsonsafe import UnsafeValue, check_json, clean_json
 from rlhf_gym.store.schema import (
     AnnotatorRow,
@@ -109,6 +110,7 @@ class FeedbackStore(SessionsMixin):
         self.engine.dispose()
 
     # -- annotators and consent -------------------------------------------------------------------
+    @retry_conflicts
     def add_annotator(self, annotator_id: str | None = None, *, kind: str = "simulated", token: str | None = None,
                       role: str = "annotator", meta: dict | None = None, actor: str = "system",
                       token_ttl: float | None = None) -> str:
@@ -139,6 +141,7 @@ class FeedbackStore(SessionsMixin):
         with self.session() as s:
             return list(s.execute(select(AnnotatorRow).order_by(AnnotatorRow.created_at)).scalars())
 
+    @retry_conflicts
     def record_consent(self, annotator_id: str, version: str, text: str, agreed: bool) -> None:
         _check({"annotator_id": annotator_id, "version": version}, "consent")
         with self.session() as s, s.begin():
@@ -191,6 +194,7 @@ class FeedbackStore(SessionsMixin):
             return bool(row and row.agreed)
 
     # -- runs and queries ---------------------------------------------------------------------
+    @retry_conflicts
     def add_run(self, run_id: str | None = None, config: dict | None = None) -> str:
         rid = run_id or new_id("run")
         with self.session() as s, s.begin():
@@ -220,6 +224,7 @@ class FeedbackStore(SessionsMixin):
                 FeedbackRow.query_id == query_id, FeedbackRow.annotator_id == annotator_id,
                 FeedbackRow.answered_at == answered_at)).first() is not None
 
+    @retry_conflicts
     def add_queries(self, queries: Sequence[Query], run_id: str | None = None,
                     assigned_to: str | None = None) -> list[str]:
         """Store queries; ids already present are left as they are (re-posting is harmless)."""
@@ -239,6 +244,7 @@ class FeedbackStore(SessionsMixin):
                 new.append(q.id)
         return new
 
+    @retry_conflicts
     def set_gold(self, query_id: str, value: float | None, actor: str = "admin") -> None:
         """Mark a stored query as an attention check with a known answer (None clears it). Audited."""
         if value is not None and not (0.0 <= float(value) <= 1.0):
@@ -273,6 +279,7 @@ class FeedbackStore(SessionsMixin):
             return [_query_from_row(r) for r in s.execute(q.order_by(QueryRow.created_at)).scalars()]
 
     # -- feedback -------------------------------------------------------------------------------
+    @retry_conflicts
     def add_feedback(self, fb: Feedback, client_key: str | None = None) -> Feedback:
         """Commit one answer (with its audit entry) and return it with its row id.
 
@@ -313,6 +320,8 @@ class FeedbackStore(SessionsMixin):
                              {"feedback": row.id, "query": fb.query_id, "value": fb.value})
                 return _feedback_from_row(row)
         except IntegrityError as e:  # a concurrent duplicate client key lost the race: return the winner
+            if audit.is_conflict(e):
+                raise  # lost the race for the audit chain: retry_conflicts runs the write again
             if client_key is None:
                 raise StoreError(f"could not store feedback: {e.orig}") from e
             with self.session() as s:
@@ -353,6 +362,7 @@ class FeedbackStore(SessionsMixin):
         return out
 
     # -- withdrawal, models and lineage ----------------------------------------------------------
+    @retry_conflicts
     def withdraw_annotator(self, annotator_id: str, actor: str = "admin", reason: str = "") -> dict[str, Any]:
         """Exclude every label of this person from now on and flag every model trained on them.
 
@@ -379,6 +389,7 @@ class FeedbackStore(SessionsMixin):
         return {"annotator": annotator_id, "labels_withdrawn": len(ids), "models_flagged": model_ids,
                 "sessions_ended": sessions}
 
+    @retry_conflicts
     def record_model(self, path: str | Path, feedback_ids: Iterable[int], kind: str = "reward",
                      run_id: str | None = None, model_id: str | None = None,
                      derived_from: Iterable[str] = ()) -> str:
@@ -431,6 +442,7 @@ class FeedbackStore(SessionsMixin):
             return sorted(s.execute(q).scalars())
 
     # -- audit ------------------------------------------------------------------------------------
+    @retry_conflicts
     def audit(self, actor: str, action: str, payload: dict | None = None) -> None:
         with self.session() as s, s.begin():
             audit.append(s, actor, action, payload)
@@ -574,6 +586,7 @@ class FeedbackStore(SessionsMixin):
         relevant = [c for c in consents if self.consent_version is None or c.get("version") == self.consent_version]
         return bool(relevant) and bool(relevant[-1].get("agreed"))
 
+    @retry_conflicts
     def _import_consents(self, annotator_id: str, consents: list[dict[str, Any]], actor: str, source: str) -> None:
         with self.session() as s, s.begin():
             have = {(c.version, c.at) for c in s.execute(
