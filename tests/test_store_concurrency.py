@@ -87,3 +87,22 @@ def test_the_database_refuses_a_forked_chain(tmp_path):
         c.execute(text("INSERT INTO audit_log (seq, at, actor, action, payload, prev_hash, hash) "
                        "VALUES (99, 0, 'm', 'fork', '{}', :p, 'h')"), {"p": first["prev_hash"]})
     assert s.verify_audit().ok
+
+
+def test_the_database_allows_one_web_answer_per_person_and_query(url):
+    """The check is the database's: a second answer with another client key is refused whoever writes it."""
+    import numpy as np
+
+    from rlhf_gym.store import AlreadyAnswered
+
+    a, b = FeedbackStore(url), FeedbackStore(url)  # as two server processes would hold
+    a.add_annotator("p")
+    q = StepQuery.make(np.zeros(2), 0, step=0, episode=0, run_id="r")
+    a.add_queries([q])
+    first = a.add_feedback(Feedback(q.id, "p", 1.0, 0.0, 1.0), client_key="key-1")
+    with pytest.raises(AlreadyAnswered):
+        b.add_feedback(Feedback(q.id, "p", 0.0, 0.0, 2.0), client_key="key-2")
+    assert b.add_feedback(Feedback(q.id, "p", 1.0, 0.0, 1.0), client_key="key-1").id == first.id  # a resend
+    assert [f.id for f in b.feedback()] == [first.id] and b.verify_audit().ok
+    a.close()
+    b.close()

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from _web_helpers import drop_pg, pg_database
-from rlhf_gym.store import FeedbackStore, hash_token, migrate, resolve_url
+from rlhf_gym.store import AlreadyAnswered, FeedbackStore, hash_token, migrate, resolve_url
 from rlhf_gym.store.audit import GENESIS, entry_hash, head_mac
 from rlhf_gym.types import Feedback
 
@@ -72,7 +72,9 @@ def test_previous_release_store_is_refused_then_upgraded_with_data_intact(db_url
     assert s.has_consent("old-person", "v1") and s.verify_audit().ok
     secret, _ = s.start_session("old-person")  # the new tables work
     assert s.annotator_by_session(secret).id == "old-person"
-    s.add_feedback(Feedback("q0", "old-person", 0.0, 1.0, 2.0), client_key="k1")
+    with pytest.raises(AlreadyAnswered):  # the upgraded store enforces one answer per person and query
+        s.add_feedback(Feedback("q0", "old-person", 0.0, 1.0, 2.0), client_key="k1")
+    s.add_feedback(Feedback("q0", "old-person", 0.0, 1.0, 2.0))  # no client key: not a web answer
     assert len(s.feedback()) == 2 and s.verify_audit().ok
     assert main(["db", "upgrade", "--db", db_url]) == 0 and "already at" in capsys.readouterr().out
     s.close()

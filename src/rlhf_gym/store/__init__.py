@@ -1,6 +1,7 @@
 """Feedback store: SQLite by default, PostgreSQL through the same code."""
 
 from rlhf_gym.store.store import (
+    AlreadyAnswered,
     ConsentError,
     FeedbackStore,
     StoreError,
@@ -9,4 +10,4 @@ from rlhf_gym.store.store import (
     resolve_url,
 )
 
-__all__ = ["ConsentError", "FeedbackStore", "StoreError", "UnsafeInputError", "hash_token", "resolve_url"]
+__all__ = ["AlreadyAnswered", "ConsentError", "FeedbackStore", "StoreError", "UnsafeInputError", "hash_token", "resolve_url"]

@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -82,6 +83,9 @@ class FeedbackRow(Base):
     __table_args__ = (
         UniqueConstraint("annotator_id", "client_key", name="uq_feedback_client_key"),
         Index("ix_feedback_query_annotator", "query_id", "annotator_id"),
+        # one answer per person and query for answers with a client key (every web answer has one)
+        Index("uq_feedback_one_answer", "query_id", "annotator_id", unique=True,
+              sqlite_where=text("client_key IS NOT NULL"), postgresql_where=text("client_key IS NOT NULL")),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     query_id: Mapped[str] = mapped_column(ForeignKey("queries.id"), index=True)

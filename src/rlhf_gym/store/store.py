@@ -43,6 +43,19 @@ class ConsentError(StoreError):
     """A person tried to give feedback without a recorded consent to the current text."""
 
 
+class AlreadyAnswered(StoreError):
+    """This person already answered this query (the database allows one answer per person and query)."""
+
+    def __init__(self, query_id: str, annotator_id: str) -> None:
+        super().__init__(f"query {query_id!r} was already answered by {annotator_id!r}; nothing stored")
+        self.query_id, self.annotator_id = query_id, annotator_id
+
+
+def _is_second_answer(err: IntegrityError) -> bool:
+    msg = str(err.orig).lower()
+    return "uq_feedback_one_answer" in msg or "feedback.query_id, feedback.annotator_id" in msg
+
+
 class UnsafeInputError(StoreError):
     """A string or number that is not storable JSON (NaN, Infinity, NUL, lone surrogate); ``where`` names it."""
 
@@ -323,6 +336,8 @@ class FeedbackStore(SessionsMixin, AnnotationMixin):
         except IntegrityError as e:  # a concurrent duplicate client key lost the race: return the winner
             if audit.is_conflict(e):
                 raise  # lost the race for the audit chain: retry_conflicts runs the write again
+            if _is_second_answer(e):
+                raise AlreadyAnswered(fb.query_id, fb.annotator_id) from None
             if client_key is None:
                 raise StoreError(f"could not store feedback: {e.orig}") from e
             with self.session() as s:

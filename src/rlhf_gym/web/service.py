@@ -21,7 +21,7 @@ import numpy as np
 from fastapi import HTTPException, Request
 
 from rlhf_gym.governance.consent import FeedbackPolicy, load_policy
-from rlhf_gym.store import ConsentError, FeedbackStore, StoreError, UnsafeInputError
+from rlhf_gym.store import AlreadyAnswered, ConsentError, FeedbackStore, StoreError, UnsafeInputError
 from rlhf_gym.store.annotation import StoredQuery
 from rlhf_gym.types import DemoQuery, Feedback, PairQuery, StepQuery
 from rlhf_gym.types import Query as RQuery
@@ -217,6 +217,11 @@ class WebApp:
             raise HTTPException(403, f"{e}. Read and agree to the consent text first (POST /api/consent).") from e
         except UnsafeInputError as e:
             raise HTTPException(422, str(e)) from e
+        except AlreadyAnswered as e:  # another server process stored this person's answer first
+            prev = self.store.earlier_answers(fb.annotator_id, fb.query_id)
+            fid = prev[0]["id"] if prev else None
+            raise HTTPException(409, {"message": f"{e} (feedback {fid})", "feedback_id": fid,
+                                      "query_id": fb.query_id}) from e
         except StoreError as e:
             msg = str(e)
             code = 404 if "unknown query" in msg else 403 if ("withdrawn" in msg or "not assigned" in msg) else 400
