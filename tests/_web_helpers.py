@@ -114,3 +114,28 @@ def tmp_app(tmp_path: Path, store: FeedbackStore | None = None):
 
 
 __all__ = ["ADMIN", "TOKENS", "POLICY", "np"]
+
+
+def pg_database(pg_url: str):
+    """A fresh PostgreSQL database on the test server: (url, admin engine, name); drop it with drop_pg."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from rlhf_gym.store import resolve_url
+
+    base = make_url(resolve_url(pg_url))
+    name = f"rlhf_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    return base.set(database=name).render_as_string(hide_password=False), admin, name
+
+
+def drop_pg(admin: Any, name: str) -> None:
+    from sqlalchemy import text
+
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

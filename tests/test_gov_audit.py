@@ -28,8 +28,12 @@ def _swap(s, a: int, b: int) -> None:
     ra, rb = s.get(AuditRow, a), s.get(AuditRow, b)
     fields = ("at", "actor", "action", "payload", "prev_hash", "hash")
     va, vb = ({f: getattr(r, f) for f in fields} for r in (ra, rb))
+    ra.prev_hash, rb.prev_hash = "tmp-a", "tmp-b"  # prev_hash is unique: an attacker swaps through other values
+    s.flush()
     for f in fields:
         setattr(ra, f, vb[f])
+    s.flush()
+    for f in fields:
         setattr(rb, f, va[f])
 
 

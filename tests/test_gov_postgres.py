@@ -7,20 +7,26 @@ import os
 import pytest
 from sqlalchemy import delete, func, select
 
+from _web_helpers import drop_pg, pg_database
 from govsim import PLANTED, populate
 from rlhf_gym.cli import main
 from rlhf_gym.governance.report import annotator_report
 from rlhf_gym.store import FeedbackStore
-from rlhf_gym.store.schema import AuditRow, Base
+from rlhf_gym.store.schema import AuditRow
 
 URL = os.environ.get("RLHF_GYM_TEST_PG_URL")
 pytestmark = [pytest.mark.postgres, pytest.mark.skipif(not URL, reason="RLHF_GYM_TEST_PG_URL not set")]
 
 
-def test_report_withdrawal_export_and_truncation_on_postgres(tmp_path):
-    s = FeedbackStore(URL)
-    Base.metadata.drop_all(s.engine)  # a scratch database: start empty
-    s.close()
+@pytest.fixture
+def db():
+    url, eng, name = pg_database(URL)  # a fresh database of its own: starts empty
+    yield url
+    drop_pg(eng, name)
+
+
+def test_report_withdrawal_export_and_truncation_on_postgres(tmp_path, db):
+    URL = db
     s = FeedbackStore(URL)
     populate(s, seed=0, n_queries=40, per_person=30)
     assert set(annotator_report(s)["flagged"]) == set(PLANTED)

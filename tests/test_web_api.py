@@ -22,6 +22,7 @@ from _web_helpers import (
     trajectory_ok,
 )
 from rlhf_gym.store import FeedbackStore
+from rlhf_gym.web import auth
 
 
 @pytest.fixture
@@ -118,8 +119,8 @@ def test_admin_routes_need_the_admin_token(web):
     r = c.post("/api/admin/queries", json=body, headers=headers("alice"))
     assert r.status_code == 403 and "annotator tokens" in r.json()["detail"]
     # nor does a cookie (an invite link opened in the same browser) open admin routes
-    c.cookies.set("rlhf_gym_token", ADMIN)
-    assert c.post("/api/admin/queries", json=body).status_code == 401
+    c.cookies.set(auth.COOKIE, ADMIN)
+    assert c.post("/api/admin/queries", json=body, headers={"Origin": "http://testserver"}).status_code == 401
     c.cookies.clear()
     assert c.post("/api/admin/queries", json=body, headers=admin_headers()).json()["added"] == [q.id]
     assert c.post("/api/admin/queries", json=body, headers=admin_headers()).json()["existing"] == [q.id]
@@ -279,9 +280,9 @@ def test_withdrawal_excludes_my_labels_and_stops_new_ones(web):
     r = c.post("/api/withdraw", json={"confirm": True}, headers=headers("alice"))
     assert r.status_code == 200 and r.json()["labels_withdrawn"] == 1
     assert [a["annotator_id"] for a in c.get("/api/admin/answers", headers=admin_headers()).json()["answers"]] == ["bob"]
-    r = label(c, "alice", qs["step"][0].id, 1.0)
-    assert r.status_code == 403 and "withdrawn" in r.json()["detail"]
-    assert c.get("/api/me", headers=headers("alice")).json()["withdrawn"] is True
+    r = label(c, "alice", qs["step"][0].id, 1.0)  # withdrawal revokes the invite token: nothing opens any more
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    assert c.get("/api/me", headers=headers("alice")).status_code == 401
     assert store.annotator("alice").withdrawn_at is not None
 
 

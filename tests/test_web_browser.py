@@ -65,6 +65,20 @@ def sign_in(browser, srv, consent: bool = True):
     return ctx, page, errors
 
 
+def wait_js(page, expr: str, timeout: float = 10000) -> None:
+    """Wait until a JS expression is true, polling from Python.
+
+    ``page.wait_for_function`` polls with ``eval`` inside the page, which the app's Content-Security-Policy
+    (rightly) blocks; ``page.evaluate`` goes through the DevTools protocol and is not affected.
+    """
+    end = time.monotonic() + timeout / 1000
+    while time.monotonic() < end:
+        if page.evaluate(expr):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not true in time: {expr}")
+
+
 def wait_until(fn, timeout=10.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -89,14 +103,14 @@ def test_consent_then_preference_pairs_by_keyboard(browser, site):
     page.wait_for_url("**/preference")
     ids = []
     for key in ("ArrowLeft", "=", "s"):
-        page.wait_for_function("document.body.dataset.state === 'showing'")
-        page.wait_for_function("document.getElementById('left').complete && document.getElementById('left').naturalWidth > 0")
+        wait_js(page, "document.body.dataset.state === 'showing'")
+        wait_js(page, "document.getElementById('left').complete && document.getElementById('left').naturalWidth > 0")
         ids.append(page.evaluate("document.body.dataset.query"))
         if key == "ArrowLeft":
             shot(page, "preference")
         page.keyboard.press(key)
-        page.wait_for_function(f"document.body.dataset.query !== '{ids[-1]}' || document.body.dataset.state === 'empty'")
-    page.wait_for_function("document.body.dataset.state === 'empty' && (window.labelsSaved || 0) >= 3")
+        wait_js(page, f"document.body.dataset.query !== '{ids[-1]}' || document.body.dataset.state === 'empty'")
+    wait_js(page, "document.body.dataset.state === 'empty' && (window.labelsSaved || 0) >= 3")
     shot(page, "preference-done")
     got = {f.query_id: f.value for f in store.feedback(kind="pair")}
     assert ids == [q.id for q in qs["pair"]]
@@ -106,23 +120,141 @@ def test_consent_then_preference_pairs_by_keyboard(browser, site):
     ctx.close()
 
 
-def test_evaluative_steps_marked_by_keyboard(browser, site):
+def test_evaluative_waits_for_a_person_at_their_own_pace(browser, site):
+    """Default page, key presses 1-2 s apart: every step pressed is an answer, nothing passes by itself."""
     srv, store, qs = site
     ctx, page, errors = sign_in(browser, srv)
-    page.goto(f"{srv.url}/evaluative?speed=2")
-    page.wait_for_function("document.body.dataset.state === 'showing' && document.body.dataset.step === '0'")
-    page.keyboard.press("ArrowUp")  # step 0 good
-    shot(page, "evaluative")
-    page.wait_for_function("document.body.dataset.step === '1'")
-    page.keyboard.press("b")  # step 1 bad
-    page.wait_for_function("document.body.dataset.state === 'empty'", timeout=15000)
+    page.goto(f"{srv.url}/evaluative")
+    wait_js(page, "document.body.dataset.state === 'showing' && document.body.dataset.step === '0'")
+    assert page.evaluate("document.body.dataset.mode") == "step"
+    acts = {q.step: q.action for q in qs["step"]}
+    meaning = {0: "push cart left", 1: "push cart right"}
+    assert page.inner_text("#action") == f"Action: {meaning[acts[0]]}"
+    time.sleep(2.5)  # a person looking at the first step: nothing moves on, nothing is sent
+    assert store.feedback(kind="step") == [] and page.evaluate("document.body.dataset.step") == "0"
+    shot(page, "evaluative-waiting")
+    for i, (key, pause) in enumerate([("ArrowUp", 1.0), ("b", 1.6), ("ArrowUp", 2.0), ("s", 1.2)]):
+        wait_js(page, f"document.body.dataset.step === '{i}'")
+        assert page.inner_text("#action") == f"Action: {meaning[acts[i]]}"
+        page.keyboard.press(key)
+        time.sleep(pause)
+    wait_js(page, "document.body.dataset.state === 'empty'")
     wait_until(lambda: len(store.feedback(kind="step")) == 4)
     fbs = {f.data["query_step"]: f for f in store.feedback(kind="step")}
-    assert (fbs[0].value, fbs[0].step) == (1.0, 0) and (fbs[1].value, fbs[1].step) == (0.0, 1)
-    assert fbs[2].value is None and fbs[3].value is None  # passed without a key: skipped
-    assert fbs[0].answered_at < fbs[1].answered_at and fbs[0].data["speed_fps"] == 2
+    assert [fbs[t].value for t in range(4)] == [1.0, 0.0, 1.0, None]  # the last: "can't tell", chosen
+    assert all(fbs[t].data["mode"] == "step" and fbs[t].data["key"] != "passed" for t in range(4))
+    assert [fbs[t].step for t in range(4)] == [0, 1, 2, 3]
+    assert "No steps are waiting" in page.inner_text("#status")
     assert errors == []
     ctx.close()
+
+
+def test_evaluative_playing_is_chosen_and_passed_steps_count_as_skips(browser, site):
+    srv, store, qs = site
+    ctx, page, errors = sign_in(browser, srv)
+    page.goto(f"{srv.url}/evaluative")
+    wait_js(page, "document.body.dataset.state === 'showing'")
+    page.keyboard.press("ArrowUp")  # step 0 answered while waiting
+    wait_js(page, "document.body.dataset.step === '1'")
+    page.keyboard.press("+")  # 2 steps/s
+    page.keyboard.press(" ")  # the person chooses to play
+    assert page.evaluate("document.body.dataset.mode") == "play"
+    wait_js(page, "document.body.dataset.state === 'empty'", 15000)
+    wait_until(lambda: len(store.feedback(kind="step")) == 4)
+    fbs = {f.data["query_step"]: f for f in store.feedback(kind="step")}
+    assert fbs[0].value == 1.0 and fbs[0].data["mode"] == "step"
+    assert all(fbs[t].value is None and fbs[t].data == {**fbs[t].data, "mode": "play", "key": "passed", "speed_fps": 2}
+               for t in (1, 2, 3))
+    assert errors == []
+    ctx.close()
+
+
+def test_waiting_notice_is_cleared_when_steps_arrive(browser, tmp_path):
+    store, app = tmp_app(tmp_path)
+    add_people(store, consent=False)
+    srv = LiveServer(app)
+    try:
+        ctx, page, errors = sign_in(browser, srv)
+        page.goto(f"{srv.url}/evaluative")
+        wait_js(page, "document.body.dataset.state === 'empty'")
+        assert "No steps are waiting" in page.inner_text("#status")
+        qs = make_queries(n_pairs=0, n_steps=2)
+        assert post_queries(TestClient(app), qs["step"], assigned_to="alice").status_code == 200
+        wait_js(page, "document.body.dataset.state === 'showing'", 10000)
+        assert "No steps are waiting" not in page.inner_text("#status")
+        assert errors == []
+        ctx.close()
+    finally:
+        srv.stop()
+        store.close()
+
+
+def test_phone_viewport_labels_by_tapping(browser, site):
+    srv, store, qs = site
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                              device_scale_factor=2)
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{srv.url}/?token={TOKENS['alice']}")
+    page.wait_for_selector("#consent:not(.hidden)")
+    page.tap("#agree")
+    page.wait_for_selector("#home:not(.hidden)")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # the header fits
+    page.tap("#go-pair")
+    page.wait_for_url("**/preference")
+    wait_js(page, "document.body.dataset.state === 'showing' && document.getElementById('left').naturalWidth > 0")
+    width = page.evaluate("document.getElementById('left').getBoundingClientRect().width")
+    assert width >= 0.85 * 390, width  # the clip fills the width (was about 80 px)
+    for sel in ("#btn-left", "#btn-right", "#btn-equal", "#btn-skip"):
+        box = page.locator(sel).bounding_box()
+        assert box["height"] >= 44 and box["width"] >= 44, (sel, box)
+    shot(page, "phone-preference")
+    first = page.evaluate("document.body.dataset.query")
+    page.tap("#btn-left")
+    wait_js(page, f"document.body.dataset.query !== '{first}'")
+    page.tap("#btn-right")
+    wait_until(lambda: len(store.feedback(kind="pair")) == 2)
+    page.goto(f"{srv.url}/evaluative")
+    wait_js(page, "document.body.dataset.state === 'showing'")
+    assert page.evaluate("document.getElementById('frame').getBoundingClientRect().width") >= 0.85 * 390
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    shot(page, "phone-evaluative")
+    page.tap("#good")
+    wait_js(page, "document.body.dataset.step === '1'")
+    page.tap("#bad")
+    wait_until(lambda: len(store.feedback(kind="step")) == 2)
+    assert sorted(f.value for f in store.feedback(kind="step")) == [0.0, 1.0]
+    assert sorted(f.value for f in store.feedback(kind="pair")) == [0.0, 1.0]
+    assert errors == []
+    ctx.close()
+
+
+def test_admin_report_fits_its_frame(browser, tmp_path):
+    from _web_helpers import ADMIN
+    from govsim import populate
+
+    store, app = tmp_app(tmp_path)
+    populate(store, seed=0, n_queries=20, per_person=15)
+    srv = LiveServer(app)
+    try:
+        ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+        page = ctx.new_page()
+        page.goto(f"{srv.url}/admin")
+        page.fill("#token", ADMIN)
+        page.click("button[type=submit]")
+        wait_js(page, "document.getElementById('report').srcdoc.length > 0")
+        frame = page.frame_locator("#report")
+        frame.locator("table").first.wait_for()
+        inner = next(f for f in page.frames if f != page.main_frame)
+        fits = inner.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert fits[0] <= fits[1], fits  # no column (the flags) cut off
+        assert "flag" in inner.content()
+        shot(page, "admin-report")
+        ctx.close()
+    finally:
+        srv.stop()
+        store.close()
 
 
 def test_demonstration_played_by_keyboard(browser, site):
@@ -130,16 +262,16 @@ def test_demonstration_played_by_keyboard(browser, site):
     ctx, page, errors = sign_in(browser, srv)
     page.keyboard.press("3")
     page.wait_for_url("**/demo")
-    page.wait_for_function("document.body.dataset.state === 'ready'")
+    wait_js(page, "document.body.dataset.state === 'ready'")
     page.keyboard.press("Enter")
-    page.wait_for_function("document.body.dataset.state === 'playing'")
+    wait_js(page, "document.body.dataset.state === 'playing'")
     keys = ["ArrowRight", "ArrowLeft", "ArrowRight", "ArrowLeft"]
     for i, k in enumerate(keys, 1):
         page.keyboard.press(k)
-        page.wait_for_function(f"document.body.dataset.step === '{i}'")
+        wait_js(page, f"document.body.dataset.step === '{i}'")
     shot(page, "demo")
     page.keyboard.press("Escape")
-    page.wait_for_function("document.body.dataset.state === 'saved'")
+    wait_js(page, "document.body.dataset.state === 'saved'")
     [fb] = store.feedback(kind="demo")
     t = fb.data["trajectory"]
     assert t["acts"] == [1, 0, 1, 0] and len(t["obs"]) == 5 and t["truncated"]
@@ -154,7 +286,7 @@ def test_withdraw_by_keyboard(browser, site):
     page.keyboard.press("Enter")
     page.wait_for_selector("#withdraw-confirm:not(.hidden)")
     page.keyboard.press("Enter")  # the confirm button has focus now
-    page.wait_for_function("document.getElementById('status').textContent.includes('Withdrawn')")
+    wait_js(page, "document.getElementById('status').textContent.includes('Withdrawn')")
     shot(page, "withdrawn")
     assert store.annotator("alice").withdrawn_at is not None
     ctx.close()

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from _web_helpers import ADMIN, TOKENS, add_people, free_port, make_queries
 from rlhf_gym.store import FeedbackStore
@@ -129,3 +130,86 @@ def test_serve_warns_when_binding_beyond_loopback(tmp_path, capsys, monkeypatch)
     assert "WARNING: binding to 0.0.0.0" in capsys.readouterr().err
     assert main(["serve", "--db", str(tmp_path / "w.db"), "--admin-token", "short"]) == 2
     assert main(["serve", "--db", str(tmp_path / "w.db"), "--port", "70000", "--admin-token", ADMIN]) == 2
+
+
+def test_printed_invite_command_is_ready_to_run(tmp_path, capsys, monkeypatch):
+    """The server prints the invite command with its real store; running it gives a working link."""
+    import shlex
+
+    import uvicorn
+
+    from rlhf_gym.cli import main
+    from rlhf_gym.web.cli import invite_command
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    run_dir = tmp_path / "runs" / "demo"
+    run_dir.mkdir(parents=True)
+    assert main(["serve", "--db", str(run_dir), "--admin-token", ADMIN, "--port", "8123"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("invite annotators with: "))
+    cmd = shlex.split(line.split(": ", 1)[1])
+    assert cmd[:3] == ["rlhf-gym", "annotators", "invite"] and "..." not in line
+    assert cmd[cmd.index("--db") + 1] == str((run_dir / "feedback.db").resolve())
+    assert cmd[cmd.index("--url") + 1] == "http://127.0.0.1:8123"
+    assert main(cmd[1:] + ["--id", "erin"]) == 0
+    link = capsys.readouterr().out.strip().splitlines()[-1]
+    assert link.startswith("http://127.0.0.1:8123/?token=")
+    s = FeedbackStore(run_dir / "feedback.db")
+    assert s.annotator_by_token(link.split("token=")[1]).id == "erin"
+    s.close()
+    pg = invite_command("postgresql+psycopg://u:secret@db.example:5432/labels", "http://h:1")
+    assert "secret" not in pg and "postgresql://u@db.example:5432/labels" in pg
+
+
+PG_URL = os.environ.get("RLHF_GYM_TEST_PG_URL")
+
+
+def test_serve_workers_needs_postgresql(tmp_path):
+    from rlhf_gym.cli import main
+
+    assert main(["serve", "--db", str(tmp_path / "x.db"), "--workers", "2", "--admin-token", ADMIN]) == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG_URL, reason="RLHF_GYM_TEST_PG_URL not set")
+def test_two_workers_on_postgresql_never_store_two_answers_for_one_query(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from _web_helpers import drop_pg, pg_database
+
+    url, eng, name = pg_database(PG_URL)
+    try:
+        store = FeedbackStore(url)
+        add_people(store)
+        port = free_port()
+        proc = start(url, port, "--workers", "2")
+        try:
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+            if kids.exists():
+                end = time.monotonic() + 30
+                while len(kids.read_text().split()) < 2 and time.monotonic() < end:
+                    time.sleep(0.2)
+                assert len(kids.read_text().split()) >= 2  # two worker processes
+            base = f"http://127.0.0.1:{port}"
+            qs = make_queries(run_id="run-w", n_pairs=0, n_steps=6)["step"]
+            r = httpx.post(f"{base}/api/admin/queries", headers={"Authorization": f"Bearer {ADMIN}"},
+                           json={"run_id": "run-w", "queries": [q.to_dict() for q in qs]})
+            assert r.status_code == 200
+
+            def post(i: int) -> int:
+                q = qs[i % len(qs)]
+                with httpx.Client(timeout=20) as c:  # a new connection each: requests spread over the workers
+                    return c.post(f"{base}/api/feedback", headers={"Authorization": f"Bearer {TOKENS['alice']}"},
+                                  json={"query_id": q.id, "value": 1.0, "client_key": f"k{i}"}).status_code
+
+            with ThreadPoolExecutor(16) as ex:
+                codes = list(ex.map(post, range(96)))
+            assert sorted(set(codes)) == [201, 409] and codes.count(201) == len(qs), codes
+            rows = store.feedback(annotator_id="alice")
+            assert sorted(f.query_id for f in rows) == sorted(q.id for q in qs)  # one each, never two
+            assert store.verify_audit().ok
+        finally:
+            proc.terminate()
+            proc.wait(20)
+        store.close()
+    finally:
+        drop_pg(eng, name)

@@ -9,7 +9,7 @@ import pytest
 
 from _web_helpers import ADMIN, LiveServer, add_people, free_port, headers, make_queries, tmp_app
 from rlhf_gym.feedback.sources import FeedbackSource
-from rlhf_gym.feedback.web_source import WebSource, WebSourceError
+from rlhf_gym.feedback.web_source import WebServerError, WebSource, WebSourceError
 from rlhf_gym.store import FeedbackStore
 
 
@@ -78,14 +78,78 @@ def test_queries_assigned_to_one_annotator(server, tmp_path):
     src.close()
 
 
-def test_a_server_that_is_down_never_blocks_the_run(tmp_path):
+def test_a_server_that_is_down_is_an_error_after_retries_not_silence(tmp_path):
     qs = make_queries(run_id="run-9")
-    src = WebSource(server=f"http://127.0.0.1:{free_port()}", token=ADMIN, run_id="run-9", timeout=0.5)
+    src = WebSource(server=f"http://127.0.0.1:{free_port()}", token=ADMIN, run_id="run-9", timeout=0.5,
+                    retries=2, backoff=0.05)
     t = time.perf_counter()
-    src.post(qs["pair"])
-    assert src.poll() == [] and src.pending == 2 and src.last_error
-    assert time.perf_counter() - t < 5
+    with pytest.raises(WebServerError, match="could not reach .* gave up after 3 attempts"):
+        src.post(qs["pair"])
+    assert time.perf_counter() - t < 5 and len(src.errors) == 3 and src.pending == 2
     src.close()
+
+
+def test_a_5xx_is_retried_with_backoff_and_then_reported(tmp_path):
+    """A failing answers feed must stop the run with the server's message, never look like 'no answers'."""
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append((request.url.path, time.monotonic()))
+        if request.url.path == "/api/admin/queries":
+            return httpx.Response(200, json={"added": [], "existing": []})
+        return httpx.Response(500, json={"detail": "database is on fire"})
+
+    src = WebSource(server="http://test", token=ADMIN, run_id="run-5", retries=3, backoff=0.05)
+    src._http = httpx.Client(base_url="http://test", transport=httpx.MockTransport(handler))
+    src.post(make_queries(run_id="run-5")["pair"][:1])
+    with pytest.raises(WebServerError, match="500 .*database is on fire.*gave up after 4 attempts"):
+        src.poll()
+    times = [t for p, t in calls if p == "/api/admin/answers"]
+    assert len(times) == 4 and all(b - a >= 0.04 * 2**i for i, (a, b) in enumerate(zip(times, times[1:], strict=False)))
+    # a server that recovers between retries is used normally
+    flaky = iter([500, 503, 200])
+
+    def recovering(request: httpx.Request) -> httpx.Response:
+        code = next(flaky)
+        return httpx.Response(code, json={"answers": [], "cursor": 0} if code == 200 else {"detail": "x"})
+
+    src._http = httpx.Client(base_url="http://test", transport=httpx.MockTransport(recovering))
+    src._unsent.clear()
+    assert src.poll() == [] and len(src.errors) == 4 + 2
+    src.close()
+
+
+def test_training_reports_a_failing_server_as_an_error(tmp_path, capsys):
+    """`rlhf-gym train --teacher web` against a server that answers 500: exit 1 with the message, no traceback."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from rlhf_gym.cli import main
+
+    class Broken(BaseHTTPRequestHandler):
+        def _fail(self) -> None:
+            body = b'{"detail": "broken on purpose"}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _fail
+
+        def log_message(self, *a) -> None:
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        rc = main(["train", "--feedback", "evaluative", "--teacher", "web", "--env", "CartPole-v1",
+                   "--server", f"http://127.0.0.1:{httpd.server_port}", "--token", ADMIN, "--budget", "4",
+                   "--out", str(tmp_path / "run")])
+    finally:
+        httpd.shutdown()
+    err = capsys.readouterr().err
+    assert rc == 1 and "500" in err and "broken on purpose" in err and "Traceback" not in err
 
 
 def test_wrong_token_is_a_clear_error(server):
@@ -95,3 +159,33 @@ def test_wrong_token_is_a_clear_error(server):
         src.post(make_queries(run_id="r")["pair"][:1])
     with pytest.raises(ValueError, match="http"):
         WebSource(server="127.0.0.1:8000", token=ADMIN)
+
+
+def test_the_run_is_warned_when_every_answer_is_a_skip(server):
+    srv, _store = server
+    qs = make_queries(run_id="run-s", n_steps=7)["step"]
+    said: list[str] = []
+    src = WebSource(server=srv.url, token=ADMIN, run_id="run-s", log=said.append)
+    src.post(qs)
+    for i, q in enumerate(qs[:4]):
+        r = httpx.post(f"{srv.url}/api/feedback", headers=headers("alice"),
+                       json={"query_id": q.id, "value": None, "client_key": f"s{i}"})
+        assert r.status_code == 201
+    assert len(src.poll()) == 4 and not any("skips" in m for m in said)  # 4 < 5: too early to tell
+    httpx.post(f"{srv.url}/api/feedback", headers=headers("alice"),
+               json={"query_id": qs[4].id, "value": None, "client_key": "s4"})
+    src.poll()
+    assert sum("all 5 answers" in m and "skips" in m for m in said) == 1
+    httpx.post(f"{srv.url}/api/feedback", headers=headers("bob"),
+               json={"query_id": qs[5].id, "value": None, "client_key": "s5"})
+    src.poll()
+    assert sum("skips" in m for m in said) == 1  # said once
+    # a run whose people answer gets no such warning
+    said2: list[str] = []
+    src2 = WebSource(server=srv.url, token=ADMIN, run_id="run-s", log=said2.append)
+    src2.post(qs)
+    httpx.post(f"{srv.url}/api/feedback", headers=headers("bob"),
+               json={"query_id": qs[6].id, "value": 1.0, "client_key": "s6"})
+    assert len(src2.poll()) == 7 and said2 == []
+    src.close()
+    src2.close()

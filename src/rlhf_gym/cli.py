@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "rlhf_gym.rewards.cli",  # reward retrain, labels export/convert
     "rlhf_gym.web.cli",  # serve
     "rlhf_gym.governance.cli",  # annotators, audit, report, export
+    "rlhf_gym.store.cli",  # db upgrade, db current
 ]
 
 
@@ -148,6 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, FileNotFoundError) as exc:
         print(f"rlhf-gym {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        from rlhf_gym.feedback.web_source import WebSourceError
+
+        if not isinstance(exc, WebSourceError):
+            raise
+        print(f"rlhf-gym {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -17,4 +17,4 @@ def web_teacher(req: TeacherRequest) -> FeedbackSource:
         raise ValueError("--teacher web needs the web extra, which this installation lacks "
                          f"({e}); install it with: pip install 'rlhf-gym[web]'") from e
     return WebSource(server=req.server, token=req.token or "", store=req.store, run_id=req.run_id,
-                     annotator_id=req.annotator_id, env_id=req.env_id)
+                     annotator_id=req.annotator_id, env_id=req.env_id, log=req.log)

@@ -11,8 +11,10 @@ from typing import Any
 
 from rlhf_gym.governance.report import consent_cell, rate_cell
 
-_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}table{border-collapse:collapse;margin:1rem 0}
-td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;font-size:.9rem}th{background:#f3f3f3}
+_STYLE = """body{font-family:system-ui,sans-serif;margin:.8rem;color:#222}
+table{border-collapse:collapse;margin:1rem 0;width:100%;table-layout:fixed}
+td,th{border:1px solid #ccc;padding:.25rem .4rem;text-align:left;font-size:.85rem;overflow-wrap:anywhere}
+th{background:#f3f3f3}
 .flag{color:#a00;font-weight:600}.ok{color:#070}.bad{color:#a00;font-weight:700}"""
 
 

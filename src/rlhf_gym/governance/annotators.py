@@ -13,12 +13,13 @@ from rlhf_gym.types import new_id
 
 def invite_annotator(store: FeedbackStore, annotator_id: str | None = None, *, role: str = "annotator",
                      contact: str | None = None, policy: FeedbackPolicy | None = None,
-                     actor: str = "admin") -> tuple[str, str]:
+                     actor: str = "admin", ttl: float | None = None) -> tuple[str, str]:
     """Create a person (kind ``human``) with a fresh random token; returns ``(id, token)``.
 
     Only the token's hash is stored, so the token is shown once. A contact detail is kept only when
     the owner's policy says ``keep_contact = true``; otherwise passing one is an error. The person
-    still has to agree to the consent text before their first label.
+    still has to agree to the consent text before their first label. With ``ttl`` (seconds) the
+    token stops working that long from now.
     """
     if role not in ("annotator", "admin"):
         raise StoreError(f"role must be 'annotator' or 'admin', got {role!r}")
@@ -31,7 +32,7 @@ def invite_annotator(store: FeedbackStore, annotator_id: str | None = None, *, r
         raise StoreError(f"annotator {aid!r} already exists; choose another id")
     token = secrets.token_urlsafe(24)
     store.add_annotator(aid, kind="human", token=token, role=role, meta={"contact": contact} if contact else None,
-                        actor=actor)
+                        actor=actor, token_ttl=ttl)
     return aid, token
 
 

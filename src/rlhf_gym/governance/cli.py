@@ -53,8 +53,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="web app address for the link (default $RLHF_GYM_SERVER or http://127.0.0.1:8000)")
     inv.add_argument("--contact", default=None, help="contact detail, kept only if the policy has keep_contact = true")
     inv.add_argument("--policy", default=None, help="rlhf-gym.toml with the [feedback] section (default ./rlhf-gym.toml)")
+    inv.add_argument("--expires-days", type=float, default=30.0,
+                     help="the invite link stops working after this many days (0: only when revoked)")
     inv.add_argument("--json", action="store_true")
     inv.set_defaults(func=cmd_invite)
+
+    rv = asub.add_parser("revoke", help="make a person's invite link fail and end every session of theirs")
+    _db_arg(rv)
+    rv.add_argument("annotator_id")
+    rv.add_argument("--reason", default="", help="recorded in the audit log")
+    rv.set_defaults(func=cmd_revoke)
+    ri = asub.add_parser("reinvite", help="a fresh invite link for an existing person (the old one stops working)")
+    _db_arg(ri)
+    ri.add_argument("annotator_id")
+    ri.add_argument("--url", "--server", dest="url", default=os.environ.get("RLHF_GYM_SERVER", "http://127.0.0.1:8000"))
+    ri.add_argument("--expires-days", type=float, default=30.0, help="0: only when revoked")
+    ri.set_defaults(func=cmd_reinvite)
 
     ls = asub.add_parser("list", help="annotators with consent state, label counts and models using them")
     _db_arg(ls)
@@ -125,15 +139,35 @@ def cmd_invite(args: argparse.Namespace) -> int:
     from rlhf_gym.governance.annotators import invite_annotator, invite_link
     from rlhf_gym.governance.consent import load_policy
 
+    if args.expires_days < 0:
+        raise ValueError(f"--expires-days must be >= 0, got {args.expires_days}")
     policy = load_policy(args.policy)
     store = _store(args, must_exist=False)
-    aid, token = invite_annotator(store, args.id, role=args.role, contact=args.contact, policy=policy)
+    aid, token = invite_annotator(store, args.id, role=args.role, contact=args.contact, policy=policy,
+                                  ttl=args.expires_days * 86400 or None)
     link = invite_link(args.url, token)
     if args.json:
         print(json.dumps({"id": aid, "token": token, "link": link}))
     else:
         print(f"invited {aid} ({args.role}); the token is shown only once:")
         print(link)
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    n = _store(args).revoke_invite(args.annotator_id, reason=args.reason)
+    print(f"revoked the invite of {args.annotator_id}; {n} session(s) ended")
+    return 0
+
+
+def cmd_reinvite(args: argparse.Namespace) -> int:
+    from rlhf_gym.governance.annotators import invite_link
+
+    if args.expires_days < 0:
+        raise ValueError(f"--expires-days must be >= 0, got {args.expires_days}")
+    token = _store(args).reissue_invite(args.annotator_id, ttl=args.expires_days * 86400 or None)
+    print(f"new invite for {args.annotator_id} (the old link no longer works); shown only once:")
+    print(invite_link(args.url, token))
     return 0
 
 

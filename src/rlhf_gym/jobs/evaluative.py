@@ -112,6 +112,10 @@ def _train_evaluative(cfg: TrainConfig, settings: LearnerSettings) -> dict[str, 
     store.close()
     if stats.stopped and stats.stopped != "done":
         console.print(f"stopped ({stats.stopped}); {stats.used} answers used and saved")
+    if stats.asked and not stats.used and stats.skipped:
+        console.print(f"WARNING: every answer was a skip ({stats.skipped} of {stats.asked}); the policy learned "
+                      "nothing from people. On the evaluative page the steps wait for each person by default; "
+                      "a step counts as skipped only when they let it pass while playing, or chose 'can't tell'")
     if stats.excluded:
         console.print(f"annotator_weighting={weighting.policy.mode}: {stats.excluded} answers from excluded "
                       "annotators were left out of training and of the policy's lineage")

@@ -1,5 +1,13 @@
 """Feedback store: SQLite by default, PostgreSQL through the same code."""
 
-from rlhf_gym.store.store import ConsentError, FeedbackStore, StoreError, hash_token, resolve_url
+from rlhf_gym.store.store import (
+    AlreadyAnswered,
+    ConsentError,
+    FeedbackStore,
+    StoreError,
+    UnsafeInputError,
+    hash_token,
+    resolve_url,
+)
 
-__all__ = ["ConsentError", "FeedbackStore", "StoreError", "hash_token", "resolve_url"]
+__all__ = ["AlreadyAnswered", "ConsentError", "FeedbackStore", "StoreError", "UnsafeInputError", "hash_token", "resolve_url"]

@@ -18,19 +18,23 @@ later (``rlhf-gym audit verify --expect SEQ:HASH``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import os
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from rlhf_gym.store.schema import AuditHeadRow, AuditRow
 
+T = TypeVar("T")
 GENESIS = "0" * 64
 KEY_ENV = "RLHF_GYM_AUDIT_KEY"
 _PUBLIC_KEY = b"rlhf-gym audit head (no RLHF_GYM_AUDIT_KEY set)"
@@ -50,12 +54,56 @@ def head_mac(seq: int, hash_: str, key: bytes | None = None) -> str:
     return hmac.new(key, f"{seq}:{hash_}".encode(), hashlib.sha256).hexdigest()
 
 
+def is_conflict(err: BaseException) -> bool:
+    """A write that lost a race with another writer and can be retried from the start.
+
+    Two transactions chaining onto the same audit entry (the database refuses the second: ``seq`` is
+    the primary key and ``prev_hash`` is unique), a run, annotator or query created by another
+    process between our look and our insert, SQLite's "database is locked", or a PostgreSQL
+    serialization failure or deadlock.
+    """
+    msg = str(getattr(err, "orig", err)).lower()
+    return (any(k in msg for k in ("audit_log", "uq_audit_prev_hash", "database is locked", "could not serialize",
+                                   "deadlock detected"))
+            # "create if missing" rows made by another process in between: the retry finds them
+            or any(k in msg for k in ("runs.id", "runs_pkey", "annotators.id", "annotators_pkey", "queries.id",
+                                      "queries_pkey")))
+
+
+def retry_conflicts(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run a store write again (a fresh transaction) when it lost a race with another process."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        from sqlalchemy.exc import IntegrityError, OperationalError
+
+        for attempt in range(8):
+            try:
+                return fn(*args, **kwargs)
+            except (IntegrityError, OperationalError) as e:
+                if attempt == 7 or not is_conflict(e):
+                    raise
+                time.sleep(random.uniform(0.001, 0.01 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
 def append(session: Session, actor: str, action: str, payload: dict[str, Any] | None = None) -> AuditRow:
-    """Append one entry inside the caller's transaction (so it commits or rolls back with the change)."""
+    """Append one entry inside the caller's transaction (so it commits or rolls back with the change).
+
+    The writer takes the database's write lock before it reads the chain's head, so two processes
+    never chain onto the same predecessor; should one still do so, the database refuses it (unique
+    ``seq`` and ``prev_hash``) and :func:`retry_conflicts` runs the whole write again.
+    """
     payload = payload or {}
     if session.get_bind().dialect.name == "postgresql":
         # Serialise writers so two transactions never chain onto the same predecessor.
         session.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+    else:
+        # SQLite: a write statement first, so the transaction holds the write lock while it reads the head
+        # (otherwise the read runs before the transaction begins and another process can append in between).
+        session.execute(text("UPDATE audit_head SET seq = seq WHERE id = 1"))
     last = session.execute(select(AuditRow).order_by(AuditRow.seq.desc()).limit(1)).scalar_one_or_none()
     seq = 1 if last is None else last.seq + 1
     prev = GENESIS if last is None else last.hash

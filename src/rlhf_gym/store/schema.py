@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -27,10 +28,23 @@ class AnnotatorRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), default="simulated")  # human | simulated
     token_hash: Mapped[str | None] = mapped_column(String(128), nullable=True, unique=True)
+    #: when the invite token stops working (None: never); revoking an invite clears token_hash
+    token_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     role: Mapped[str] = mapped_column(String(16), default="annotator")  # annotator | admin
     created_at: Mapped[float] = mapped_column(Float)
     withdrawn_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     meta: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class SessionRow(Base):
+    """A signed-in browser: the cookie holds a random secret, this row its hash (never the invite token)."""
+
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's secret
+    annotator_id: Mapped[str] = mapped_column(ForeignKey("annotators.id"), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ConsentRow(Base):
@@ -69,6 +83,9 @@ class FeedbackRow(Base):
     __table_args__ = (
         UniqueConstraint("annotator_id", "client_key", name="uq_feedback_client_key"),
         Index("ix_feedback_query_annotator", "query_id", "annotator_id"),
+        # one answer per person and query for answers with a client key (every web answer has one)
+        Index("uq_feedback_one_answer", "query_id", "annotator_id", unique=True,
+              sqlite_where=text("client_key IS NOT NULL"), postgresql_where=text("client_key IS NOT NULL")),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     query_id: Mapped[str] = mapped_column(ForeignKey("queries.id"), index=True)
@@ -106,7 +123,9 @@ class AuditRow(Base):
     """Append-only, hash-chained log entry (see :mod:`rlhf_gym.store.audit`)."""
 
     __tablename__ = "audit_log"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: two entries can never follow the same one: the database refuses a forked chain
+    __table_args__ = (UniqueConstraint("prev_hash", name="uq_audit_prev_hash"),)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     at: Mapped[float] = mapped_column(Float)
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(32), index=True)

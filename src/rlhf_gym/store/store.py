@@ -18,10 +18,12 @@ from sqlalchemy import create_engine, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rlhf_gym.store import audit
+from rlhf_gym.store import audit, migrate
+from rlhf_gym.store.annotation import AnnotationMixin
+from rlhf_gym.store.audit import retry_conflicts
+from rlhf_gym.store.jsonsafe import UnsafeValue, check_json, clean_json
 from rlhf_gym.store.schema import (
     AnnotatorRow,
-    Base,
     ConsentRow,
     FeedbackRow,
     LineageRow,
@@ -29,6 +31,7 @@ from rlhf_gym.store.schema import (
     QueryRow,
     RunRow,
 )
+from rlhf_gym.store.sessions import SessionsMixin, _end_sessions
 from rlhf_gym.types import Feedback, PairQuery, Query, new_id
 
 
@@ -38,6 +41,34 @@ class StoreError(ValueError):
 
 class ConsentError(StoreError):
     """A person tried to give feedback without a recorded consent to the current text."""
+
+
+class AlreadyAnswered(StoreError):
+    """This person already answered this query (the database allows one answer per person and query)."""
+
+    def __init__(self, query_id: str, annotator_id: str) -> None:
+        super().__init__(f"query {query_id!r} was already answered by {annotator_id!r}; nothing stored")
+        self.query_id, self.annotator_id = query_id, annotator_id
+
+
+def _is_second_answer(err: IntegrityError) -> bool:
+    msg = str(err.orig).lower()
+    return "uq_feedback_one_answer" in msg or "feedback.query_id, feedback.annotator_id" in msg
+
+
+class UnsafeInputError(StoreError):
+    """A string or number that is not storable JSON (NaN, Infinity, NUL, lone surrogate); ``where`` names it."""
+
+    def __init__(self, err: UnsafeValue) -> None:
+        super().__init__(str(err))
+        self.where = err.where
+
+
+def _check(value: Any, where: str) -> None:
+    try:
+        check_json(value, where)
+    except UnsafeValue as e:
+        raise UnsafeInputError(e) from None
 
 
 def hash_token(token: str) -> str:
@@ -55,10 +86,15 @@ def resolve_url(db: str | Path) -> str:
     return f"sqlite:///{Path(s).resolve()}"
 
 
-class FeedbackStore:
-    """Annotators, consents, runs, queries, feedback, models with lineage, and the audit log."""
+class FeedbackStore(SessionsMixin, AnnotationMixin):
+    """Annotators (invites, sessions), consents, runs, queries, feedback, models with lineage, the audit log."""
 
-    def __init__(self, db: str | Path = "feedback.db", *, consent_version: str | None = None, echo: bool = False) -> None:
+    def __init__(self, db: str | Path = "feedback.db", *, consent_version: str | None = None, echo: bool = False,
+                 check_schema: bool = True) -> None:
+        """Open (or create) the store; an existing store must be at this release's schema revision.
+
+        ``check_schema=False`` only for ``rlhf-gym db upgrade``, which brings an older store up to date.
+        """
         self.url = resolve_url(db)
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.url.startswith("sqlite"):
@@ -68,10 +104,18 @@ class FeedbackStore:
         self.engine = create_engine(self.url, **kwargs)
         if self.url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        if check_schema:
+            migrate.ensure(self.engine, self.display_url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         #: when set, people (kind="human") need a consent to this version before any label is taken
         self.consent_version = consent_version
+
+    @property
+    def display_url(self) -> str:
+        """The store's location without any password (a file path for SQLite)."""
+        if self.url.startswith("sqlite:///"):
+            return self.url[len("sqlite:///"):]
+        return self.engine.url.render_as_string(hide_password=True)
 
     def session(self) -> Session:
         return self._session()
@@ -80,17 +124,26 @@ class FeedbackStore:
         self.engine.dispose()
 
     # -- annotators and consent -------------------------------------------------------------------
+    @retry_conflicts
     def add_annotator(self, annotator_id: str | None = None, *, kind: str = "simulated", token: str | None = None,
-                      role: str = "annotator", meta: dict | None = None, actor: str = "system") -> str:
-        """Register an annotator (idempotent for an existing id). Returns the id."""
+                      role: str = "annotator", meta: dict | None = None, actor: str = "system",
+                      token_ttl: float | None = None) -> str:
+        """Register an annotator (idempotent for an existing id). Returns the id.
+
+        ``token`` is the invite token (stored hashed); it stops working ``token_ttl`` seconds from now
+        (None: only when revoked).
+        """
         if kind not in ("human", "simulated"):
             raise StoreError(f"annotator kind must be 'human' or 'simulated', got {kind!r}")
         aid = annotator_id or new_id("ann")
+        _check({"id": aid, "meta": meta}, "annotator")
         with self.session() as s, s.begin():
             if s.get(AnnotatorRow, aid) is not None:
                 return aid
-            s.add(AnnotatorRow(id=aid, kind=kind, role=role, created_at=time.time(), meta=meta,
-                               token_hash=hash_token(token) if token else None))
+            now = time.time()
+            s.add(AnnotatorRow(id=aid, kind=kind, role=role, created_at=now, meta=meta,
+                               token_hash=hash_token(token) if token else None,
+                               token_expires_at=None if token_ttl is None else now + token_ttl))
             audit.append(s, actor, "annotator.add", {"annotator": aid, "kind": kind, "role": role})
         return aid
 
@@ -98,15 +151,13 @@ class FeedbackStore:
         with self.session() as s:
             return s.get(AnnotatorRow, annotator_id)
 
-    def annotator_by_token(self, token: str) -> AnnotatorRow | None:
-        with self.session() as s:
-            return s.execute(select(AnnotatorRow).where(AnnotatorRow.token_hash == hash_token(token))).scalar_one_or_none()
-
     def annotators(self) -> list[AnnotatorRow]:
         with self.session() as s:
             return list(s.execute(select(AnnotatorRow).order_by(AnnotatorRow.created_at)).scalars())
 
+    @retry_conflicts
     def record_consent(self, annotator_id: str, version: str, text: str, agreed: bool) -> None:
+        _check({"annotator_id": annotator_id, "version": version}, "consent")
         with self.session() as s, s.begin():
             if s.get(AnnotatorRow, annotator_id) is None:
                 raise StoreError(f"unknown annotator {annotator_id!r}")
@@ -157,6 +208,7 @@ class FeedbackStore:
             return bool(row and row.agreed)
 
     # -- runs and queries ---------------------------------------------------------------------
+    @retry_conflicts
     def add_run(self, run_id: str | None = None, config: dict | None = None) -> str:
         rid = run_id or new_id("run")
         with self.session() as s, s.begin():
@@ -165,6 +217,28 @@ class FeedbackStore:
                 audit.append(s, "system", "run.start", {"run": rid})
         return rid
 
+    def run_env(self, run_id: str | None) -> str | None:
+        """The environment id recorded in a run's config (``env`` or ``env_id``), or None."""
+        if run_id is None:
+            return None
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            cfg = (run.config or {}) if run is not None else {}
+        env = cfg.get("env") or cfg.get("env_id")
+        return str(env) if env else None
+
+    def has_query(self, query_id: str) -> bool:
+        with self.session() as s:
+            return s.get(QueryRow, query_id) is not None
+
+    def has_answer(self, query_id: str, annotator_id: str, answered_at: float) -> bool:
+        """Whether this answer (same query, annotator and answer time) is already stored: re-imports add nothing."""
+        with self.session() as s:
+            return s.execute(select(FeedbackRow.id).where(
+                FeedbackRow.query_id == query_id, FeedbackRow.annotator_id == annotator_id,
+                FeedbackRow.answered_at == answered_at)).first() is not None
+
+    @retry_conflicts
     def add_queries(self, queries: Sequence[Query], run_id: str | None = None,
                     assigned_to: str | None = None) -> list[str]:
         """Store queries; ids already present are left as they are (re-posting is harmless)."""
@@ -184,6 +258,7 @@ class FeedbackStore:
                 new.append(q.id)
         return new
 
+    @retry_conflicts
     def set_gold(self, query_id: str, value: float | None, actor: str = "admin") -> None:
         """Mark a stored query as an attention check with a known answer (None clears it). Audited."""
         if value is not None and not (0.0 <= float(value) <= 1.0):
@@ -218,6 +293,7 @@ class FeedbackStore:
             return [_query_from_row(r) for r in s.execute(q.order_by(QueryRow.created_at)).scalars()]
 
     # -- feedback -------------------------------------------------------------------------------
+    @retry_conflicts
     def add_feedback(self, fb: Feedback, client_key: str | None = None) -> Feedback:
         """Commit one answer (with its audit entry) and return it with its row id.
 
@@ -225,6 +301,9 @@ class FeedbackStore:
         withdrawn annotator, a query assigned to someone else, or a person without consent. A repeated
         ``client_key`` from the same annotator returns the first stored answer instead of a duplicate.
         """
+        _check({"query_id": fb.query_id, "annotator_id": fb.annotator_id, "value": fb.value, "step": fb.step,
+                "asked_at": fb.asked_at, "answered_at": fb.answered_at, "client_key": client_key}, "feedback")
+        _check(fb.data, "data")
         try:
             with self.session() as s, s.begin():
                 ann = s.get(AnnotatorRow, fb.annotator_id)
@@ -247,7 +326,7 @@ class FeedbackStore:
                 if ann.kind == "human":
                     self._check_consent(s, ann.id)
                 row = FeedbackRow(query_id=fb.query_id, annotator_id=fb.annotator_id, value=fb.value,
-                                  data=_json_safe(fb.data), asked_at=fb.asked_at, answered_at=fb.answered_at,
+                                  data=None if fb.data is None else json.loads(json.dumps(fb.data)), asked_at=fb.asked_at, answered_at=fb.answered_at,
                                   step=fb.step, client_key=client_key)
                 s.add(row)
                 s.flush()
@@ -255,6 +334,10 @@ class FeedbackStore:
                              {"feedback": row.id, "query": fb.query_id, "value": fb.value})
                 return _feedback_from_row(row)
         except IntegrityError as e:  # a concurrent duplicate client key lost the race: return the winner
+            if audit.is_conflict(e):
+                raise  # lost the race for the audit chain: retry_conflicts runs the write again
+            if _is_second_answer(e):
+                raise AlreadyAnswered(fb.query_id, fb.annotator_id) from None
             if client_key is None:
                 raise StoreError(f"could not store feedback: {e.orig}") from e
             with self.session() as s:
@@ -295,13 +378,19 @@ class FeedbackStore:
         return out
 
     # -- withdrawal, models and lineage ----------------------------------------------------------
+    @retry_conflicts
     def withdraw_annotator(self, annotator_id: str, actor: str = "admin", reason: str = "") -> dict[str, Any]:
-        """Exclude every label of this person from now on and flag every model trained on them."""
+        """Exclude every label of this person from now on and flag every model trained on them.
+
+        Their invite token is revoked and every session of theirs ends in the same transaction.
+        """
         with self.session() as s, s.begin():
             ann = s.get(AnnotatorRow, annotator_id)
             if ann is None:
                 raise StoreError(f"unknown annotator {annotator_id!r}")
             ann.withdrawn_at = ann.withdrawn_at or time.time()
+            ann.token_hash = None
+            sessions = _end_sessions(s, annotator_id)
             if ann.meta and "contact" in ann.meta:  # personal data is not kept past withdrawal
                 ann.meta = {k: v for k, v in ann.meta.items() if k != "contact"}
             ids = list(s.execute(select(FeedbackRow.id).where(FeedbackRow.annotator_id == annotator_id)).scalars())
@@ -311,9 +400,12 @@ class FeedbackStore:
                 m = s.get(ModelRow, mid)
                 m.flagged = f"trained on feedback withdrawn by {annotator_id}"
             audit.append(s, actor, "annotator.withdraw", {"annotator": annotator_id, "labels": len(ids),
-                                                          "models_flagged": model_ids, "reason": reason})
-        return {"annotator": annotator_id, "labels_withdrawn": len(ids), "models_flagged": model_ids}
+                                                          "models_flagged": model_ids, "reason": reason,
+                                                          "sessions_ended": sessions})
+        return {"annotator": annotator_id, "labels_withdrawn": len(ids), "models_flagged": model_ids,
+                "sessions_ended": sessions}
 
+    @retry_conflicts
     def record_model(self, path: str | Path, feedback_ids: Iterable[int], kind: str = "reward",
                      run_id: str | None = None, model_id: str | None = None,
                      derived_from: Iterable[str] = ()) -> str:
@@ -366,6 +458,7 @@ class FeedbackStore:
             return sorted(s.execute(q).scalars())
 
     # -- audit ------------------------------------------------------------------------------------
+    @retry_conflicts
     def audit(self, actor: str, action: str, payload: dict | None = None) -> None:
         with self.session() as s, s.begin():
             audit.append(s, actor, action, payload)
@@ -411,7 +504,11 @@ class FeedbackStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w") as f:
             for r in recs:
-                f.write(json.dumps(r) + "\n")
+                try:
+                    line = json.dumps(r, allow_nan=False)
+                except ValueError:  # a row stored before inputs were checked: write valid JSON anyway
+                    line = json.dumps(clean_json(r), allow_nan=False)
+                f.write(line + "\n")
         self.audit(actor, "export.labels", {"path": str(path), "format": "jsonl", "rows": len(recs), "run": run_id,
                                             "sha256": _file_sha256(path)})
         return len(recs)
@@ -485,11 +582,7 @@ class FeedbackStore:
                 skipped += 1
                 continue
             self.add_queries([q], run_id=q.run_id)
-            with self.session() as s:
-                dup = s.execute(select(FeedbackRow.id).where(
-                    FeedbackRow.query_id == fb.query_id, FeedbackRow.annotator_id == fb.annotator_id,
-                    FeedbackRow.answered_at == fb.answered_at)).first()
-            if dup is None:
+            if not self.has_answer(fb.query_id, fb.annotator_id, fb.answered_at):
                 self.add_feedback(Feedback(fb.query_id, fb.annotator_id, fb.value, fb.asked_at, fb.answered_at,
                                            fb.step, fb.data))
                 n += 1
@@ -509,6 +602,7 @@ class FeedbackStore:
         relevant = [c for c in consents if self.consent_version is None or c.get("version") == self.consent_version]
         return bool(relevant) and bool(relevant[-1].get("agreed"))
 
+    @retry_conflicts
     def _import_consents(self, annotator_id: str, consents: list[dict[str, Any]], actor: str, source: str) -> None:
         with self.session() as s, s.begin():
             have = {(c.version, c.at) for c in s.execute(
@@ -545,7 +639,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _json_safe(x: Any) -> Any:
-    return None if x is None else json.loads(json.dumps(x, default=str))
+    """Internal records (run configs): made plain JSON, with NaN/Infinity/bad characters cleaned."""
+    return None if x is None else clean_json(json.loads(json.dumps(x, default=str)))
 
 
 def _query_from_row(row: QueryRow) -> Query:

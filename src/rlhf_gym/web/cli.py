@@ -11,6 +11,7 @@ import argparse
 import ipaddress
 import os
 import secrets
+import shlex
 import sys
 from pathlib import Path
 
@@ -26,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="token for the admin API (default: $RLHF_GYM_ADMIN_TOKEN, else generated and printed)")
     s.add_argument("--clip-dir", default=None, help="where rendered clips are cached (default: DB folder/clips)")
     s.add_argument("--policy", default=None, help="rlhf-gym.toml with the [feedback] purpose and consent text")
+    s.add_argument("--workers", type=int, default=1,
+                   help="server processes (more than 1 needs PostgreSQL: the database enforces uniqueness across them)")
     s.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     s.set_defaults(func=cmd_serve)
 
@@ -39,9 +42,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def invite_command(db: str, url: str) -> str:
+    """The exact command that invites a person to this server's store.
+
+    A PostgreSQL URL is printed without its password (the command then uses PGPASSWORD or ~/.pgpass).
+    """
+    if "://" in db:
+        from sqlalchemy.engine import URL, make_url
+
+        u = make_url(db)
+        db = URL.create(u.drivername.split("+")[0], username=u.username, host=u.host, port=u.port,
+                        database=u.database, query=u.query).render_as_string(hide_password=False)
+    return f"rlhf-gym annotators invite --db {shlex.quote(db)} --url {shlex.quote(url)}"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    if not 1 <= args.workers <= 64:
+        raise ValueError(f"--workers must be in 1..64, got {args.workers}")
     token = args.admin_token or os.environ.get("RLHF_GYM_ADMIN_TOKEN")
     generated = token is None
     if generated:
@@ -59,8 +78,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     clip_dir = args.clip_dir
     if clip_dir is None:
         clip_dir = (Path(args.db).parent / "clips") if "://" not in args.db else Path("clips")
-    store = FeedbackStore(args.db)
-    app = create_app(store, token, clip_dir, policy=load_policy(args.policy))
+    if args.workers > 1 and not args.db.startswith("postgresql"):
+        raise ValueError("--workers > 1 needs a PostgreSQL store (--db postgresql://...): SQLite allows one writer "
+                         "process, so it stays single-process")
+    store = FeedbackStore(args.db)  # creates or checks the schema once, before any worker starts
+    policy = load_policy(args.policy)
+    app = create_app(store, token, clip_dir, policy=policy) if args.workers == 1 else None
     if not is_loopback(args.host):
         print(f"WARNING: binding to {args.host}: the app is reachable from other machines over plain HTTP. "
               "Put it behind TLS and share invite links only with your annotators.", file=sys.stderr)
@@ -69,6 +92,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if generated:
         print(f"admin token (generated; pass --admin-token or set RLHF_GYM_ADMIN_TOKEN to keep one): {token}",
               flush=True)
-    print("invite annotators with: rlhf-gym annotators invite --db ... --url " + url, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    print("invite annotators with: " + invite_command(store.display_url, url), flush=True)
+    if app is not None:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+        return 0
+    store.close()
+    # Each worker process builds its own app from these (the admin token never appears on a command line).
+    os.environ.update({_ENV_DB: args.db, "RLHF_GYM_ADMIN_TOKEN": token, _ENV_CLIPS: str(clip_dir),
+                       _ENV_POLICY: args.policy or ""})
+    print(f"{args.workers} worker processes", flush=True)
+    uvicorn.run("rlhf_gym.web.cli:app_from_env", factory=True, workers=args.workers, host=args.host, port=args.port,
+                log_level=args.log_level, access_log=False)
     return 0
+
+
+_ENV_DB, _ENV_CLIPS, _ENV_POLICY = "RLHF_GYM_SERVE_DB", "RLHF_GYM_SERVE_CLIPS", "RLHF_GYM_SERVE_POLICY"
+
+
+def app_from_env() -> object:
+    """The app of one worker process of ``serve --workers N`` (settings passed by the parent's environment)."""
+    from rlhf_gym.governance.consent import load_policy
+    from rlhf_gym.store import FeedbackStore
+    from rlhf_gym.web.app import create_app
+
+    return create_app(FeedbackStore(os.environ[_ENV_DB]), os.environ["RLHF_GYM_ADMIN_TOKEN"],
+                      os.environ[_ENV_CLIPS], policy=load_policy(os.environ.get(_ENV_POLICY) or None))

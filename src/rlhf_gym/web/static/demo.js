@@ -22,10 +22,13 @@ function showKeys(keys) {
   keymap = {};
   const names = { ArrowLeft: "←", ArrowRight: "→", ArrowUp: "↑", ArrowDown: "↓" };
   $("keys").innerHTML = "";
-  keys.forEach((k, i) => {
+  keys.forEach((k) => {
     keymap[k.key] = k.action;
+    const b = document.createElement("button"); b.type = "button"; b.dataset.action = k.action;
     const kb = document.createElement("kbd"); kb.textContent = names[k.key] || k.key;
-    $("keys").append(i ? " · " : "", kb, " " + k.label);
+    b.append(kb, " " + k.label);
+    b.addEventListener("click", () => step(k.action));
+    $("keys").append(b);
   });
 }
 
@@ -76,5 +79,8 @@ document.addEventListener("keydown", (ev) => {
   else return;
   ev.preventDefault();
 });
+
+$("start").addEventListener("click", start);
+$("finish").addEventListener("click", finish);
 
 guard().then(next).catch(() => {});

@@ -27,13 +27,13 @@ function show() {
   current = queue.length ? queue[0] : null;
   $("left-box").classList.remove("chosen"); $("right-box").classList.remove("chosen");
   if (!current) {
-    $("pair").classList.add("hidden");
+    $("pair").classList.add("hidden"); $("buttons").classList.add("hidden");
     $("meta").textContent = "";
     setStatus(inflight ? "Saving…" : "No pairs are waiting for you right now; this page checks again every few seconds.", "ok");
     document.body.dataset.state = "empty";
     return;
   }
-  $("pair").classList.remove("hidden");
+  $("pair").classList.remove("hidden"); $("buttons").classList.remove("hidden");
   preload(current);
   $("left").src = current.clips.left; $("right").src = current.clips.right;
   $("meta").textContent = `${current.env_id || ""} · ${current.length} steps at ${current.fps} frames/s · query ${current.id}`;
@@ -69,5 +69,10 @@ document.addEventListener("keydown", (ev) => {
   else return;
   ev.preventDefault();
 });
+
+$("btn-left").addEventListener("click", () => answer(1));
+$("btn-right").addEventListener("click", () => answer(0));
+$("btn-equal").addEventListener("click", () => answer(0.5));
+$("btn-skip").addEventListener("click", () => answer(null));
 
 guard().then(() => { refill(); setInterval(() => { if (!current) refill(); }, 4000); }).catch(() => {});

@@ -1,0 +1,118 @@
+"""Invite tokens and browser sessions of annotators (part of :class:`~rlhf_gym.store.FeedbackStore`).
+
+An invite token (``rlhf-gym annotators invite``) is exchanged for a session when the link is opened;
+the browser's cookie holds only the session's random secret. Both are stored as SHA-256 hashes.
+Logging out or withdrawing ends every session of that person at once; an invite can expire and can
+be revoked (which also ends its sessions); a withdrawn person's invite is revoked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from sqlalchemy import or_, select, update
+
+from rlhf_gym.store import audit
+from rlhf_gym.store.audit import retry_conflicts
+from rlhf_gym.store.schema import AnnotatorRow, SessionRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+#: how long a browser session lasts unless the person logs out first
+SESSION_TTL = 7 * 24 * 3600.0
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class SessionsMixin:
+    """Session and invite methods; the host class provides ``session()`` (a SQLAlchemy session)."""
+
+    def session(self) -> Session:  # pragma: no cover - provided by FeedbackStore
+        raise NotImplementedError
+
+    def annotator_by_token(self, token: str, now: float | None = None) -> AnnotatorRow | None:
+        """The annotator whose invite token this is, unless it expired or was revoked."""
+        now = time.time() if now is None else now
+        with self.session() as s:
+            return s.execute(select(AnnotatorRow).where(
+                AnnotatorRow.token_hash == hash_secret(token),
+                or_(AnnotatorRow.token_expires_at.is_(None), AnnotatorRow.token_expires_at > now))
+            ).scalar_one_or_none()
+
+    @retry_conflicts
+    def start_session(self, annotator_id: str, ttl: float = SESSION_TTL) -> tuple[str, float]:
+        """A new session for this person: ``(secret for the cookie, expiry time)``.
+
+        The session never outlives the person's invite.
+        """
+        secret = secrets.token_urlsafe(32)
+        now = time.time()
+        with self.session() as s, s.begin():
+            ann = s.get(AnnotatorRow, annotator_id)
+            if ann is None or ann.withdrawn_at is not None:
+                raise ValueError(f"annotator {annotator_id!r} is unknown or withdrawn; no session")
+            expires = now + ttl
+            if ann.token_expires_at is not None:
+                expires = min(expires, ann.token_expires_at)
+            s.add(SessionRow(id=hash_secret(secret), annotator_id=annotator_id, created_at=now, expires_at=expires))
+        return secret, expires
+
+    def annotator_by_session(self, secret: str, now: float | None = None) -> AnnotatorRow | None:
+        """The person signed in with this cookie secret, if the session is live and they have not withdrawn."""
+        now = time.time() if now is None else now
+        with self.session() as s:
+            return s.execute(select(AnnotatorRow).join(SessionRow, SessionRow.annotator_id == AnnotatorRow.id).where(
+                SessionRow.id == hash_secret(secret), SessionRow.ended_at.is_(None), SessionRow.expires_at > now,
+                AnnotatorRow.withdrawn_at.is_(None))).scalar_one_or_none()
+
+    @retry_conflicts
+    def end_sessions(self, annotator_id: str, actor: str, reason: str = "logout") -> int:
+        """End every live session of this person (all browsers); audited. Returns how many ended."""
+        with self.session() as s, s.begin():
+            n = _end_sessions(s, annotator_id)
+            audit.append(s, actor, "session.end", {"annotator": annotator_id, "sessions": n, "reason": reason})
+        return n
+
+    @retry_conflicts
+    def revoke_invite(self, annotator_id: str, actor: str = "admin", reason: str = "") -> int:
+        """Make this person's invite token fail from now on and end their sessions; audited."""
+        with self.session() as s, s.begin():
+            ann = s.get(AnnotatorRow, annotator_id)
+            if ann is None:
+                from rlhf_gym.store.store import StoreError
+
+                raise StoreError(f"unknown annotator {annotator_id!r}")
+            had = ann.token_hash is not None
+            ann.token_hash = None
+            n = _end_sessions(s, annotator_id)
+            audit.append(s, actor, "invite.revoke", {"annotator": annotator_id, "had_token": had, "sessions": n,
+                                                     "reason": reason})
+        return n
+
+    @retry_conflicts
+    def reissue_invite(self, annotator_id: str, ttl: float | None, actor: str = "admin") -> str:
+        """A fresh invite token for an existing person (the old one stops working); audited."""
+        token = secrets.token_urlsafe(24)
+        with self.session() as s, s.begin():
+            ann = s.get(AnnotatorRow, annotator_id)
+            if ann is None or ann.withdrawn_at is not None:
+                from rlhf_gym.store.store import StoreError
+
+                raise StoreError(f"annotator {annotator_id!r} is unknown or has withdrawn; no new invite")
+            ann.token_hash = hash_secret(token)
+            ann.token_expires_at = None if ttl is None else time.time() + ttl
+            audit.append(s, actor, "invite.reissue", {"annotator": annotator_id,
+                                                      "expires_at": ann.token_expires_at})
+        return token
+
+
+def _end_sessions(s: Session, annotator_id: str) -> int:
+    res = s.execute(update(SessionRow).where(SessionRow.annotator_id == annotator_id, SessionRow.ended_at.is_(None))
+                    .values(ended_at=time.time()))
+    return int(res.rowcount or 0)
