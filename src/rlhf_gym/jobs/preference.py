@@ -83,7 +83,9 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
         print(f"WARNING: {msg}", flush=True)
 
     n_envs = st.n_envs if algo_name == "ppo" else 1
-    venv = LearnedRewardVecEnv(make_vec_env(cfg.env, n_envs=n_envs, seed=cfg.seed), reward)
+    # through make_env, so entry points, old-API envs and pixel preprocessing reach SB3 too
+    venv = LearnedRewardVecEnv(make_vec_env(lambda: make_env(cfg.env, render_mode="rgb_array"), n_envs=n_envs,
+                                            seed=cfg.seed), reward)
     loop = PreferenceLoop(cfg, st, algo_name, timesteps, run, store, run_id, source, reward, venv, threshold)
     loop.algo = make_algo(algo_name, venv, cfg.seed, timesteps)
     if loop.unsup_steps > 0:
