@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--segment-length", type=int, default=d.segment_length)
     t.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
     t.add_argument("--annotator", default=None, help="annotator id to record answers under")
+    t.add_argument("--device", default=d.device, help="auto (GPU when present), cpu or cuda[:N]")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="learner setting, repeatable")
     t.set_defaults(func=cmd_train)
@@ -86,6 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed, out=args.out, algo=args.algo, reward=args.reward, db=args.db, server=args.server,
         token=args.token, noise=args.noise, timesteps=args.timesteps, segment_length=args.segment_length,
         eval_episodes=args.eval_episodes, annotator=args.annotator, progress=not args.no_progress,
+        device=args.device,
         extra=with_monitoring_policy(parse_set(args.set)),
     ).validate()
     from rlhf_gym.pipeline import train

@@ -87,7 +87,9 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
     venv = LearnedRewardVecEnv(make_vec_env(lambda: make_env(cfg.env, render_mode="rgb_array"), n_envs=n_envs,
                                             seed=cfg.seed), reward)
     loop = PreferenceLoop(cfg, st, algo_name, timesteps, run, store, run_id, source, reward, venv, threshold)
-    loop.algo = make_algo(algo_name, venv, cfg.seed, timesteps)
+    from rlhf_gym.devices import resolve_device
+
+    loop.algo = make_algo(algo_name, venv, cfg.seed, timesteps, device=resolve_device(cfg.device))
     if loop.unsup_steps > 0:
         from rlhf_gym.rewards.exploration import StateEntropyReward
 
