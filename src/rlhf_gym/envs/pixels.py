@@ -21,7 +21,7 @@ FRAME_STACK = 4
 SCREEN = 84
 
 
-class AtariFrames(gym.Wrapper):
+class AtariFrames(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """No-op starts, frame skipping with a max over the last two frames, grey scale, resize to 84x84.
 
     Written here (with Pillow for the resize) rather than taken from Gymnasium's ``AtariPreprocessing``,
@@ -30,7 +30,8 @@ class AtariFrames(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, noop_max: int = 30, frame_skip: int = 4, size: int = SCREEN) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, noop_max=noop_max, frame_skip=frame_skip, size=size)
+        gym.Wrapper.__init__(self, env)
         self.noop_max, self.frame_skip, self.size = noop_max, frame_skip, size
         self.observation_space = gym.spaces.Box(0, 255, (size, size), np.uint8)
 
@@ -70,13 +71,19 @@ def atari_preprocessing(env: gym.Env) -> gym.Env:
     return FrameStackObservation(AtariFrames(env), FRAME_STACK)
 
 
-class MinAtarImage(gym.ObservationWrapper):
+class MinAtarImage(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """MinAtar's ``(10, 10, C)`` booleans as ``uint8`` images ``(C, 10, 10)`` in {0, 255}; rgb frames as uint8."""
 
     def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
         h, w, c = env.observation_space.shape
         self.observation_space = gym.spaces.Box(0, 255, (c, h, w), np.uint8)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        if seed is not None:  # MinAtar seeds its game but not Gymnasium's generator; seed that too
+            gym.Env.reset(self.env.unwrapped, seed=seed)
+        return super().reset(seed=seed, options=options)
 
     def observation(self, observation: Any) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(observation, np.uint8).transpose(2, 0, 1) * 255)
