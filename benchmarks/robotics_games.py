@@ -43,6 +43,11 @@ def rows() -> list[P.Row]:
         P.Row("invpend-sac-true-reward", "InvertedPendulum-v5", "-", 0, ip, 950, kind="baseline", role="baseline"),
         P.Row("invpend-ppo-true-reward", "InvertedPendulum-v5", "-", 0, ip, 950, kind="baseline", role="report",
               extra={"algo": "ppo"}),
+        P.Row("invdoublepend-oracle-100", "InvertedDoublePendulum-v5", "oracle", 100, 100_000, 9000, role="report"),
+        P.Row("invdoublepend-sac-true-reward", "InvertedDoublePendulum-v5", "-", 0, 100_000, 9000, kind="baseline",
+              role="baseline"),
+        P.Row("reacher-oracle-100", "Reacher-v5", "oracle", 100, 50_000, -5, role="report"),
+        P.Row("reacher-sac-true-reward", "Reacher-v5", "-", 0, 50_000, -5, kind="baseline", role="baseline"),
         P.Row("minatar-breakout-oracle-200", "MinAtar/Breakout-v1", "oracle", 200, mb, 0, role="headline"),
         P.Row("minatar-breakout-random-200", "MinAtar/Breakout-v1", "random", 200, mb, 0, role="control"),
         P.Row("minatar-breakout-ppo-true-reward", "MinAtar/Breakout-v1", "-", 0, mb, 0, kind="baseline",
@@ -87,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", type=float, default=None, help="unix time after which no new run starts")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--resume", action="store_true", help="keep rows/seeds already in --out")
+    p.add_argument("--first-seed", type=int, default=0, help="run seeds first_seed .. first_seed + seeds - 1")
+    p.add_argument("--merge", nargs="*", default=[], help="result files of runs made in parallel (other seeds): "
+                                                            "their runs are added to --out")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     all_rows = rows()
@@ -96,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and out.exists():
         for s in json.loads(out.read_text()).get("rows", []):
             done[s["row"]] = s["runs"]
+    for extra_file in args.merge:
+        for s in json.loads(Path(extra_file).read_text()).get("rows", []):
+            have = {r["seed"] for r in done.get(s["row"], [])}
+            done.setdefault(s["row"], []).extend(r for r in s["runs"] if r["seed"] not in have)
+    for runs in done.values():
+        runs.sort(key=lambda r: r["seed"])
     commit = P.git_commit()
     workdir = Path(tempfile.mkdtemp(prefix="robotics-games-bench-"))
     skipped: list[str] = []
@@ -110,12 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps({
             "command": "PYTHONPATH=src python benchmarks/robotics_games.py " + " ".join(sys.argv[1:]),
             "machine": "2 shared CPU cores (other jobs running), 1 torch thread per process, --device cpu",
-            "seeds_requested": args.seeds,
+            "seeds_requested": args.seeds, "merged_from": args.merge,
             "not_run": skipped, "rows_not_run": [r.name for r in all_rows if not done.get(r.name)],
             "rows": summary}, indent=2, default=float) + "\n")
         return summary
 
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for row in wanted:
             if any(r["seed"] == seed for r in done.get(row.name, [])):
                 continue
