@@ -126,3 +126,19 @@ def test_a_stored_pixel_clip_replays_to_the_same_observations():
             np.testing.assert_array_equal(obs, left.obs[t])
             obs, *_ = env.step(left.acts[t].item())
         env.close()
+
+
+def test_image_observations_get_a_cnn_policy():
+    import gymnasium as gym
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from rlhf_gym.learners.pixel_policy import sb3_policy
+    from rlhf_gym.learners.preference import make_algo
+
+    assert sb3_policy(gym.spaces.Box(-1, 1, (4,)))[0] == "MlpPolicy"
+    assert sb3_policy(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)) == ("CnnPolicy", {})
+    venv = make_vec_env(lambda: make_env("MinAtar/Breakout-v1"), n_envs=2, seed=0)
+    algo = make_algo("ppo", venv, seed=0, timesteps=64, device="cpu")
+    assert type(algo.policy.features_extractor).__name__ == "SmallCNN"
+    obs = venv.reset()
+    assert algo.predict(obs)[0].shape == (2,)
