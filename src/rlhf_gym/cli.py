@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--annotator", default=None, help="annotator id to record answers under")
     t.add_argument("--policy", default=None,
                    help="rlhf-gym.toml with the [feedback] consent text shown to people (default ./rlhf-gym.toml if present)")
+    t.add_argument("--device", default=d.device, help="auto (GPU when present), cpu or cuda[:N]")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="learner setting, repeatable")
     t.set_defaults(func=cmd_train)
@@ -91,6 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         token=args.token, noise=args.noise, timesteps=args.timesteps, segment_length=args.segment_length,
         eval_episodes=args.eval_episodes, annotator=args.annotator, progress=not args.no_progress,
         policy=args.policy or ("rlhf-gym.toml" if Path("rlhf-gym.toml").exists() else None),
+        device=args.device,
         extra=with_monitoring_policy(parse_set(args.set)),
     ).validate()
     from rlhf_gym.pipeline import train

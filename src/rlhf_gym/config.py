@@ -48,6 +48,8 @@ class TrainConfig:
     """Annotator id to record answers under (default: the teacher's name, or a new pseudonym for people)."""
     progress: bool = True
     """Show a progress bar."""
+    device: str = "auto"
+    """PyTorch device for the policy (SB3): ``auto`` (a CUDA GPU when there is one), ``cpu`` or ``cuda[:N]``."""
     threads: int | None = 1
     """PyTorch CPU threads during the job (restored afterwards); None leaves the process setting alone."""
     policy: str | None = None
@@ -74,6 +76,9 @@ class TrainConfig:
                 raise ValueError(f"--algo must be ppo, sac or auto, got {self.algo!r}")
             if self.segment_length < 1:
                 raise ValueError(f"--segment-length must be >= 1, got {self.segment_length}")
+        from rlhf_gym.devices import check_device
+
+        check_device(self.device)
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 (or None), got {self.threads}")
         if not 0.0 <= self.noise <= 1.0:

@@ -139,11 +139,15 @@ class Segment:
     def ret(self) -> float:
         return float(self.rews.sum())
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, codec: Any = None) -> dict[str, Any]:
+        """JSON-safe form. Image observations become compressed frames (files through the store's
+        ``codec``, else inline base64), never lists of pixels (:mod:`rlhf_gym.store.frames`)."""
+        from rlhf_gym.store.frames import encode_array
+
         return {
-            "obs": self.obs.tolist(),
+            "obs": encode_array(self.obs, codec),
             "acts": self.acts.tolist(),
-            "next_obs": self.next_obs.tolist(),
+            "next_obs": encode_array(self.next_obs, codec),
             "rews": self.rews.tolist(),
             "absorbing": self.absorbing.tolist(),
             "traj_id": self.traj_id,
@@ -153,8 +157,10 @@ class Segment:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Segment:
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any], codec: Any = None) -> Segment:
+        from rlhf_gym.store.frames import decode_array
+
+        return cls(**{**d, "obs": decode_array(d["obs"], codec), "next_obs": decode_array(d["next_obs"], codec)})
 
 
 @dataclass(frozen=True)
@@ -166,18 +172,21 @@ class Query:
     run_id: str | None
     created_at: float
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self, codec: Any = None) -> dict[str, Any]:
+        """JSON-safe content; ``codec`` (a store's frames folder) keeps pixel clips out of the JSON."""
         raise NotImplementedError
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, codec: Any = None) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "run_id": self.run_id, "created_at": self.created_at,
-                "payload": self.payload()}
+                "payload": self.payload(codec)}
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> Query:
+    def from_dict(d: dict[str, Any], codec: Any = None) -> Query:
         cls = {"step": StepQuery, "pair": PairQuery, "demo": DemoQuery}.get(d.get("kind"))  # type: ignore[arg-type]
         if cls is None:
             raise ValueError(f"unknown query kind {d.get('kind')!r}; expected step, pair or demo")
+        if cls is PairQuery:
+            return PairQuery._from_payload(d["id"], d.get("run_id"), float(d["created_at"]), d["payload"], codec)
         return cls._from_payload(d["id"], d.get("run_id"), float(d["created_at"]), d["payload"])
 
 
@@ -201,7 +210,7 @@ class StepQuery(Query):
         return cls(new_id("q"), run_id, time.time(), obs=obs, action=action, step=step, episode=episode,
                    frame_path=frame_path)
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self, codec: Any = None) -> dict[str, Any]:
         return {"obs": self.obs.tolist(), "action": _jsonable(self.action), "step": self.step,
                 "episode": self.episode, "frame_path": self.frame_path}
 
@@ -227,13 +236,15 @@ class PairQuery(Query):
     def make(cls, left: Segment, right: Segment, run_id: str | None = None) -> PairQuery:
         return cls(new_id("q"), run_id, time.time(), left=left, right=right)
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self, codec: Any = None) -> dict[str, Any]:
         assert self.left is not None and self.right is not None
-        return {"left": self.left.to_dict(), "right": self.right.to_dict()}
+        return {"left": self.left.to_dict(codec), "right": self.right.to_dict(codec)}
 
     @classmethod
-    def _from_payload(cls, id: str, run_id: str | None, created_at: float, p: dict[str, Any]) -> PairQuery:
-        return cls(id, run_id, created_at, left=Segment.from_dict(p["left"]), right=Segment.from_dict(p["right"]))
+    def _from_payload(cls, id: str, run_id: str | None, created_at: float, p: dict[str, Any],
+                      codec: Any = None) -> PairQuery:
+        return cls(id, run_id, created_at, left=Segment.from_dict(p["left"], codec),
+                   right=Segment.from_dict(p["right"], codec))
 
 
 @dataclass(frozen=True)
@@ -249,7 +260,7 @@ class DemoQuery(Query):
     def make(cls, env_id: str, seed: int, max_steps: int = 500, run_id: str | None = None) -> DemoQuery:
         return cls(new_id("q"), run_id, time.time(), env_id=env_id, seed=seed, max_steps=max_steps)
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self, codec: Any = None) -> dict[str, Any]:
         return {"env_id": self.env_id, "seed": self.seed, "max_steps": self.max_steps}
 
     @classmethod

@@ -85,12 +85,16 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
         print(f"WARNING: {msg}", flush=True)
 
     n_envs = st.n_envs if algo_name == "ppo" else 1
-    venv = LearnedRewardVecEnv(make_vec_env(cfg.env, n_envs=n_envs, seed=cfg.seed), reward)
+    # through make_env, so entry points, old-API envs and pixel preprocessing reach SB3 too
+    venv = LearnedRewardVecEnv(make_vec_env(lambda: make_env(cfg.env, render_mode="rgb_array"), n_envs=n_envs,
+                                            seed=cfg.seed), reward)
     loop = PreferenceLoop(env_id=cfg.env, seed=cfg.seed, budget=cfg.budget, segment_length=cfg.segment_length,
                           eval_episodes=cfg.eval_episodes, st=st, algo_name=algo_name, timesteps=timesteps, run=run,
                           store=store, run_id=run_id, source=source, reward=reward, venv=venv, threshold=threshold,
                           weighting=WeightPolicy.from_settings(cfg.extra), learn_reward=cfg.reward is None)
-    loop.algo = make_algo(algo_name, venv, cfg.seed, timesteps)
+    from rlhf_gym.devices import resolve_device
+
+    loop.algo = make_algo(algo_name, venv, cfg.seed, timesteps, device=resolve_device(cfg.device))
     if loop.unsup_steps > 0:
         from rlhf_gym.rewards.exploration import StateEntropyReward
 

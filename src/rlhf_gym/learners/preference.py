@@ -98,18 +98,23 @@ def default_timesteps(algo: str, max_episode_steps: int | None) -> int:
     return int(min(300_000, max(10_000, (200 if algo == "ppo" else 100) * h)))
 
 
-def make_algo(algo: str, venv: Any, seed: int, timesteps: int) -> Any:
-    """The SB3 algorithm with this project's fixed defaults (not tuned per task)."""
+def make_algo(algo: str, venv: Any, seed: int, timesteps: int, device: str = "cpu") -> Any:
+    """The SB3 algorithm with this project's fixed defaults (not tuned per task); a CNN policy for images."""
     from stable_baselines3 import PPO, SAC
+
+    from rlhf_gym.learners.pixel_policy import sb3_policy
+
+    policy, policy_kwargs = sb3_policy(venv.observation_space)
 
     if algo == "ppo":
         def lin(start: float) -> Any:
             return lambda frac: frac * start  # SB3 passes the remaining progress, 1 -> 0
 
-        return PPO("MlpPolicy", venv, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
-                   learning_rate=lin(1e-3), clip_range=lin(0.2), ent_coef=0.0, seed=seed, device="cpu", verbose=0)
-    return SAC("MlpPolicy", venv, learning_rate=1e-3, buffer_size=max(timesteps, 1000), learning_starts=1000,
-               seed=seed, device="cpu", verbose=0)
+        return PPO(policy, venv, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
+                   learning_rate=lin(1e-3), clip_range=lin(0.2), ent_coef=0.0, seed=seed, device=device, verbose=0,
+                   policy_kwargs=policy_kwargs)
+    return SAC(policy, venv, learning_rate=1e-3, buffer_size=max(timesteps, 1000), learning_starts=1000,
+               seed=seed, device=device, verbose=0, policy_kwargs=policy_kwargs)
 
 
 class PreferenceLoop:

@@ -90,12 +90,15 @@ class FeedbackStore(SessionsMixin, AnnotationMixin):
     """Annotators (invites, sessions), consents, runs, queries, feedback, models with lineage, the audit log."""
 
     def __init__(self, db: str | Path = "feedback.db", *, consent_version: str | None = None, echo: bool = False,
-                 check_schema: bool = True) -> None:
+                 check_schema: bool = True, frames_dir: str | Path | None = None) -> None:
         """Open (or create) the store; an existing store must be at this release's schema revision.
 
         ``check_schema=False`` only for ``rlhf-gym db upgrade``, which brings an older store up to date.
+        ``frames_dir``: where pixel clips' frames are kept (default: beside the store).
         """
         self.url = resolve_url(db)
+        #: where pixel clips are kept (beside an SQLite file by default; inline base64 for a server without one)
+        self.frames = frames_codec(self.url, frames_dir)
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
@@ -253,7 +256,7 @@ class FeedbackStore(SessionsMixin, AnnotationMixin):
                     s.flush()
                 if assigned_to is not None and s.get(AnnotatorRow, assigned_to) is None:
                     raise StoreError(f"unknown annotator {assigned_to!r}")
-                s.add(QueryRow(id=q.id, run_id=rid, kind=q.kind, payload=q.payload(), created_at=q.created_at,
+                s.add(QueryRow(id=q.id, run_id=rid, kind=q.kind, payload=q.payload(self.frames), created_at=q.created_at,
                                assigned_to=assigned_to))
                 new.append(q.id)
         return new
@@ -281,7 +284,7 @@ class FeedbackStore(SessionsMixin, AnnotationMixin):
             row = s.get(QueryRow, query_id)
             if row is None:
                 raise StoreError(f"unknown query id {query_id!r}")
-            return _query_from_row(row)
+            return _query_from_row(row, self.frames)
 
     def queries(self, run_id: str | None = None, kind: str | None = None) -> list[Query]:
         with self.session() as s:
@@ -290,7 +293,7 @@ class FeedbackStore(SessionsMixin, AnnotationMixin):
                 q = q.where(QueryRow.run_id == run_id)
             if kind is not None:
                 q = q.where(QueryRow.kind == kind)
-            return [_query_from_row(r) for r in s.execute(q.order_by(QueryRow.created_at)).scalars()]
+            return [_query_from_row(r, self.frames) for r in s.execute(q.order_by(QueryRow.created_at)).scalars()]
 
     # -- feedback -------------------------------------------------------------------------------
     @retry_conflicts
@@ -643,9 +646,20 @@ def _json_safe(x: Any) -> Any:
     return None if x is None else clean_json(json.loads(json.dumps(x, default=str)))
 
 
-def _query_from_row(row: QueryRow) -> Query:
+def _query_from_row(row: QueryRow, frames: Any = None) -> Query:
     return Query.from_dict({"id": row.id, "kind": row.kind, "run_id": row.run_id, "created_at": row.created_at,
-                            "payload": row.payload})
+                            "payload": row.payload}, frames)
+
+
+def frames_codec(url: str, frames_dir: str | Path | None) -> Any:
+    """Pixel clips' home: ``frames_dir``, else ``<name>.frames/`` beside an SQLite file, else inline."""
+    from rlhf_gym.store.frames import FrameFiles, InlineFrames
+
+    if frames_dir is not None:
+        return FrameFiles(frames_dir)
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return FrameFiles(Path(url[len("sqlite:///"):]).with_suffix(".frames"))
+    return InlineFrames()
 
 
 def _feedback_from_row(r: FeedbackRow) -> Feedback:
