@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "rlhf_gym.rewards.cli",  # reward retrain, labels export/convert
     "rlhf_gym.web.cli",  # serve
     "rlhf_gym.governance.cli",  # annotators, audit, report, export
+    "rlhf_gym.demos.cli",  # demos record/import/export
 ]
 
 
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=d.out, help="run folder")
     t.add_argument("--algo", default=d.algo, help="preference: ppo, sac or auto")
     t.add_argument("--reward", default=None, help="trained reward model to optimise instead of learning one")
+    t.add_argument("--demos", default=None,
+                   help="demonstration: a store (folder with feedback.db), .jsonl/.parquet file or Minari dataset")
     t.add_argument("--db", default=None, help="store path or URL (default OUT/feedback.db)")
     t.add_argument("--server", default=None, help="annotation server URL for --teacher web")
     t.add_argument("--token", default=None, help="admin token for the annotation server")
@@ -83,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         env=args.env, feedback=args.feedback, learner=args.learner, teacher=args.teacher, budget=args.budget,
-        seed=args.seed, out=args.out, algo=args.algo, reward=args.reward, db=args.db, server=args.server,
+        seed=args.seed, out=args.out, algo=args.algo, reward=args.reward, demos=args.demos, db=args.db, server=args.server,
         token=args.token, noise=args.noise, timesteps=args.timesteps, segment_length=args.segment_length,
         eval_episodes=args.eval_episodes, annotator=args.annotator, progress=not args.no_progress,
         extra=with_monitoring_policy(parse_set(args.set)),
