@@ -30,7 +30,7 @@ from rlhf_gym.demos.data import (
 )
 from rlhf_gym.learners.bc import BCSettings
 
-LEARNERS = ("bc", "dagger", "maxent-irl")
+LEARNERS = ("bc", "dagger", "gail", "airl", "maxent-irl")
 SETTINGS = ("bc_*", "rounds", "beta0", "gamma", "irl_iters", "irl_lr", "disc_*", "gen_*", "max_steps")
 
 
@@ -68,6 +68,7 @@ def train_demonstration(cfg: TrainConfig) -> dict[str, Any]:
     check_settings(cfg.extra, (*SETTINGS, *WEIGHTING_SETTINGS, *teacher_settings("demonstration", cfg.teacher)),
                    f"--feedback demonstration --learner {learner}")
     bc_settings(cfg.extra)  # bad values fail before anything is stored
+    adversarial_settings(cfg.extra)
     with torch_threads(cfg.threads):
         return _train(cfg, learner)
 
@@ -88,7 +89,7 @@ def _train(cfg: TrainConfig, learner: str) -> dict[str, Any]:
         probe.close()
         raise ValueError(f"--learner maxent-irl needs a task with a transition table (env.unwrapped.P, e.g. "
                          f"FrozenLake-v1); {cfg.env} has none: use bc, dagger, gail or airl")
-    if tabular and learner != "maxent-irl" and learner != "bc":
+    if tabular and learner not in ("maxent-irl", "bc"):
         probe.close()
         raise ValueError(f"{cfg.env} has discrete (tabular) observations; use --learner maxent-irl or bc")
     if not tabular:
@@ -316,4 +317,70 @@ def _learn_maxent(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, 
             "policy": str(path), "reward": res.reward.tolist()}
 
 
-_LEARN = {"bc": _learn_bc, "dagger": _learn_dagger, "maxent-irl": _learn_maxent}
+def adversarial_settings(extra: dict[str, Any]) -> Any:
+    """GAIL/AIRL settings from ``--set disc_*=``, ``gen_*=`` and ``gamma=``; unknown ones are an error."""
+    from rlhf_gym.learners.adversarial import AdversarialSettings
+
+    names = {f.name: f for f in fields(AdversarialSettings)}
+    bad = sorted(k for k in extra if k.startswith(("disc_", "gen_")) and k not in names)
+    if bad:
+        raise ValueError(f"unknown --set key(s) {', '.join(bad)}; GAIL/AIRL read {', '.join(sorted(names))}")
+    return AdversarialSettings(**{k: type(names[k].default)(v) for k, v in extra.items() if k in names})
+
+
+def _learn_adversarial(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, source: Any, run: Any,
+                       metrics: Any) -> dict[str, Any]:
+    from rlhf_gym.envs import make_env, spec_of
+    from rlhf_gym.learners.airl import train_airl
+    from rlhf_gym.learners.gail import train_gail
+    from rlhf_gym.learners.preference import default_timesteps
+    from rlhf_gym.rollouts import evaluate_policy
+    from rlhf_gym.runs import plot_curve
+
+    probe = make_env(cfg.env)
+    spec = spec_of(probe)
+    threshold = probe.spec.reward_threshold if probe.spec else None
+    probe.close()
+    algo = cfg.algo if cfg.algo != "auto" else ("ppo" if spec.discrete else "sac")
+    if algo == "sac" and spec.discrete:
+        raise ValueError(f"--algo sac needs continuous actions, but {cfg.env} has discrete actions; use --algo ppo")
+    timesteps = cfg.timesteps or default_timesteps(algo, spec.max_episode_steps)
+    eval_env = make_env(cfg.env, seed=20_000)
+
+    def on_eval(res: Any) -> None:
+        rets = evaluate_policy(eval_env, _sb3_act(res.algo, spec.discrete), min(cfg.eval_episodes, 5), seed=20_000)
+        last = res.history[-1] if res.history else {}
+        metrics.log(res.env_steps, env_steps=res.env_steps, mean_return=float(rets.mean()),
+                    disc_accuracy=last.get("disc_accuracy"), disc_loss=last.get("disc_loss"))
+
+    learner = cfg.learner
+    train = train_gail if learner == "gail" else train_airl
+    res = train(cfg.env, [d.traj for d in demos], algo=algo, timesteps=timesteps, seed=cfg.seed,
+                settings=adversarial_settings(cfg.extra), on_eval=on_eval, eval_every=max(timesteps // 10, 1000))
+    on_eval(res)
+    eval_env.close()
+    plot_curve(metrics.rows, "env_steps", ["mean_return"], run.file("learning_curve.png"),
+               title=f"{learner.upper()} on {cfg.env}: true return ({algo} generator)", hline=threshold)
+    reward_path = res.reward.save(run.file("reward_model.safetensors"))
+    ids = [d.feedback_id for d in demos if d.feedback_id is not None]
+    rid = store.record_model(reward_path, ids, kind="reward", run_id=run_id)
+    res.algo.save(run.file("policy.zip"))
+    run.save_policy_info("sb3", "policy.zip", algo=algo, discrete=spec.discrete, learner=learner)
+    mid = store.record_model(run.file("policy.zip"), [], kind="policy", run_id=run_id, derived_from=[rid])
+    last = res.history[-1] if res.history else {}
+    return {"feedback_used": len(demos), "env_steps": res.env_steps, "timesteps": timesteps, "algo": algo,
+            "disc_steps": res.disc_steps, "disc_accuracy": last.get("disc_accuracy"), "reward_model_id": rid,
+            "model_id": mid, "policy": str(run.file("policy.zip")), "reward_model": str(reward_path),
+            "learn_s": round(res.wall_s, 2)}
+
+
+def _sb3_act(model: Any, discrete: bool) -> Any:
+    def act(obs: np.ndarray) -> Any:
+        a, _ = model.predict(np.asarray(obs), deterministic=True)
+        return int(a) if discrete else np.asarray(a)
+
+    return act
+
+
+_LEARN = {"bc": _learn_bc, "dagger": _learn_dagger, "maxent-irl": _learn_maxent, "gail": _learn_adversarial,
+          "airl": _learn_adversarial}
