@@ -298,3 +298,15 @@ def test_gail_airl_jobs_save_a_policy_and_a_transferable_reward(tmp_path, demo_s
         rc = main(["train", "--env", "CartPole-v1", "--feedback", "preference", "--reward", str(out), "--timesteps",
                    "512", "--out", str(tmp_path / "transfer"), "--eval-episodes", "2", "--no-progress"])
         assert rc == 0, capsys.readouterr().err
+
+
+def test_airl_with_a_sac_generator_on_continuous_actions():
+    from rlhf_gym.learners.adversarial import AdversarialSettings
+    from rlhf_gym.learners.airl import train_airl
+
+    trajs = demos(mountaincar_pump, "MountainCarContinuous-v0", 2)
+    res = train_airl("MountainCarContinuous-v0", trajs, algo="sac", timesteps=1200, seed=0,
+                     settings=AdversarialSettings(disc_every=100))
+    assert res.env_steps == 1200 and res.disc_steps > 0 and res.history[-1]["disc_loss"] > 0
+    a, _ = res.algo.predict(trajs[0].obs[0], deterministic=True)
+    assert np.asarray(a).shape == (1,)

@@ -36,10 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     t.add_argument("--env", default=d.env, help="Gymnasium environment id")
     t.add_argument("--feedback", default=d.feedback, help="evaluative or preference (see rlhf_gym.jobs)")
-    t.add_argument("--learner", default=d.learner, help="evaluative learner: reinforce, tamer or coach")
+    t.add_argument("--learner", default=d.learner, help="evaluative: reinforce, tamer or coach; "
+                   "demonstration: bc (picked when left at the default), dagger, gail, airl or maxent-irl")
     t.add_argument("--teacher", default=d.teacher,
                    help="oracle, expert, noisy, delayed, random (simulated), human (terminal) or web")
-    t.add_argument("--budget", type=int, default=d.budget, help="feedback answers the learner may ask for")
+    t.add_argument("--budget", type=int, default=d.budget, help="feedback answers the learner may ask for "
+                   "(demonstration: episodes recorded from --teacher; dagger: labels)")
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--out", default=d.out, help="run folder")
     t.add_argument("--algo", default=d.algo, help="preference: ppo, sac or auto")
