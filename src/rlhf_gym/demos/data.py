@@ -203,10 +203,18 @@ def read_jsonl(path: str | Path) -> list[Trajectory]:
     return out
 
 
+def _pyarrow() -> Any:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise ValueError("Parquet files need the parquet extra: pip install 'rlhf-gym[parquet]'") from e
+    return pa, pq
+
+
 def write_parquet(trajs: Sequence[Trajectory], path: str | Path) -> Path:
     """One episode per row, observations and actions as nested lists (pyarrow)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa, pq = _pyarrow()
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +223,7 @@ def write_parquet(trajs: Sequence[Trajectory], path: str | Path) -> Path:
 
 
 def read_parquet(path: str | Path) -> list[Trajectory]:
-    import pyarrow.parquet as pq
+    _pa, pq = _pyarrow()
 
     try:
         rows = pq.read_table(path).to_pylist()

@@ -37,7 +37,7 @@ class AdversarialSettings:
 
     disc_lr: float = 3e-4
     disc_batch: int = 256
-    disc_updates: int = 4
+    disc_updates: int = 1
     """Discriminator steps after each generator rollout (PPO) or every ``disc_every`` steps (SAC)."""
     disc_every: int = 512
     disc_scale: float = 4.0
@@ -233,7 +233,7 @@ def train_adversarial(env_id: str, demos: Sequence[Trajectory], make_disc: Calla
     from rlhf_gym.rollouts import rollout
 
     env = make_env(env_id, seed=seed)
-    rand = [rollout(env, lambda _o: env.action_space.sample(), seed=seed + i).obs for i in range(10)]
+    rand = [rollout(env, lambda _o: env.action_space.sample(), seed=seed + i, max_steps=200).obs for i in range(10)]
     env.close()
     reward.fit_input_normalisation(np.concatenate([expert.obs[~expert.absorbing], *rand]))
     disc = make_disc(reward)
