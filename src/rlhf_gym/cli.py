@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "rlhf_gym.web.cli",  # serve
     "rlhf_gym.governance.cli",  # annotators, audit, report, export
     "rlhf_gym.store.cli",  # db upgrade, db current
+    "rlhf_gym.demos.cli",  # demos record/import/export
 ]
 
 
@@ -37,14 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     t.add_argument("--env", default=d.env, help="Gymnasium environment id")
     t.add_argument("--feedback", default=d.feedback, help="evaluative or preference (see rlhf_gym.jobs)")
-    t.add_argument("--learner", default=d.learner, help="evaluative learner: reinforce, tamer or coach")
+    t.add_argument("--learner", default=d.learner, help="evaluative: reinforce, tamer or coach; "
+                   "demonstration: bc (picked when left at the default), dagger, gail, airl or maxent-irl")
     t.add_argument("--teacher", default=d.teacher,
                    help="oracle, expert, noisy, delayed, random (simulated), human (terminal) or web")
-    t.add_argument("--budget", type=int, default=d.budget, help="feedback answers the learner may ask for")
+    t.add_argument("--budget", type=int, default=d.budget, help="feedback answers the learner may ask for "
+                   "(demonstration: episodes recorded from --teacher; dagger: labels)")
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--out", default=d.out, help="run folder")
     t.add_argument("--algo", default=d.algo, help="preference: ppo, sac or auto")
     t.add_argument("--reward", default=None, help="trained reward model to optimise instead of learning one")
+    t.add_argument("--demos", default=None,
+                   help="demonstration: a store (folder with feedback.db), .jsonl/.parquet file or Minari dataset")
     t.add_argument("--db", default=None, help="store path or URL (default OUT/feedback.db)")
     t.add_argument("--server", default=None, help="annotation server URL for --teacher web")
     t.add_argument("--token", default=None, help="admin token for the annotation server")
@@ -88,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         env=args.env, feedback=args.feedback, learner=args.learner, teacher=args.teacher, budget=args.budget,
-        seed=args.seed, out=args.out, algo=args.algo, reward=args.reward, db=args.db, server=args.server,
+        seed=args.seed, out=args.out, algo=args.algo, reward=args.reward, demos=args.demos, db=args.db, server=args.server,
         token=args.token, noise=args.noise, timesteps=args.timesteps, segment_length=args.segment_length,
         eval_episodes=args.eval_episodes, annotator=args.annotator, progress=not args.no_progress,
         policy=args.policy or ("rlhf-gym.toml" if Path("rlhf-gym.toml").exists() else None),

@@ -30,6 +30,8 @@ class TrainConfig:
     """Preference RL algorithm: ``ppo``, ``sac`` or ``auto`` (SAC for continuous actions, PPO otherwise)."""
     reward: str | None = None
     """Path to a trained reward model (run folder or file) to optimise instead of learning one."""
+    demos: str | None = None
+    """Demonstrations to learn from (``--feedback demonstration``): a store, JSONL/Parquet file or Minari dataset."""
     db: str | None = None
     """Store URL or path; default ``OUT/feedback.db`` (SQLite). ``postgresql://...`` for a shared server."""
     server: str | None = None

@@ -29,6 +29,8 @@ PolicyFn = Callable[[np.ndarray], Any]
 POLICY_LOADERS: dict[str, str] = {
     "torch-mlp": "rlhf_gym.learners.common:load_mlp_policy",
     "sb3": "rlhf_gym.learners.sb3_policy:load_sb3_policy",
+    "torch-mlp-continuous": "rlhf_gym.learners.bc:load_continuous_policy",
+    "tabular": "rlhf_gym.learners.maxent_irl:load_tabular_policy",
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-QueryKind = Literal["step", "pair", "demo"]
+QueryKind = Literal["step", "pair", "demo", "action"]
 
 
 def new_id(prefix: str) -> str:
@@ -182,9 +182,9 @@ class Query:
 
     @staticmethod
     def from_dict(d: dict[str, Any], codec: Any = None) -> Query:
-        cls = {"step": StepQuery, "pair": PairQuery, "demo": DemoQuery}.get(d.get("kind"))  # type: ignore[arg-type]
+        cls = QUERY_KINDS.get(d.get("kind"))  # type: ignore[arg-type]
         if cls is None:
-            raise ValueError(f"unknown query kind {d.get('kind')!r}; expected step, pair or demo")
+            raise ValueError(f"unknown query kind {d.get('kind')!r}; expected one of {', '.join(QUERY_KINDS)}")
         if cls is PairQuery:
             return PairQuery._from_payload(d["id"], d.get("run_id"), float(d["created_at"]), d["payload"], codec)
         return cls._from_payload(d["id"], d.get("run_id"), float(d["created_at"]), d["payload"])
@@ -269,6 +269,39 @@ class DemoQuery(Query):
 
 
 @dataclass(frozen=True)
+class ActionQuery(Query):
+    """Which action would you take in ``obs``? (DAgger: the learner visited it; the teacher labels it.)
+
+    The answer is a :class:`Feedback` with ``value=None`` and ``data={"action": ...}``.
+    """
+
+    kind: ClassVar[QueryKind] = "action"
+    obs: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    env_id: str = ""
+    step: int = 0
+    episode: int = 0
+    frame_path: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "obs", _arr(self.obs))
+
+    @classmethod
+    def make(cls, obs: np.ndarray, env_id: str, step: int = 0, episode: int = 0, run_id: str | None = None,
+             frame_path: str | None = None) -> ActionQuery:
+        return cls(new_id("q"), run_id, time.time(), obs=obs, env_id=env_id, step=step, episode=episode,
+                   frame_path=frame_path)
+
+    def payload(self) -> dict[str, Any]:
+        return {"obs": self.obs.tolist(), "env_id": self.env_id, "step": self.step, "episode": self.episode,
+                "frame_path": self.frame_path}
+
+    @classmethod
+    def _from_payload(cls, id: str, run_id: str | None, created_at: float, p: dict[str, Any]) -> ActionQuery:
+        return cls(id, run_id, created_at, obs=np.asarray(p["obs"]), env_id=str(p.get("env_id", "")),
+                   step=int(p.get("step", 0)), episode=int(p.get("episode", 0)), frame_path=p.get("frame_path"))
+
+
+@dataclass(frozen=True)
 class Feedback:
     """One answer to one query, as stored.
 
@@ -309,3 +342,7 @@ class Feedback:
         return cls(query_id=d["query_id"], annotator_id=d["annotator_id"], value=d.get("value"),
                    asked_at=float(d["asked_at"]), answered_at=float(d["answered_at"]), step=d.get("step"),
                    data=d.get("data"), id=d.get("id"))
+
+
+#: query kind -> class (the ``kind`` stored with every query); a new kind of question adds itself here
+QUERY_KINDS: dict[str, type[Query]] = {"step": StepQuery, "pair": PairQuery, "demo": DemoQuery, "action": ActionQuery}

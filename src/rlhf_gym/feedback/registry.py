@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 TEACHER_MODULES: dict[str, list[str]] = {
     "evaluative": ["rlhf_gym.feedback.teachers_evaluative"],
     "preference": ["rlhf_gym.feedback.teachers_preference"],
+    "demonstration": ["rlhf_gym.feedback.teachers_demonstration"],
 }
 
 ANY = "*"

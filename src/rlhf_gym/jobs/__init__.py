@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 JOBS: dict[str, str] = {
     "evaluative": "rlhf_gym.jobs.evaluative:train_evaluative",
     "preference": "rlhf_gym.jobs.preference:train_preference",
+    "demonstration": "rlhf_gym.jobs.demonstration:train_demonstration",
 }
 
 

@@ -1,0 +1,244 @@
+"""Benchmark: learning from demonstrations (BC, DAgger, GAIL, AIRL, maximum-entropy IRL) against controls.
+
+Rows (each over the same seeds; ``median [min, max]`` of the true return of the saved policy over 20
+held-out episodes, seeds 10 000+):
+
+* CartPole-v1, 10 expert episodes (the cached SB3 expert, recorded once per seed and shared by every
+  learner): ``bc``, ``gail``, ``airl`` from those demonstrations; ``dagger`` with 200 expert labels. Bar: 475.
+* The same learners from 10 *random-policy* "demonstrations" (DAgger: 200 random labels), same seeds: the
+  control; it must not reach the bar.
+* PPO on the true reward (this project's SB3 settings, :func:`rlhf_gym.learners.preference.make_algo`) in the
+  same run: the environment steps it needs to first reach 475 (20-episode check every 10k steps), the
+  baseline for GAIL/AIRL's steps.
+* FrozenLake-v1 (4x4 and 8x8, slippery), 100 expert episodes (the exact optimal policy of the transition
+  table): ``maxent-irl``; reported: agreement of the recovered reward's optimal policy with the expert's on
+  every non-terminal state, and its success rate as a share of the expert's. Control: 100 random episodes.
+
+Every run goes through the product's own path (``rlhf_gym.pipeline.train`` with ``--feedback
+demonstration``), so store, lineage and saving are part of what is timed.
+
+    python benchmarks/demonstrations.py [--seeds 5] [--rows cartpole-bc,cartpole-dagger,...]
+
+Writes ``benchmarks/results/demonstrations.json``, updated after every run and merged by row, so rows run
+separately (or cut short) keep their results; each row states how many seeds actually ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlhf_gym.config import TrainConfig
+from rlhf_gym.envs import make_env
+from rlhf_gym.pipeline import train
+from rlhf_gym.rollouts import evaluate_policy
+
+RESULTS = Path(__file__).parent / "results" / "demonstrations.json"
+CARTPOLE_ROWS = ("bc", "dagger", "gail", "airl")
+ROWS = (*(f"cartpole-{x}" for x in CARTPOLE_ROWS), "cartpole-ppo", "frozenlake4-maxent", "frozenlake8-maxent")
+BAR = 475.0
+
+
+def summary(xs: list[float]) -> dict[str, float] | None:
+    if not xs:
+        return None
+    return {"median": float(np.median(xs)), "min": float(np.min(xs)), "max": float(np.max(xs))}
+
+
+def fmt(s: dict[str, float] | None, digits: int = 1) -> str:
+    if s is None:
+        return "-"
+    return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}, {s['max']:.{digits}f}]"
+
+
+def record(env_id: str, teacher: str, seed: int, episodes: int, folder: Path, env_kwargs: dict | None = None) -> Path:
+    """Record demonstrations with the product's demonstration teacher into a store; return the JSONL copy."""
+    from rlhf_gym.demos.data import demos_from_store, record_demos, write_jsonl
+    from rlhf_gym.feedback.registry import TeacherRequest, make_teacher
+    from rlhf_gym.store import FeedbackStore
+
+    store = FeedbackStore(folder / "feedback.db")
+    rid = store.add_run(f"demos-{teacher}-{seed}")
+    src = make_teacher(TeacherRequest("demonstration", teacher, env_id, seed=seed, store=store, run_id=rid,
+                                      log=lambda _m: None))
+    record_demos(src, env_id, episodes, seed=seed, run_id=rid)
+    path = write_jsonl([d.traj for d in demos_from_store(store, run_id=rid)], folder / "demos.jsonl")
+    store.close()
+    return path
+
+
+def run_job(env_id: str, learner: str, seed: int, out: Path, demos: Path | None = None, teacher: str = "expert",
+            budget: int = 10) -> dict[str, Any]:
+    cfg = TrainConfig(env=env_id, feedback="demonstration", learner=learner, teacher=teacher, budget=budget,
+                      seed=seed, out=str(out), demos=str(demos) if demos else None, eval_episodes=20, progress=False)
+    t0 = time.time()
+    res = train(cfg)
+    res["wall_s"] = round(time.time() - t0, 2)
+    return res
+
+
+def cartpole_row(learner: str, seeds: list[int], tmp: Path, save: Any) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {"expert": [], "random": []}
+    for seed in seeds:
+        for source in ("expert", "random"):
+            folder = tmp / f"cp-{source}-{seed}"
+            folder.mkdir(exist_ok=True)
+            if learner == "dagger":
+                res = run_job("CartPole-v1", "dagger", seed, folder / "dagger", teacher=source, budget=200)
+            else:
+                demos = folder / "demos.jsonl"
+                if not demos.exists():
+                    record("CartPole-v1", source, seed, 10, folder)
+                res = run_job("CartPole-v1", learner, seed, folder / learner, demos=demos)
+            runs[source].append({k: res.get(k) for k in ("mean_return", "std_return", "feedback_used", "env_steps",
+                                                          "wall_s", "demo_return", "disc_accuracy", "labels_used")}
+                                | {"seed": seed})
+            print(f"  cartpole {learner} <- {source} seed {seed}: return {res['mean_return']:.1f} "
+                  f"({res.get('env_steps', 0)} env steps, {res['wall_s']:.0f}s)", flush=True)
+            save()
+    exp = runs["expert"]
+    return {"env": "CartPole-v1", "learner": learner, "seeds": len(exp), "bar": BAR,
+            "demos": "200 expert labels" if learner == "dagger" else "10 expert episodes",
+            "return": summary([r["mean_return"] for r in exp]),
+            "solved": sum(r["mean_return"] >= BAR for r in exp),
+            "control_return": summary([r["mean_return"] for r in runs["random"]]),
+            "control_solved": sum(r["mean_return"] >= BAR for r in runs["random"]),
+            "expert_demo_return": summary([r["demo_return"] for r in exp if r.get("demo_return") is not None]),
+            "env_steps": summary([float(r["env_steps"] or 0) for r in exp]),
+            "wall_s": summary([r["wall_s"] for r in exp]), "runs": runs}
+
+
+def ppo_row(seeds: list[int], save: Any, timesteps: int = 100_000) -> dict[str, Any]:
+    """SB3 PPO on the true reward: env steps until the greedy policy first averages >= 475 over 20 episodes."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from rlhf_gym.learners.preference import PreferenceSettings, make_algo
+
+    runs = []
+    for seed in seeds:
+        t0 = time.time()
+        venv = make_vec_env("CartPole-v1", n_envs=PreferenceSettings().n_envs, seed=seed)
+        model = make_algo("ppo", venv, seed, timesteps)
+        env = make_env("CartPole-v1")
+        first = None
+        done = 0
+        while done < timesteps:
+            model.learn(10_000, reset_num_timesteps=False)
+            done += 10_000
+            ret = evaluate_policy(env, lambda o, m=model: int(m.predict(o, deterministic=True)[0]), 20,
+                                  seed=10_000).mean()
+            if ret >= BAR:
+                first = done
+                break
+        runs.append({"seed": seed, "steps_to_475": first, "wall_s": round(time.time() - t0, 2), "final_return": float(ret)})
+        print(f"  ppo true reward seed {seed}: 475 after {first} steps ({runs[-1]['wall_s']:.0f}s)", flush=True)
+        save()
+    got = [r["steps_to_475"] for r in runs if r["steps_to_475"] is not None]
+    return {"env": "CartPole-v1", "learner": "ppo (true reward)", "seeds": len(runs),
+            "steps_to_475": summary([float(x) for x in got]), "solved": len(got), "runs": runs}
+
+
+def frozenlake_row(size: int, seeds: list[int], tmp: Path, save: Any) -> dict[str, Any]:
+    import gymnasium as gym
+
+    from rlhf_gym.learners.maxent_irl import TablePolicy, optimal_policy, tabular_mdp
+
+    env_id = "FrozenLake-v1" if size == 4 else "FrozenLake8x8-v1"
+    env = gym.make(env_id)
+    mdp = tabular_mdp(env)
+    expert = optimal_policy(mdp)
+    desc = np.asarray(env.unwrapped.desc).astype(str).ravel()
+    live = np.flatnonzero((desc != "H") & (desc != "G"))
+    expert_success = float(evaluate_policy(env, TablePolicy(expert), 1000, seed=10_000).mean())
+    runs: dict[str, list[dict[str, Any]]] = {"expert": [], "random": []}
+    for seed in seeds:
+        for source in ("expert", "random"):
+            folder = tmp / f"fl{size}-{source}-{seed}"
+            folder.mkdir(exist_ok=True)
+            demos = record(env_id, source, seed, 100, folder)
+            res = run_job(env_id, "maxent-irl", seed, folder / "run", demos=demos)
+            rec = optimal_policy(mdp, np.asarray(res["reward"]))
+            success = float(evaluate_policy(env, TablePolicy(rec), 1000, seed=10_000).mean())
+            runs[source].append({"seed": seed, "agreement": float((rec[live] == expert[live]).mean()),
+                                 "success": success, "success_vs_expert": success / max(expert_success, 1e-9),
+                                 "wall_s": res["wall_s"]})
+            print(f"  {env_id} maxent-irl <- {source} seed {seed}: agreement {runs[source][-1]['agreement']:.2f}, "
+                  f"success {success:.3f} (expert {expert_success:.3f})", flush=True)
+            save()
+    e, c = runs["expert"], runs["random"]
+    return {"env": env_id + " (slippery)", "learner": "maxent-irl", "seeds": len(e), "demos": "100 episodes",
+            "expert_success": expert_success, "agreement": summary([r["agreement"] for r in e]),
+            "success_vs_expert": summary([r["success_vs_expert"] for r in e]),
+            "control_agreement": summary([r["agreement"] for r in c]),
+            "control_success_vs_expert": summary([r["success_vs_expert"] for r in c]),
+            "wall_s": summary([r["wall_s"] for r in e]), "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {', '.join(ROWS)}")
+    p.add_argument("--note", default="", help="a note stored with this run's rows (e.g. why seeds were cut)")
+    args = p.parse_args(argv)
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    bad = [r for r in rows if r not in ROWS]
+    if bad:
+        p.error(f"unknown rows {bad}; choose from {', '.join(ROWS)}")
+    torch.set_num_threads(1)
+    seeds = list(range(args.seeds))
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data.setdefault("rows", {})
+    data["machine"] = {"python": sys.version.split()[0], "platform": platform.platform(), "torch_threads": 1}
+    data["notes"] = data.get("notes", {})
+
+    def save() -> None:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(data, indent=1, default=float) + "\n")
+
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        for row in rows:
+            print(f"{row} ({len(seeds)} seeds)", flush=True)
+            t0 = time.time()
+            if row == "cartpole-ppo":
+                out = ppo_row(seeds, save)
+            elif row.startswith("cartpole-"):
+                out = cartpole_row(row.split("-", 1)[1], seeds, tmp, save)
+            else:
+                out = frozenlake_row(4 if row.startswith("frozenlake4") else 8, seeds, tmp, save)
+            out["row_wall_s"] = round(time.time() - t0, 1)
+            out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            if args.note:
+                out["note"] = args.note
+            data["rows"][row] = out
+            save()
+    print_table(data)
+    return 0
+
+
+def print_table(data: dict[str, Any]) -> None:
+    print(f"\n{'row':<22} {'seeds':>5}  {'result (median [min, max])':<36} {'control':<30} {'env steps':<26} wall s")
+    for name, r in data["rows"].items():
+        if name == "cartpole-ppo":
+            print(f"{name:<22} {r['seeds']:>5}  steps to 475: {fmt(r['steps_to_475'], 0):<22} {'':<30} {'':<26}")
+        elif "agreement" in r:
+            res = f"agree {fmt(r['agreement'], 2)}, succ {fmt(r['success_vs_expert'], 2)}"
+            ctl = f"agree {fmt(r['control_agreement'], 2)}"
+            print(f"{name:<22} {r['seeds']:>5}  {res:<36} {ctl:<30} {'-':<26} {fmt(r['wall_s'], 0)}")
+        else:
+            res = f"{fmt(r['return'])} ({r['solved']}/{r['seeds']} >= 475)"
+            ctl = f"{fmt(r['control_return'])} ({r['control_solved']}/{r['seeds']})"
+            print(f"{name:<22} {r['seeds']:>5}  {res:<36} {ctl:<30} {fmt(r['env_steps'], 0):<26} {fmt(r['wall_s'], 0)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The loop GAIL and AIRL share: an SB3 generator on a learned reward, a discriminator trained between its
+rollouts on demonstrated versus generated transitions.
+
+Transitions are rows ``(obs, act, next_obs, done, absorbing)``. An episode that *terminated* (the pole fell,
+the goal was reached) is followed by one absorbing row (``absorbing=True``: no features but the flag), in
+the demonstrations and in the generator's data alike; a time-limit truncation adds none, since its last
+state is not absorbing. The discriminator therefore learns the absorbing state's own score, and the reward
+handed to the generator is anchored to it (:meth:`RewardModel.set_output_normalisation` with
+``use_absorbing``): after a ``done`` the RL algorithm assumes nothing more is paid, which is then exactly
+the absorbing state's reward. Ending early is neither free reward (a positive per-step reward would make
+"survive" the lesson on every task) nor free penalty (a negative one makes "end it now" the lesson); it pays
+what the discriminator learned the absorbing state is worth (Kostrikov et al. 2019, Discriminator-Actor-Critic).
+
+The discriminator's reward part is a :class:`~rlhf_gym.rewards.models.RewardModel` (one member, bounded
+by ``tanh`` so its logits cannot run away to a 100%-sure discriminator), saved like the preference reward
+model (safetensors + JSON) so ``rlhf-gym train --reward DIR`` can train a fresh policy on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+
+from rlhf_gym.rewards.models import RewardModel
+from rlhf_gym.types import Trajectory
+
+
+@dataclass
+class AdversarialSettings:
+    """The same defaults for every task (``--set disc_lr=...``, ``gen_n_envs=...``)."""
+
+    disc_lr: float = 3e-4
+    disc_batch: int = 256
+    disc_updates: int = 1
+    """Discriminator steps after each generator rollout (PPO) or every ``disc_every`` steps (SAC)."""
+    disc_every: int = 512
+    disc_scale: float = 4.0
+    """Logit = scale x the reward network's tanh output: D stays within (1.8%, 98.2%)."""
+    disc_window: int = 8192
+    """Generated transitions the discriminator samples from (the most recent)."""
+    disc_hidden: int = 64
+    gen_n_envs: int = 8
+    gamma: float = 0.99
+    """Discount of AIRL's shaping term."""
+
+
+@dataclass
+class Rows:
+    """Transitions as arrays (``acts`` one per row; absorbing rows carry zeros)."""
+
+    obs: np.ndarray
+    acts: np.ndarray
+    next_obs: np.ndarray
+    done: np.ndarray
+    absorbing: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    def take(self, idx: np.ndarray) -> Rows:
+        return Rows(self.obs[idx], self.acts[idx], self.next_obs[idx], self.done[idx], self.absorbing[idx])
+
+
+def demo_rows(trajs: Sequence[Trajectory]) -> Rows:
+    """Every demonstrated step, plus one absorbing row after each terminated episode."""
+    obs, acts, nxt, done, ab = [], [], [], [], []
+    for t in trajs:
+        n = len(t)
+        obs.append(np.asarray(t.obs[:-1], np.float32))
+        acts.append(np.asarray(t.acts))
+        nxt.append(np.asarray(t.obs[1:], np.float32))
+        d = np.zeros(n, bool)
+        d[-1] = bool(t.terminated)
+        done.append(d)
+        ab.append(np.zeros(n, bool))
+        if t.terminated:
+            obs.append(np.asarray(t.obs[-1:], np.float32))
+            acts.append(np.zeros_like(np.asarray(t.acts[:1])))
+            nxt.append(np.asarray(t.obs[-1:], np.float32))
+            done.append(np.ones(1, bool))
+            ab.append(np.ones(1, bool))
+    return Rows(np.concatenate(obs), np.concatenate(acts), np.concatenate(nxt), np.concatenate(done), np.concatenate(ab))
+
+
+class TransitionLog(VecEnvWrapper):
+    """Keeps the generator's most recent transitions (with an absorbing row after each termination)."""
+
+    def __init__(self, venv: VecEnv, capacity: int) -> None:
+        super().__init__(venv)
+        self.capacity = capacity
+        self.rows: list[tuple[np.ndarray, Any, np.ndarray, bool, bool]] = []
+        self._obs: np.ndarray | None = None
+        self._acts: np.ndarray | None = None
+        self.steps = 0
+
+    def reset(self) -> np.ndarray:
+        obs = self.venv.reset()
+        self._obs = np.asarray(obs)
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._acts = np.asarray(actions)
+        self.venv.step_async(actions)
+
+    def step_wait(self) -> Any:
+        obs, rews, dones, infos = self.venv.step_wait()
+        assert self._obs is not None and self._acts is not None
+        for i in range(self.num_envs):
+            nxt = infos[i].get("terminal_observation", obs[i]) if dones[i] else obs[i]
+            term = bool(dones[i]) and not infos[i].get("TimeLimit.truncated", False)
+            self.rows.append((self._obs[i].copy(), self._acts[i].copy(), np.asarray(nxt).copy(), term, False))
+            if term:
+                self.rows.append((np.asarray(nxt).copy(), np.zeros_like(self._acts[i]), np.asarray(nxt).copy(), True, True))
+        if len(self.rows) > self.capacity:
+            del self.rows[: len(self.rows) - self.capacity]
+        self.steps += self.num_envs
+        self._obs = np.asarray(obs)
+        return obs, rews, dones, infos
+
+    def recent(self) -> Rows:
+        o, a, n, d, ab = zip(*self.rows, strict=True)
+        return Rows(np.asarray(o, np.float32), np.asarray(a), np.asarray(n, np.float32), np.asarray(d, bool),
+                    np.asarray(ab, bool))
+
+
+def log_prob(algo: Any, obs: np.ndarray, acts: np.ndarray) -> torch.Tensor:
+    """log pi(a|s) of the SB3 generator (PPO: its distribution; SAC: its squashed Gaussian)."""
+    from stable_baselines3 import SAC
+
+    with torch.no_grad():
+        obs_t = torch.as_tensor(np.asarray(obs, np.float32))
+        if isinstance(algo, SAC):
+            actor = algo.policy.actor
+            mean, log_std, kw = actor.get_action_dist_params(obs_t)
+            dist = actor.action_dist.proba_distribution(mean, log_std, **kw)
+            scaled = torch.as_tensor(algo.policy.scale_action(np.asarray(acts, np.float32)), dtype=torch.float32)
+            return dist.log_prob(scaled.clamp(-0.999, 0.999))
+        acts_t = torch.as_tensor(np.asarray(acts))
+        if acts_t.dim() == 1 and algo.action_space.shape:
+            acts_t = acts_t[:, None]
+        _v, lp, _e = algo.policy.evaluate_actions(obs_t, acts_t)
+        return lp
+
+
+class Discriminator(torch.nn.Module):
+    """Base of GAIL's and AIRL's discriminators: ``logits(rows, log_pi)`` > 0 means "demonstrated"."""
+
+    needs_log_pi = False
+
+    def __init__(self, reward: RewardModel, st: AdversarialSettings) -> None:
+        super().__init__()
+        self.reward, self.st = reward, st
+
+    def score(self, rows: Rows) -> torch.Tensor:
+        """The reward network's raw (tanh-bounded) output per row, with gradient."""
+        x = self.reward.features(rows.obs, rows.acts, rows.next_obs, rows.absorbing)
+        return self.reward.member_rewards(x).mean(0)
+
+    def logits(self, rows: Rows, log_pi: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass
+class AdversarialResult:
+    algo: Any
+    reward: RewardModel
+    disc: Discriminator
+    env_steps: int = 0
+    disc_steps: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def disc_step(disc: Discriminator, opt: torch.optim.Optimizer, expert: Rows, gen: Rows, algo: Any,
+              rng: np.random.Generator, batch: int) -> dict[str, float]:
+    """One logistic-regression step: demonstrated rows labelled 1, generated rows 0 (balanced batches)."""
+    e = expert.take(rng.integers(len(expert), size=batch))
+    g = gen.take(rng.integers(len(gen), size=batch))
+    lp_e = lp_g = None
+    if disc.needs_log_pi:
+        lp_e = torch.where(torch.as_tensor(e.absorbing), 0.0, log_prob(algo, e.obs, e.acts))
+        lp_g = torch.where(torch.as_tensor(g.absorbing), 0.0, log_prob(algo, g.obs, g.acts))
+    le, lg = disc.logits(e, lp_e), disc.logits(g, lp_g)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    loss = bce(le, torch.ones_like(le)) + bce(lg, torch.zeros_like(lg))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        acc = 0.5 * (float((le > 0).float().mean()) + float((lg < 0).float().mean()))
+    return {"disc_loss": float(loss.detach()), "disc_accuracy": acc}
+
+
+def renormalise(reward: RewardModel, expert: Rows, gen: Rows, rng: np.random.Generator) -> None:
+    """Anchor the generator's reward to the absorbing state's (where episodes can end) and scale to RMS 1."""
+    both = [expert.take(rng.integers(len(expert), size=min(len(expert), 2048))),
+            gen.take(rng.integers(len(gen), size=min(len(gen), 2048)))]
+    real = [r.take(np.flatnonzero(~r.absorbing)) for r in both]
+    obs = np.concatenate([r.obs for r in real])
+    acts = np.concatenate([r.acts for r in real])
+    nxt = np.concatenate([r.next_obs for r in real])
+    use_absorbing = bool(expert.absorbing.any() or gen.absorbing.any())
+    reward.set_output_normalisation(obs, acts, nxt, use_absorbing=use_absorbing)
+
+
+def train_adversarial(env_id: str, demos: Sequence[Trajectory], make_disc: Callable[[RewardModel], Discriminator],
+                      *, algo: str, timesteps: int, seed: int = 0, settings: AdversarialSettings | None = None,
+                      on_eval: Callable[[AdversarialResult], None] | None = None, eval_every: int = 10_000) -> AdversarialResult:
+    """Train an SB3 ``algo`` (ppo or sac) generator against a discriminator built by ``make_disc``."""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from rlhf_gym.envs import make_env
+    from rlhf_gym.learners.preference import make_algo
+    from rlhf_gym.rewards.wrappers import LearnedRewardVecEnv
+
+    st = settings or AdversarialSettings()
+    if not demos:
+        raise ValueError("adversarial imitation needs at least one demonstration")
+    probe = make_env(env_id)
+    reward = RewardModel.for_spaces(probe.observation_space, probe.action_space, seed=seed, ensemble=1,
+                                    hidden=st.disc_hidden)
+    probe.close()
+    expert = demo_rows(demos)
+    # input scaling from demonstrated *and* random-policy states: from the demonstrations alone (a balanced
+    # pole barely moves) every state the generator reaches would be clipped to the same far-away corner
+    from rlhf_gym.rollouts import rollout
+
+    env = make_env(env_id, seed=seed)
+    rand = [rollout(env, lambda _o: env.action_space.sample(), seed=seed + i, max_steps=200).obs for i in range(10)]
+    env.close()
+    reward.fit_input_normalisation(np.concatenate([expert.obs[~expert.absorbing], *rand]))
+    disc = make_disc(reward)
+    opt = torch.optim.Adam(disc.parameters(), lr=st.disc_lr)
+    n_envs = st.gen_n_envs if algo == "ppo" else 1
+    log = TransitionLog(make_vec_env(env_id, n_envs=n_envs, seed=seed), st.disc_window)
+    venv = LearnedRewardVecEnv(log, reward)
+    model = make_algo(algo, venv, seed, timesteps)
+    rng = np.random.default_rng(seed)
+    res = AdversarialResult(model, reward, disc)
+    t0 = time.time()
+    state = {"last_disc": 0, "last_eval": 0}
+
+    def update() -> None:
+        if len(log.rows) < st.disc_batch:
+            return
+        gen = log.recent()
+        stats = {}
+        for _ in range(st.disc_updates):
+            stats = disc_step(disc, opt, expert, gen, model, rng, st.disc_batch)
+            res.disc_steps += 1
+        renormalise(reward, expert, gen, rng)
+        res.history.append({"env_steps": log.steps, **stats})
+
+    class _Cb(BaseCallback):
+        def _on_step(self) -> bool:
+            if algo != "ppo" and log.steps - state["last_disc"] >= st.disc_every:
+                state["last_disc"] = log.steps
+                update()
+            if on_eval is not None and log.steps - state["last_eval"] >= eval_every:
+                state["last_eval"] = log.steps
+                res.env_steps = log.steps
+                on_eval(res)
+            return True
+
+        def _on_rollout_end(self) -> None:
+            if algo == "ppo":
+                update()
+
+    model.learn(total_timesteps=timesteps, callback=_Cb())
+    res.env_steps = log.steps
+    res.wall_s = time.time() - t0
+    venv.close()
+    return res

@@ -1,0 +1,312 @@
+"""Learners from demonstrations: BC (discrete and continuous), DAgger's label budget, maximum-entropy IRL,
+and the demonstration run job end to end (evaluate loads its policy, withdrawal flags it, bad input exits 2)."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rlhf_gym.cli import main
+from rlhf_gym.demos.data import record_demos, trajectory_from_record, write_jsonl
+from rlhf_gym.envs import make_env
+from rlhf_gym.feedback.teachers_demonstration import PolicyDemonstrator
+from rlhf_gym.learners.bc import BCSettings, train_bc
+from rlhf_gym.learners.dagger import dagger
+from rlhf_gym.learners.maxent_irl import TablePolicy, maxent_irl, optimal_policy, tabular_mdp
+from rlhf_gym.rollouts import evaluate_policy, rollout
+from rlhf_gym.store import FeedbackStore
+
+
+def cartpole_expert(obs: np.ndarray) -> int:
+    return int(3 * obs[2] + obs[3] > 0)
+
+
+def mountaincar_pump(obs: np.ndarray) -> np.ndarray:
+    """Push the way the car moves (pumps energy in; reaches the flag in ~100-150 steps)."""
+    return np.array([1.0 if obs[1] >= 0 else -1.0], np.float32)
+
+
+def demos(policy, env_id: str, n: int, epsilon: float = 0.0, seed: int = 0, max_steps: int | None = None):
+    src = PolicyDemonstrator(policy, "t", rng=np.random.default_rng(seed), epsilon=epsilon)
+    return [trajectory_from_record(fb.data) for fb in record_demos(src, env_id, n, seed=seed, max_steps=max_steps)]
+
+
+def stack(trajs):
+    return (np.concatenate([t.obs[:-1] for t in trajs]), np.concatenate([t.acts for t in trajs]),
+            np.concatenate([np.full(len(t), i) for i, t in enumerate(trajs)]))
+
+
+FAST = BCSettings(max_epochs=60, patience=8)
+
+
+def bc_return(trajs, env_id="CartPole-v1", episodes=10, **kw):
+    obs, acts, groups = stack(trajs)
+    fit = train_bc(obs, acts, groups=groups, seed=0, settings=FAST, **kw)
+    env = make_env(env_id)
+    return float(evaluate_policy(env, fit.policy(), episodes, seed=10_000).mean()), fit
+
+
+def test_bc_learns_cartpole_from_expert_demos_and_not_from_random_ones():
+    expert, fit = bc_return(demos(cartpole_expert, "CartPole-v1", 5), discrete=True, n_actions=2)
+    control, _ = bc_return(demos(None, "CartPole-v1", 5, epsilon=1.0), discrete=True, n_actions=2)
+    assert expert >= 475, expert
+    assert control < 100, control
+    assert len(fit.val_loss) == fit.epochs and fit.best_epoch >= 1  # validation tracked, best kept
+
+
+def test_bc_early_stopping_keeps_the_best_validation_epoch():
+    trajs = demos(None, "CartPole-v1", 6, epsilon=1.0)  # random labels: validation loss cannot keep falling
+    obs, acts, groups = stack(trajs)
+    fit = train_bc(obs, acts, groups=groups, discrete=True, n_actions=2, settings=BCSettings(max_epochs=300, patience=5))
+    assert fit.epochs < 300 and fit.epochs - fit.best_epoch == 5
+
+
+def test_bc_continuous_actions_mountaincar():
+    trajs = demos(mountaincar_pump, "MountainCarContinuous-v0", 3)
+    assert min(t.ret for t in trajs) > 50  # the demonstrator reaches the flag
+    env = make_env("MountainCarContinuous-v0")
+    lo, hi = env.action_space.low, env.action_space.high
+    ret, _ = bc_return(trajs, "MountainCarContinuous-v0", episodes=5, discrete=False, act_low=lo, act_high=hi)
+    control, _ = bc_return(demos(None, "MountainCarContinuous-v0", 3, epsilon=1.0), "MountainCarContinuous-v0",
+                           episodes=5, discrete=False, act_low=lo, act_high=hi)
+    assert ret > 50, ret
+    assert control < 0, control
+
+
+def test_dagger_spends_exactly_its_label_budget(store):
+    store.add_annotator("sim-expert")
+    src = PolicyDemonstrator(cartpole_expert, "sim-expert", store, run_id="r")
+    res = dagger(make_env("CartPole-v1", seed=0), src, 200, discrete=True, n_actions=2, rounds=5, seed=0,
+                 env_id="CartPole-v1", run_id="r", settings=FAST)
+    assert res.labels_asked == 200 and res.labels_used == 200 and res.env_steps == 200
+    assert len(store.feedback(kind="action")) == 200 and len(res.feedback_ids) == 200
+    assert evaluate_policy(make_env("CartPole-v1"), res.bc.policy(), 5, seed=10_000).mean() >= 475
+
+
+def test_dagger_budget_counts_skipped_labels_too(store):
+    class Skipper(PolicyDemonstrator):
+        """Skips every second question (the answer is stored as skipped)."""
+
+        n = 0
+
+        def _collect(self, step):
+            out = []
+            for f in super()._collect(step):
+                self.n += 1
+                out.append(self._record(self._pending[f.query_id], None) if self.n % 2 else f)
+            return out
+
+    store.add_annotator("sim-half")
+    res = dagger(make_env("CartPole-v1", seed=0), Skipper(cartpole_expert, "sim-half", store), 40, discrete=True,
+                 n_actions=2, rounds=1, seed=0, env_id="CartPole-v1", settings=FAST)
+    assert res.labels_asked == 40 and res.labels_used == 20
+    assert len(store.feedback(kind="action", include_skipped=False)) == 20
+
+
+def test_maxent_irl_recovers_a_reward_that_solves_deterministic_frozenlake():
+    env = gym.make("FrozenLake-v1", is_slippery=False)
+    mdp = tabular_mdp(env)
+    expert = optimal_policy(mdp)
+    trajs = [rollout(env, lambda o: int(expert[int(o)]), seed=i) for i in range(5)]
+    res = maxent_irl(mdp, [(t.obs.astype(int), t.acts) for t in trajs], iters=100)
+    assert evaluate_policy(env, TablePolicy(res.policy), 5).mean() == 1.0
+    assert res.history[-1] < 0.1 * res.history[0]  # the visitation gap closed
+    # the control: the same planner on a reward that ignores the demonstrations never reaches the goal
+    assert evaluate_policy(env, TablePolicy(optimal_policy(mdp, np.zeros(mdp.n_states))), 5).mean() == 0.0
+    on_path = {int(s) for s in trajs[0].obs}
+    assert res.reward[list(on_path)].mean() > np.delete(res.reward, list(on_path)).mean()
+
+
+def test_maxent_irl_on_a_hand_made_3x3_grid():
+    """3x3 grid, start 0 (top left), goal 8 (bottom right) ends the episode; moves right/down/left/up."""
+    from rlhf_gym.learners.maxent_irl import TabularMDP
+
+    T = np.zeros((9, 4, 9))
+    done = np.zeros((9, 4, 9), bool)
+    for s in range(9):
+        r, c = divmod(s, 3)
+        for a, (dr, dc) in enumerate(((0, 1), (1, 0), (0, -1), (-1, 0))):
+            s2 = min(max(r + dr, 0), 2) * 3 + min(max(c + dc, 0), 2)
+            T[s, a, s2] = 1.0
+            done[s, a, s2] = s2 == 8
+    mdp = TabularMDP(T, done, np.zeros_like(T))
+    path = [0, 1, 2, 5, 8]  # along the top row, then down the right column
+    res = maxent_irl(mdp, [(path, [0, 0, 1, 1])] * 3, iters=150)
+    r = res.reward
+    assert r[8] > r[[3, 4, 6, 7]].max()  # the goal beats every state off the path
+    assert min(r[1], r[2], r[5]) > max(r[3], r[6], r[7])  # the shown path beats the untaken row/column
+    assert evaluate_policy_table(mdp, res.policy, 0) == path
+
+
+def evaluate_policy_table(mdp, policy, s):
+    states = [s]
+    for _ in range(10):
+        s = int(np.argmax(mdp.T[s, policy[s]]))
+        states.append(s)
+        if mdp.done[states[-2], policy[states[-2]], s]:
+            break
+    return states
+
+
+# -- the job through the CLI ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory):
+    """A store with 4 analytic-expert CartPole demonstrations (as `demos record` writes it)."""
+    folder = tmp_path_factory.mktemp("demos")
+    store = FeedbackStore(folder / "feedback.db")
+    store.add_annotator("sim-expert")
+    src = PolicyDemonstrator(cartpole_expert, "sim-expert", store, run_id="demos")
+    fbs = record_demos(src, "CartPole-v1", 4, seed=0, run_id="demos")
+    write_jsonl([trajectory_from_record(fb.data) for fb in fbs], folder / "demos.jsonl")
+    store.close()
+    return folder
+
+
+def test_train_bc_from_a_store_then_evaluate_and_withdraw(tmp_path, demo_store, capsys):
+    out = tmp_path / "run"
+    db = demo_store / "feedback.db"
+    rc = main(["train", "--env", "CartPole-v1", "--feedback", "demonstration", "--demos", str(demo_store), "--db",
+               str(db), "--out", str(out), "--eval-episodes", "3", "--no-progress", "--set", "bc_max_epochs=40"])
+    assert rc == 0, capsys.readouterr().err
+    for name in ("config.json", "policy.json", "policy.safetensors", "metrics.csv", "learning_curve.png"):
+        assert (out / name).exists(), name
+    assert json.loads((out / "config.json").read_text())["demos"] == str(demo_store)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--episodes", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mean_return"] >= 475
+    store = FeedbackStore(db)
+    policies = [m for m in store.models() if m.kind == "policy"]
+    assert len(policies) == 1 and len(store.lineage(policies[0].id)) == 4
+    store.withdraw_annotator("sim-expert")
+    assert store.model(policies[0].id).flagged
+    store.close()
+
+
+def test_train_from_a_jsonl_file_imports_it_with_lineage(tmp_path, demo_store):
+    from rlhf_gym.config import TrainConfig
+    from rlhf_gym.pipeline import train
+
+    res = train(TrainConfig(env="CartPole-v1", feedback="demonstration", demos=str(demo_store / "demos.jsonl"),
+                            out=str(tmp_path / "r"), eval_episodes=2, progress=False, extra={"bc_max_epochs": 30}))
+    assert res["learner"] == "bc" and res["demos"] == 4 and res["feedback_used"] == 4
+    store = FeedbackStore(tmp_path / "r" / "feedback.db")
+    assert store.annotator("dataset-demos").kind == "simulated"
+    assert len(store.lineage(res["model_id"])) == 4
+    store.close()
+
+
+def test_train_dagger_and_maxent_jobs(tmp_path):
+    from rlhf_gym.config import TrainConfig
+    from rlhf_gym.pipeline import train
+
+    res = train(TrainConfig(env="FrozenLake-v1", feedback="demonstration", learner="maxent-irl", teacher="expert",
+                            budget=30, out=str(tmp_path / "fl"), eval_episodes=2, progress=False,
+                            extra={"irl_iters": 30}))
+    assert res["feedback_used"] == 30 and (tmp_path / "fl" / "reward_heatmap.png").exists()
+    assert len(res["reward"]) == 16
+    assert main(["evaluate", str(tmp_path / "fl"), "--episodes", "2"]) == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--learner", "coach"], "must be one of bc, dagger"),
+    (["--learner", "maxent-irl"], "transition table"),
+    (["--demos", "ACROBOT"], "not CartPole-v1"),
+    (["--demos", "EMPTY"], "no demonstrations"),
+    (["--demos", "CONTINUOUS"], "not integers"),
+    (["--set", "bc_bogus=1"], "bc_bogus"),
+    (["--teacher", "psychic"], "must be one of"),
+])
+def test_train_bad_input_exits_2(tmp_path, capsys, extra, message):
+    acrobot = tmp_path / "acrobot.jsonl"
+    write_jsonl(demos(lambda o: 0, "Acrobot-v1", 1, max_steps=5), acrobot)
+    (tmp_path / "empty.jsonl").write_text("")
+    cont = tmp_path / "cont.jsonl"
+    cont.write_text(json.dumps({"obs": [[0.0] * 4] * 3, "acts": [[0.5], [0.2]], "rews": [1, 1]}) + "\n")
+    swap = {"ACROBOT": str(acrobot), "EMPTY": str(tmp_path / "empty.jsonl"), "CONTINUOUS": str(cont)}
+    extra = [swap.get(a, a) for a in extra]
+    if "--demos" not in extra and "--teacher" not in extra:
+        extra += ["--demos", str(acrobot)] if "maxent-irl" not in extra and "coach" not in extra else []
+    rc = main(["train", "--env", "CartPole-v1", "--feedback", "demonstration", "--out", str(tmp_path / "r"),
+               "--no-progress", *extra])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+# -- GAIL and AIRL ------------------------------------------------------------------------------------
+def _disc_fixture(kind: str):
+    from stable_baselines3 import PPO
+
+    from rlhf_gym.learners.adversarial import AdversarialSettings, demo_rows, disc_step, renormalise
+    from rlhf_gym.learners.airl import AIRLDiscriminator
+    from rlhf_gym.learners.gail import GAILDiscriminator
+    from rlhf_gym.rewards.models import RewardModel
+
+    env = make_env("CartPole-v1")
+    expert = demo_rows(demos(cartpole_expert, "CartPole-v1", 4, max_steps=200))
+    randoms = demo_rows(demos(None, "CartPole-v1", 30, epsilon=1.0, seed=1))
+    assert randoms.absorbing.sum() == 30 and expert.absorbing.sum() == 0  # random episodes all end in a fall
+    st = AdversarialSettings()
+    reward = RewardModel.for_spaces(env.observation_space, env.action_space, seed=0, ensemble=1)
+    reward.fit_input_normalisation(np.concatenate([expert.obs, randoms.obs]))
+    disc = (GAILDiscriminator if kind == "gail" else AIRLDiscriminator)(reward, st)
+    algo = PPO("MlpPolicy", env, seed=0, device="cpu", n_steps=64)  # an untrained (near-uniform) generator
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    half = len(randoms) // 2
+    train_gen, held_gen = randoms.take(np.arange(half)), randoms.take(np.arange(half, len(randoms)))
+    stats = {}
+    for _ in range(150):
+        stats = disc_step(disc, opt, expert, train_gen, algo, rng, 128)
+    renormalise(reward, expert, train_gen, rng)
+    return reward, expert, held_gen, stats
+
+
+@pytest.mark.parametrize("kind", ["gail", "airl"])
+def test_discriminator_ranks_demonstrations_above_random_play(kind):
+    reward, expert, held, stats = _disc_fixture(kind)
+    assert stats["disc_accuracy"] > 0.8
+    r_exp = reward.reward(expert.obs, expert.acts, expert.next_obs).mean()
+    real = held.take(np.flatnonzero(~held.absorbing))
+    r_rand = reward.reward(real.obs, real.acts, real.next_obs).mean()  # held-out random play
+    assert r_exp > r_rand + 0.5, (r_exp, r_rand)
+    # ending is anchored at 0 (what SB3 assumes after a done); the demonstrator's steps pay more than ending
+    assert abs(float(reward.reward(expert.obs[:1], expert.acts[:1], None, np.array([True]))[0])) < 1e-5
+    assert r_exp > 0
+
+
+@pytest.mark.parametrize("learner", ["gail", "airl"])
+def test_gail_airl_jobs_save_a_policy_and_a_transferable_reward(tmp_path, demo_store, learner, capsys):
+    out = tmp_path / learner
+    rc = main(["train", "--env", "CartPole-v1", "--feedback", "demonstration", "--learner", learner, "--demos",
+               str(demo_store / "demos.jsonl"), "--timesteps", "1024", "--out", str(out), "--eval-episodes", "2",
+               "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    for name in ("policy.zip", "policy.json", "reward_model.safetensors", "reward_model.json", "learning_curve.png"):
+        assert (out / name).exists(), name
+    assert main(["evaluate", str(out), "--episodes", "2"]) == 0
+    store = FeedbackStore(out / "feedback.db")
+    reward = [m for m in store.models() if m.kind == "reward"][0]
+    policy = [m for m in store.models() if m.kind == "policy"][0]
+    assert len(store.lineage(reward.id)) == 4 and store.lineage(policy.id) == store.lineage(reward.id)
+    store.close()
+    if learner == "airl":  # transfer: a fresh PPO on the recovered reward (the preference job's --reward)
+        rc = main(["train", "--env", "CartPole-v1", "--feedback", "preference", "--reward", str(out), "--timesteps",
+                   "512", "--out", str(tmp_path / "transfer"), "--eval-episodes", "2", "--no-progress"])
+        assert rc == 0, capsys.readouterr().err
+
+
+def test_airl_with_a_sac_generator_on_continuous_actions():
+    from rlhf_gym.learners.adversarial import AdversarialSettings
+    from rlhf_gym.learners.airl import train_airl
+
+    trajs = demos(mountaincar_pump, "MountainCarContinuous-v0", 2)
+    res = train_airl("MountainCarContinuous-v0", trajs, algo="sac", timesteps=1200, seed=0,
+                     settings=AdversarialSettings(disc_every=100))
+    assert res.env_steps == 1200 and res.disc_steps > 0 and res.history[-1]["disc_loss"] > 0
+    a, _ = res.algo.predict(trajs[0].obs[0], deterministic=True)
+    assert np.asarray(a).shape == (1,)
