@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 TEACHER_MODULES: dict[str, list[str]] = {
     "evaluative": ["rlhf_gym.feedback.teachers_evaluative"],
     "preference": ["rlhf_gym.feedback.teachers_preference"],
+    "tradeoff": ["rlhf_gym.feedback.teachers_tradeoff"],
 }
 
 ANY = "*"

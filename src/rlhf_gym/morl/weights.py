@@ -1,0 +1,235 @@
+"""A Bayesian model of a person's trade-off weights, learned from which of two outcomes they prefer.
+
+Model (Bradley-Terry on scalarised returns): the person has weights ``w`` on the simplex (non-negative,
+summing to 1) over the objectives and prefers outcome ``a`` (a vector of per-objective returns) to
+``b`` with probability ``sigmoid(beta * w @ (a - b) / scale)``; ``scale`` makes ``beta`` mean the same on
+every task (the largest per-objective spread of the outcomes being compared, fixed when the model is made).
+A tie is the label 0.5 (half of each side's likelihood); a skipped question carries nothing.
+
+The posterior is held as weighted samples (sequential Monte Carlo): particles drawn from the Dirichlet
+prior, reweighted by each answer's likelihood, and, when the effective sample size falls below half,
+resampled and moved by Metropolis steps on the simplex (the target is the full posterior of all answers
+so far, so nothing is lost by resampling). That gives a mean, a covariance and samples, not a point.
+
+Questions: :func:`select_pair` picks, among candidate pairs, the one with the largest expected
+information gain about ``w`` (the mutual information between the answer and the weights, as in active
+preference-based reward learning), or the largest expected volume removal (the expected posterior mass
+an answer rules out), or a uniformly random pair (the baseline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SELECTIONS = ("info", "volume", "random")
+
+
+def _log_sigmoid(z: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -z)
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One comparison as the model sees it: outcome vectors and the label (1 = ``a`` better, 0 = ``b``)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    label: float
+
+
+class WeightPosterior:
+    """Posterior over trade-off weights from pairwise answers, by weighted samples.
+
+    Args:
+        n_objectives: number of objectives (length of each outcome vector).
+        scale: divides utility differences (see the module docstring); use :func:`outcome_scale`.
+        beta: rationality assumed of the person (larger: answers follow the utility more closely).
+        n_samples: particles.
+        prior_alpha: Dirichlet concentration of the prior (1 = uniform on the simplex).
+        rng: random stream (prior draws, resampling and moves).
+        mcmc_steps: Metropolis steps per rejuvenation.
+    """
+
+    def __init__(self, n_objectives: int, scale: float = 1.0, beta: float = 20.0, n_samples: int = 4000,
+                 prior_alpha: float = 1.0, rng: np.random.Generator | None = None, mcmc_steps: int = 20) -> None:
+        if n_objectives < 2:
+            raise ValueError(f"a trade-off needs at least 2 objectives, got {n_objectives}")
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.k = int(n_objectives)
+        self.scale = float(scale)
+        self.beta = float(beta)
+        self.alpha = float(prior_alpha)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.mcmc_steps = int(mcmc_steps)
+        self.samples = self.rng.dirichlet(np.full(self.k, self.alpha), size=int(n_samples))
+        self.logw = np.zeros(len(self.samples))
+        self.answers: list[Answer] = []
+        self.resamples = 0
+
+    # -- likelihood ---------------------------------------------------------------------------
+    def _loglik(self, w: np.ndarray, answers: Sequence[Answer]) -> np.ndarray:
+        """Log-likelihood of ``answers`` for each row of ``w``."""
+        if not answers:
+            return np.zeros(len(w))
+        d = np.stack([x.a - x.b for x in answers])  # (m, k)
+        y = np.array([x.label for x in answers])
+        z = self.beta * (w @ d.T) / self.scale  # (n, m)
+        return (y * _log_sigmoid(z) + (1 - y) * _log_sigmoid(-z)).sum(axis=1)
+
+    def prob_first(self, a: np.ndarray, b: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+        """P(``a`` preferred to ``b``) under each sample (or under the rows of ``w``)."""
+        w = self.samples if w is None else np.atleast_2d(w)
+        z = self.beta * (w @ (np.asarray(a, float) - np.asarray(b, float))) / self.scale
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+    # -- updating -------------------------------------------------------------------------------
+    def update(self, a: Any, b: Any, label: float | None) -> None:
+        """Add one answer (``None``: skipped, ignored); rejuvenate the particles when they degenerate."""
+        if label is None:
+            return
+        ans = Answer(np.asarray(a, float), np.asarray(b, float), float(label))
+        if ans.a.shape != (self.k,) or ans.b.shape != (self.k,):
+            raise ValueError(f"outcomes must have {self.k} entries, got {ans.a.shape} and {ans.b.shape}")
+        self.answers.append(ans)
+        self.logw += self._loglik(self.samples, [ans])
+        self.logw -= self.logw.max()
+        if self.ess < 0.5 * len(self.samples):
+            self._rejuvenate()
+
+    def _log_target(self, w: np.ndarray) -> np.ndarray:
+        prior = (self.alpha - 1.0) * np.log(np.clip(w, 1e-300, None)).sum(axis=1) if self.alpha != 1.0 else 0.0
+        return self._loglik(w, self.answers) + prior
+
+    def _rejuvenate(self) -> None:
+        n = len(self.samples)
+        p = self.normalised_weights
+        # systematic resampling
+        pos = (self.rng.random() + np.arange(n)) / n
+        idx = np.minimum(np.searchsorted(np.cumsum(p), pos), n - 1)
+        x = self.samples[idx]
+        lt = self._log_target(x)
+        # step size from the spread of the resampled cloud, per coordinate; proposals are symmetric
+        # (zero-sum Gaussian steps), points leaving the simplex are rejected
+        step = np.maximum(x.std(axis=0).mean(), 1e-3)
+        for _ in range(self.mcmc_steps):
+            eps = self.rng.normal(0.0, step, size=x.shape)
+            eps -= eps.mean(axis=1, keepdims=True)
+            prop = x + eps
+            ok = (prop >= 0).all(axis=1)
+            lp = np.full(n, -np.inf)
+            if ok.any():
+                lp[ok] = self._log_target(prop[ok])
+            accept = np.log(self.rng.random(n)) < lp - lt
+            x[accept] = prop[accept]
+            lt[accept] = lp[accept]
+        self.samples = x
+        self.logw = np.zeros(n)
+        self.resamples += 1
+
+    # -- summaries ------------------------------------------------------------------------------
+    @property
+    def normalised_weights(self) -> np.ndarray:
+        p = np.exp(self.logw - self.logw.max())
+        return p / p.sum()
+
+    @property
+    def ess(self) -> float:
+        """Effective sample size of the particle weights."""
+        p = self.normalised_weights
+        return float(1.0 / (p**2).sum())
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.normalised_weights @ self.samples
+
+    @property
+    def cov(self) -> np.ndarray:
+        return np.cov(self.samples.T, aweights=self.normalised_weights + 1e-300, bias=True)
+
+    def draw(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """``n`` posterior samples (with replacement, by particle weight)."""
+        rng = rng or self.rng
+        return self.samples[rng.choice(len(self.samples), size=n, p=self.normalised_weights)]
+
+    def to_dict(self, names: Sequence[str] | None = None, n_keep: int = 500) -> dict[str, Any]:
+        """JSON-safe summary: mean, covariance, and ``n_keep`` posterior samples."""
+        keep = self.draw(min(n_keep, len(self.samples)), np.random.default_rng(0))
+        return {"objectives": list(names) if names else None, "mean": self.mean.tolist(),
+                "cov": self.cov.tolist(), "beta": self.beta, "scale": self.scale, "prior_alpha": self.alpha,
+                "answers": len(self.answers), "ess": self.ess, "resamples": self.resamples,
+                "samples": keep.round(5).tolist()}
+
+
+def outcome_scale(outcomes: np.ndarray) -> float:
+    """The largest per-objective spread of ``outcomes`` (rows are outcome vectors); 1 where all are equal."""
+    outcomes = np.asarray(outcomes, float)
+    spread = float((outcomes.max(axis=0) - outcomes.min(axis=0)).max()) if len(outcomes) else 0.0
+    return spread if spread > 0 else 1.0
+
+
+def cosine(u: Any, v: Any) -> float:
+    u, v = np.asarray(u, float), np.asarray(v, float)
+    nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+    return float(u @ v / (nu * nv)) if nu > 0 and nv > 0 else 0.0
+
+
+def candidate_pairs(n: int) -> np.ndarray:
+    """Every unordered pair of ``n`` outcomes, as an (m, 2) index array."""
+    i, j = np.triu_indices(n, k=1)
+    return np.stack([i, j], axis=1)
+
+
+def pair_scores(post: WeightPosterior, outcomes: np.ndarray, pairs: np.ndarray, how: str = "info",
+                n_eval: int = 1000) -> np.ndarray:
+    """How informative each candidate pair is under the current posterior (higher is better).
+
+    ``info``: expected information gain, ``H(E[p]) - E[H(p)]`` with ``p = P(a preferred | w)``.
+    ``volume``: expected volume removal, ``1 - E[max-side mass]``, i.e. ``min(E[p], 1 - E[p])``.
+    """
+    if how not in ("info", "volume"):
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {how!r}")
+    w = post.draw(n_eval, np.random.default_rng(len(post.answers))) if len(post.samples) > n_eval else post.samples
+    pw = None if len(post.samples) > n_eval else post.normalised_weights
+    d = outcomes[pairs[:, 0]] - outcomes[pairs[:, 1]]  # (m, k)
+    z = post.beta * (w @ d.T) / post.scale  # (n, m)
+    p = 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+    mp = p.mean(axis=0) if pw is None else pw @ p
+    if how == "volume":
+        return np.minimum(mp, 1 - mp)
+    eh = _entropy(p).mean(axis=0) if pw is None else pw @ _entropy(p)
+    return _entropy(mp) - eh
+
+
+def select_pair(post: WeightPosterior, outcomes: np.ndarray, how: str = "info", rng: np.random.Generator | None = None,
+                exclude: set[tuple[int, int]] | None = None) -> tuple[int, int]:
+    """The next question: indices ``(i, j)`` into ``outcomes`` (ties between scores broken at random).
+
+    Pairs in ``exclude`` (already asked) and pairs of identical outcomes are not asked again while others remain.
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    outcomes = np.asarray(outcomes, float)
+    pairs = candidate_pairs(len(outcomes))
+    if len(pairs) == 0:
+        raise ValueError("need at least two outcomes to ask about")
+    keep = ~np.all(np.isclose(outcomes[pairs[:, 0]], outcomes[pairs[:, 1]]), axis=1)
+    if exclude:
+        keep &= np.array([(int(i), int(j)) not in exclude for i, j in pairs])
+    if keep.any():
+        pairs = pairs[keep]
+    if how == "random":
+        i, j = pairs[rng.integers(len(pairs))]
+    else:
+        s = pair_scores(post, outcomes, pairs, how)
+        best = np.flatnonzero(s >= s.max() - 1e-12)
+        i, j = pairs[rng.choice(best)]
+    return (int(i), int(j)) if rng.random() < 0.5 else (int(j), int(i))
