@@ -136,10 +136,19 @@ class PopulationSource(FeedbackSource):
 
     def post(self, queries: Sequence[Query]) -> None:  # each query to one member, assigned to them
         for q in queries:
-            m = self.members[self._turn % len(self.members)]
+            active = [m for m in self.members if not self._withdrawn(m.annotator_id)]
+            if not active:
+                self.stopped = True
+                raise StopFeedback("every annotator of the population has withdrawn")
+            m = active[self._turn % len(active)]
             self._turn += 1
             m.post([q])
             self._pending[q.id] = q
+
+    def _withdrawn(self, aid: str) -> bool:
+        """A member who withdrew is asked nothing more (the store would refuse their answers anyway)."""
+        row = self.store.annotator(aid) if self.store is not None else None
+        return row is not None and row.withdrawn_at is not None
 
     def poll(self, step: int | None = None) -> list[Feedback]:
         out = []

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 JOBS: dict[str, str] = {
     "evaluative": "rlhf_gym.jobs.evaluative:train_evaluative",
     "preference": "rlhf_gym.jobs.preference:train_preference",
+    "tradeoff": "rlhf_gym.jobs.tradeoff:train_tradeoff",
 }
 
 

@@ -106,8 +106,12 @@ register_vector_env("mo-cartpole-v1", _cartpole_mo)
 
 
 def _import_mo_gymnasium() -> Any:
+    import warnings
+
     try:
-        import mo_gymnasium
+        with warnings.catch_warnings():  # Box precision notes from MO-Gymnasium's spaces, made at import
+            warnings.simplefilter("ignore", UserWarning)
+            import mo_gymnasium
     except ImportError as e:
         raise EnvError("multi-objective environments need MO-Gymnasium: pip install 'rlhf-gym[morl]'") from e
     return mo_gymnasium
@@ -129,7 +133,7 @@ def make_vector_env(env_id: str, seed: int | None = None, render_mode: str | Non
         mo = _import_mo_gymnasium()
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # Box precision notes from MO-Gymnasium's spaces
+                warnings.simplefilter("ignore", UserWarning)
                 env = mo.make(env_id, render_mode=render_mode, **kwargs)
         except gym.error.Error as e:
             raise EnvError(f"unknown or unavailable environment {env_id!r}: {e}") from e

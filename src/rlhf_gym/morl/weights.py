@@ -190,7 +190,7 @@ def candidate_pairs(n: int) -> np.ndarray:
 
 
 def pair_scores(post: WeightPosterior, outcomes: np.ndarray, pairs: np.ndarray, how: str = "info",
-                n_eval: int = 1000) -> np.ndarray:
+                n_eval: int = 500) -> np.ndarray:
     """How informative each candidate pair is under the current posterior (higher is better).
 
     ``info``: expected information gain, ``H(E[p]) - E[H(p)]`` with ``p = P(a preferred | w)``.
@@ -211,10 +211,12 @@ def pair_scores(post: WeightPosterior, outcomes: np.ndarray, pairs: np.ndarray, 
 
 
 def select_pair(post: WeightPosterior, outcomes: np.ndarray, how: str = "info", rng: np.random.Generator | None = None,
-                exclude: set[tuple[int, int]] | None = None) -> tuple[int, int]:
+                exclude: set[tuple[int, int]] | None = None, max_candidates: int = 400) -> tuple[int, int]:
     """The next question: indices ``(i, j)`` into ``outcomes`` (ties between scores broken at random).
 
-    Pairs in ``exclude`` (already asked) and pairs of identical outcomes are not asked again while others remain.
+    Pairs in ``exclude`` (already asked) and pairs of identical outcomes are not asked again while others
+    remain. With more than ``max_candidates`` pairs, a random subset of that many is scored (the cost of a
+    question stays flat however many outcomes there are).
     """
     rng = rng if rng is not None else np.random.default_rng(0)
     outcomes = np.asarray(outcomes, float)
@@ -226,6 +228,8 @@ def select_pair(post: WeightPosterior, outcomes: np.ndarray, how: str = "info", 
         keep &= np.array([(int(i), int(j)) not in exclude for i, j in pairs])
     if keep.any():
         pairs = pairs[keep]
+    if how != "random" and len(pairs) > max_candidates:
+        pairs = pairs[rng.choice(len(pairs), size=max_candidates, replace=False)]
     if how == "random":
         i, j = pairs[rng.integers(len(pairs))]
     else:
