@@ -69,7 +69,7 @@ class VectorRewardWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def __init__(self, env: gym.Env, components: Mapping[str, Component],
                  bounds: Mapping[str, tuple[float, float]] | None = None) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.utils.RecordConstructorArgs.__init__(self, components=components, bounds=bounds)
         super().__init__(env)
         if not components:
             raise ValueError("VectorRewardWrapper needs at least one reward component")
@@ -179,7 +179,7 @@ class ScalarisedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """
 
     def __init__(self, env: gym.Env, weights: Any) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.utils.RecordConstructorArgs.__init__(self, weights=weights)
         super().__init__(env)
         self.weights = np.asarray(weights, np.float64)
         k = n_objectives(env)
