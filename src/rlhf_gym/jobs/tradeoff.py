@@ -97,7 +97,7 @@ def train_tradeoff(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
-    from rlhf_gym.feedback.registry import TeacherRequest, make_teacher
+    from rlhf_gym.feedback.registry import TeacherRequest, is_person, make_teacher
     from rlhf_gym.feedback.teachers_tradeoff import PopulationSource, SimulatedTradeoffTeacher
     from rlhf_gym.learners.tradeoff import answered_outcomes, learn_weights, posterior_from
     from rlhf_gym.morl import policies as P
@@ -171,11 +171,22 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
                 row["weights_cosine"] = cosine(m, true_w)
             logger.log(t, **row)
 
+        clips: dict[int, str | None] = {}
+
+        def clip(i: int) -> str | None:  # a person sees a clip of each outcome (rendered when first asked)
+            if i not in clips:
+                p = P.render_outcome(cfg.env, pool[i], run.file("clips") / f"outcome-{i:03d}.gif")
+                clips[i] = str(p) if p is not None else None
+            return clips[i]
+
+        if is_person("tradeoff", cfg.teacher):
+            run.file("clips").mkdir(exist_ok=True)
         t0 = time.time()
         res = learn_weights(source, outcomes, make_post, cfg.budget, st.selection,
                             np.random.default_rng([cfg.seed, 10]), names, run_id, store,
                             meta=lambda i: {"policy": pool[i].policy, "seed": pool[i].seed, "epsilon": pool[i].epsilon},
-                            timeout=st.answer_timeout, on_answer=on_answer)
+                            timeout=st.answer_timeout, on_answer=on_answer,
+                            clip=clip if is_person("tradeoff", cfg.teacher) else None)
         source.close()
         ask_s = time.time() - t0
         answers = answered_outcomes(store, run_id)  # the store's view: withdrawals honoured

@@ -60,6 +60,7 @@ def learn_weights(source: FeedbackSource, outcomes: np.ndarray, make_posterior: 
                   budget: int, selection: str = "info", rng: np.random.Generator | None = None,
                   objectives: Sequence[str] = (), run_id: str | None = None, store: FeedbackStore | None = None,
                   meta: Callable[[int], dict[str, Any]] | None = None, timeout: float | None = None,
+                  clip: Callable[[int], str | None] | None = None,
                   on_answer: Callable[[int, WeightLearningResult], None] | None = None) -> WeightLearningResult:
     """Ask up to ``budget`` questions about pairs of ``outcomes`` (rows: per-objective returns).
 
@@ -74,6 +75,7 @@ def learn_weights(source: FeedbackSource, outcomes: np.ndarray, make_posterior: 
         run_id, store: where answers are read back from (withdrawal honoured); without a store the
             answers as returned are used.
         meta: outcome index -> provenance stored with the query (policy, seed).
+        clip: outcome index -> path of a clip of it (shown to a person), or None.
         timeout: seconds to wait for each answer (None: until it comes or the source stops).
         on_answer: called after each question with its number and the running result (logging).
     """
@@ -85,6 +87,7 @@ def learn_weights(source: FeedbackSource, outcomes: np.ndarray, make_posterior: 
         i, j = select_pair(res.posterior, outcomes, selection, rng, exclude=asked)
         asked.add((min(i, j), max(i, j)))
         q = OutcomeQuery.make(outcomes[i], outcomes[j], objectives, run_id=run_id,
+                              left_clip=clip(i) if clip else None, right_clip=clip(j) if clip else None,
                               meta={"left": meta(i), "right": meta(j)} if meta else {"left": i, "right": j})
         try:
             got = source.ask([q], timeout=timeout)

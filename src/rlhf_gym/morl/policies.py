@@ -156,6 +156,8 @@ class Outcome:
     policy: int
     seed: int
     epsilon: float
+    actions: tuple = ()
+    """The episode's actions, to replay it (render a clip) from ``seed``."""
 
 
 def sample_outcomes(env_id: str, models: Sequence[Any], per_policy: int, rng: np.random.Generator,
@@ -178,12 +180,12 @@ def sample_outcomes(env_id: str, models: Sequence[Any], per_policy: int, rng: np
                 def pol(obs: np.ndarray, eps: float = eps, greedy: Callable = greedy) -> Any:
                     return wrapped.action_space.sample() if rng.random() < eps else greedy(obs)
 
-                rollout(wrapped, pol, seed=seed + n)
+                traj = rollout(wrapped, pol, seed=seed + n)
                 vec = wrapped.episode_returns[-1]
                 key = tuple(np.round(vec, 6))
                 if key not in seen:
                     seen.add(key)
-                    out.append(Outcome(vec, p, seed + n, eps))
+                    out.append(Outcome(vec, p, seed + n, eps, tuple(traj.acts.tolist())))
                 n += 1
     finally:
         wrapped.close()
@@ -210,3 +212,30 @@ def hypervolume_2d(points: np.ndarray, ref: Sequence[float]) -> float:
             hv += (x - ref[0]) * (y - prev_y)
             prev_y = y
     return float(hv)
+
+
+def render_outcome(env_id: str, outcome: Outcome, path: Path, fps: int = 10) -> Path | None:
+    """Replay ``outcome``'s episode with ``render_mode="rgb_array"`` and write it as a clip (None if the
+    environment cannot be rendered here)."""
+    from rlhf_gym.envs import try_render
+    from rlhf_gym.runs import save_video
+
+    try:
+        env = make_vector_env(env_id, render_mode="rgb_array")
+    except Exception:  # no rendering libraries: the person compares the numbers alone
+        return None
+    frames = []
+    try:
+        env.reset(seed=outcome.seed)
+        for a in outcome.actions:
+            fr = try_render(env)
+            if fr is None:
+                return None
+            frames.append(fr)
+            env.step(a)
+        last = try_render(env)
+        if last is not None:
+            frames.append(last)
+    finally:
+        env.close()
+    return save_video(frames, path, fps=fps) if frames else None
