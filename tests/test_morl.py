@@ -223,3 +223,25 @@ def test_job_end_to_end_on_deep_sea_treasure(tmp_path):
     assert set(ev) >= {"objective_returns", "learned_weights", "weights_cosine", "utility_ratio"}
     assert len(ev["objective_returns"]) == 2
     assert ev["weights_cosine"] == pytest.approx(cosine(ev["learned_weights"], [0.3, 0.7]))
+
+
+def test_job_with_a_population_reports_each_annotator(tmp_path):
+    from rlhf_gym.config import TrainConfig
+    from rlhf_gym.pipeline import evaluate_run, train
+    from rlhf_gym.store import FeedbackStore
+
+    out = tmp_path / "pop"
+    res = train(TrainConfig(env="deep-sea-treasure-v0", feedback="tradeoff", teacher="population", budget=6,
+                            out=str(out), eval_episodes=1, progress=False,
+                            extra={"teacher_population": "0.9,0.1;0.1,0.9", "n_policies": 2, "policy_timesteps": 256,
+                                   "final_timesteps": 0, "aggregate": "mean"}))
+    assert set(res["annotator_weights"]) == {"sim-population-00", "sim-population-01"}
+    assert len(res["annotator_spread"]) == 1
+    store = FeedbackStore(out / "feedback.db")
+    who = [f.annotator_id for f in store.feedback(kind="outcome")]
+    store.close()
+    assert sorted(who) == ["sim-population-00"] * 3 + ["sim-population-01"] * 3
+    mean = np.mean(list(res["annotator_weights"].values()), axis=0)
+    assert np.allclose(res["learned_weights"], mean)  # aggregate=mean: each person counts equally
+    ev = evaluate_run(out, episodes=1)
+    assert set(ev["annotator_weights_cosine"]) == set(res["annotator_weights"])

@@ -368,6 +368,10 @@ def evaluate_tradeoff(run: RunDir, episodes: int = 20, seed: int = 10_000) -> di
                            "episodes": int(episodes), "min_return": float(u.min()), "max_return": float(u.max()),
                            "objectives": info["objectives"], "objective_returns": rets.mean(0).tolist(),
                            "learned_weights": learned.tolist()}
+    hidden = info.get("hidden_weights") or {}
+    if len(hidden) > 1 and run.file("posterior.json").exists():  # a population: each annotator's recovery
+        per = json.loads(run.file("posterior.json").read_text()).get("per_annotator", {})
+        out["annotator_weights_cosine"] = {a: cosine(per[a]["mean"], w) for a, w in hidden.items() if a in per}
     true_w = info.get("true_weights")
     if true_w is not None:
         w = np.asarray(true_w, float)
