@@ -5,9 +5,9 @@ a fixed pool of outcomes (the true Pareto front and random-policy episodes, see 
 then per seed, hidden weights drawn from a uniform Dirichlet and a simulated teacher answering
 up to ``--budget`` questions. Rows: active selection (expected information gain) with the oracle; random
 questions (the baseline); a Boltzmann-noisy teacher (beta 10); a teacher ignoring objective 0 (scored
-against the weights it really answers by); and the random-teacher control. Reported: questions until the
-posterior mean's cosine to the hidden weights reaches 0.95 and 0.99 (budget + 1 when never), the cosine
-after the budget, and the prior's cosine (0 questions), which says how much of 0.95 is free.
+against the weights it really answers by); and the random-teacher control. Reported: questions after
+which the posterior mean's cosine to the hidden weights stays at or above 0.95 and 0.99 to the end of the
+budget (budget + 1 when it does not), the cosine after the budget, and the prior's cosine (0 questions), which says how much of 0.95 is free.
 
 Part ``policy`` (deep-sea-treasure-v0): the whole job (``train_tradeoff``) with the oracle, per seed:
 utility ratio of the final policy against SB3 trained from scratch on the hidden weights in the same
@@ -88,7 +88,8 @@ def weight_row(outcomes: np.ndarray, selection: str, teacher: str, seed: int, bu
     t0 = time.time()
     learn_weights(src, outcomes, make, budget, selection, np.random.default_rng([seed, 4]),
                   on_answer=lambda _t, r: cos.append(cosine(r.posterior.mean, target)))
-    first = {bar: next((i + 1 for i, c in enumerate(cos) if c >= bar), budget + 1) for bar in (0.95, 0.99)}
+    # questions after which the cosine stays at or above the bar for the rest of the budget
+    first = {bar: next((i + 1 for i in range(len(cos)) if min(cos[i:]) >= bar), budget + 1) for bar in (0.95, 0.99)}
     return {"seed": seed, "hidden_weights": w.tolist(), "target_weights": target.tolist(),
             "prior_cosine": cosine(np.full(k, 1 / k), target), "q_to_095": first[0.95], "q_to_099": first[0.99],
             "final_cosine": cos[-1] if cos else None, "cosine_curve": [round(c, 4) for c in cos],
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                     entry["rows"][row] = {"runs": runs, "median_q_to_095": _med([r["q_to_095"] for r in runs]),
                                           "median_q_to_099": _med([r["q_to_099"] for r in runs]),
                                           "reached_095": sum(r["q_to_095"] <= args.budget for r in runs),
+                                          "mean_q_to_095": float(np.mean([r["q_to_095"] for r in runs])),
                                           "median_final_cosine": _med([r["final_cosine"] for r in runs]),
                                           "median_prior_cosine": _med([r["prior_cosine"] for r in runs])}
                     save()
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(doc: dict[str, Any]) -> None:
     b = doc["budget"]
-    print(f"\nquestions until cosine >= 0.95 / 0.99 (median over seeds; {b + 1} = not within {b}), final cosine")
+    print(f"\nquestions until cosine stays >= 0.95 / 0.99 (median over seeds; {b + 1} = not within {b}), final cosine")
     print(f"{'env':22} {'row':38} {'q>=.95':>7} {'q>=.99':>7} {'reached':>8} {'final':>6} {'prior':>6}")
     for env_id, e in doc["weights"].items():
         for row, r in e["rows"].items():

@@ -2,8 +2,12 @@
 
 Model (Bradley-Terry on scalarised returns): the person has weights ``w`` on the simplex (non-negative,
 summing to 1) over the objectives and prefers outcome ``a`` (a vector of per-objective returns) to
-``b`` with probability ``sigmoid(beta * w @ (a - b) / scale)``; ``scale`` makes ``beta`` mean the same on
-every task (the largest per-objective spread of the outcomes being compared, fixed when the model is made).
+``b`` with probability ``sigmoid(beta * v @ ((a - b) / scale))``, where ``scale`` holds each objective's
+spread over the outcomes being compared (fixed when the model is made) and ``v`` are the weights on those
+range-normalised objectives. So ``beta`` means the same on every task, and an objective measured in small
+numbers (ore in tonnes beside fuel in litres) is not drowned by a large one. The weights reported are on
+the raw returns, ``w ∝ v / scale`` (the same preferences: ``w @ (a - b)`` has the sign of ``v @ ((a - b) / scale)``),
+which is what ``teacher_weights`` and ``utility = w @ returns`` mean. The prior is a Dirichlet on ``v``.
 A tie is the label 0.5 (half of each side's likelihood); a skipped question carries nothing.
 
 The posterior is held as weighted samples (sequential Monte Carlo): particles drawn from the Dirichlet
@@ -51,7 +55,7 @@ class WeightPosterior:
 
     Args:
         n_objectives: number of objectives (length of each outcome vector).
-        scale: divides utility differences (see the module docstring); use :func:`outcome_scale`.
+        scale: each objective's spread (or one number for all); use :func:`outcome_scale`.
         beta: rationality assumed of the person (larger: answers follow the utility more closely).
         n_samples: particles.
         prior_alpha: Dirichlet concentration of the prior (1 = uniform on the simplex).
@@ -59,19 +63,21 @@ class WeightPosterior:
         mcmc_steps: Metropolis steps per rejuvenation.
     """
 
-    def __init__(self, n_objectives: int, scale: float = 1.0, beta: float = 20.0, n_samples: int = 4000,
+    def __init__(self, n_objectives: int, scale: Any = 1.0, beta: float = 20.0, n_samples: int = 4000,
                  prior_alpha: float = 1.0, rng: np.random.Generator | None = None, mcmc_steps: int = 20) -> None:
         if n_objectives < 2:
             raise ValueError(f"a trade-off needs at least 2 objectives, got {n_objectives}")
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
+        sc = np.broadcast_to(np.asarray(scale, float), (int(n_objectives),)).copy()
+        if not (sc > 0).all():
+            raise ValueError(f"scale must be > 0 for every objective, got {scale}")
         self.k = int(n_objectives)
-        self.scale = float(scale)
+        self.scale = sc
         self.beta = float(beta)
         self.alpha = float(prior_alpha)
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.mcmc_steps = int(mcmc_steps)
-        self.samples = self.rng.dirichlet(np.full(self.k, self.alpha), size=int(n_samples))
+        self.particles = self.rng.dirichlet(np.full(self.k, self.alpha), size=int(n_samples))
+        """Weights on the range-normalised objectives (``v``); :attr:`samples` are the raw-return weights."""
         self.logw = np.zeros(len(self.samples))
         self.answers: list[Answer] = []
         self.resamples = 0
@@ -83,14 +89,8 @@ class WeightPosterior:
             return np.zeros(len(w))
         d = np.stack([x.a - x.b for x in answers])  # (m, k)
         y = np.array([x.label for x in answers])
-        z = self.beta * (w @ d.T) / self.scale  # (n, m)
+        z = self.beta * (w @ (d / self.scale).T)  # (n, m)
         return (y * _log_sigmoid(z) + (1 - y) * _log_sigmoid(-z)).sum(axis=1)
-
-    def prob_first(self, a: np.ndarray, b: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-        """P(``a`` preferred to ``b``) under each sample (or under the rows of ``w``)."""
-        w = self.samples if w is None else np.atleast_2d(w)
-        z = self.beta * (w @ (np.asarray(a, float) - np.asarray(b, float))) / self.scale
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
     # -- updating -------------------------------------------------------------------------------
     def update(self, a: Any, b: Any, label: float | None) -> None:
@@ -101,9 +101,9 @@ class WeightPosterior:
         if ans.a.shape != (self.k,) or ans.b.shape != (self.k,):
             raise ValueError(f"outcomes must have {self.k} entries, got {ans.a.shape} and {ans.b.shape}")
         self.answers.append(ans)
-        self.logw += self._loglik(self.samples, [ans])
+        self.logw += self._loglik(self.particles, [ans])
         self.logw -= self.logw.max()
-        if self.ess < 0.5 * len(self.samples):
+        if self.ess < 0.5 * len(self.particles):
             self._rejuvenate()
 
     def _log_target(self, w: np.ndarray) -> np.ndarray:
@@ -111,12 +111,12 @@ class WeightPosterior:
         return self._loglik(w, self.answers) + prior
 
     def _rejuvenate(self) -> None:
-        n = len(self.samples)
+        n = len(self.particles)
         p = self.normalised_weights
         # systematic resampling
         pos = (self.rng.random() + np.arange(n)) / n
         idx = np.minimum(np.searchsorted(np.cumsum(p), pos), n - 1)
-        x = self.samples[idx]
+        x = self.particles[idx]
         lt = self._log_target(x)
         # step size from the spread of the resampled cloud, per coordinate; proposals are symmetric
         # (zero-sum Gaussian steps), points leaving the simplex are rejected
@@ -132,7 +132,7 @@ class WeightPosterior:
             accept = np.log(self.rng.random(n)) < lp - lt
             x[accept] = prop[accept]
             lt[accept] = lp[accept]
-        self.samples = x
+        self.particles = x
         self.logw = np.zeros(n)
         self.resamples += 1
 
@@ -149,6 +149,12 @@ class WeightPosterior:
         return float(1.0 / (p**2).sum())
 
     @property
+    def samples(self) -> np.ndarray:
+        """Posterior particles as weights on the raw returns (rows on the simplex); see :attr:`normalised_weights`."""
+        w = self.particles / self.scale
+        return w / w.sum(axis=1, keepdims=True)
+
+    @property
     def mean(self) -> np.ndarray:
         return self.normalised_weights @ self.samples
 
@@ -159,22 +165,22 @@ class WeightPosterior:
     def draw(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """``n`` posterior samples (with replacement, by particle weight)."""
         rng = rng or self.rng
-        return self.samples[rng.choice(len(self.samples), size=n, p=self.normalised_weights)]
+        return self.samples[rng.choice(len(self.particles), size=n, p=self.normalised_weights)]
 
     def to_dict(self, names: Sequence[str] | None = None, n_keep: int = 500) -> dict[str, Any]:
         """JSON-safe summary: mean, covariance, and ``n_keep`` posterior samples."""
-        keep = self.draw(min(n_keep, len(self.samples)), np.random.default_rng(0))
+        keep = self.draw(min(n_keep, len(self.particles)), np.random.default_rng(0))
         return {"objectives": list(names) if names else None, "mean": self.mean.tolist(),
-                "cov": self.cov.tolist(), "beta": self.beta, "scale": self.scale, "prior_alpha": self.alpha,
+                "cov": self.cov.tolist(), "beta": self.beta, "scale": self.scale.tolist(), "prior_alpha": self.alpha,
                 "answers": len(self.answers), "ess": self.ess, "resamples": self.resamples,
                 "samples": keep.round(5).tolist()}
 
 
-def outcome_scale(outcomes: np.ndarray) -> float:
-    """The largest per-objective spread of ``outcomes`` (rows are outcome vectors); 1 where all are equal."""
+def outcome_scale(outcomes: np.ndarray) -> np.ndarray:
+    """Each objective's spread (max - min) over ``outcomes`` (rows are outcome vectors); 1 where it is 0."""
     outcomes = np.asarray(outcomes, float)
-    spread = float((outcomes.max(axis=0) - outcomes.min(axis=0)).max()) if len(outcomes) else 0.0
-    return spread if spread > 0 else 1.0
+    spread = outcomes.max(axis=0) - outcomes.min(axis=0)
+    return np.where(spread > 0, spread, 1.0)
 
 
 def cosine(u: Any, v: Any) -> float:
@@ -198,10 +204,13 @@ def pair_scores(post: WeightPosterior, outcomes: np.ndarray, pairs: np.ndarray, 
     """
     if how not in ("info", "volume"):
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {how!r}")
-    w = post.draw(n_eval, np.random.default_rng(len(post.answers))) if len(post.samples) > n_eval else post.samples
-    pw = None if len(post.samples) > n_eval else post.normalised_weights
-    d = outcomes[pairs[:, 0]] - outcomes[pairs[:, 1]]  # (m, k)
-    z = post.beta * (w @ d.T) / post.scale  # (n, m)
+    n = len(post.particles)
+    if n > n_eval:
+        v, pw = post.particles[np.random.default_rng(len(post.answers)).choice(n, n_eval, p=post.normalised_weights)], None
+    else:
+        v, pw = post.particles, post.normalised_weights
+    d = (outcomes[pairs[:, 0]] - outcomes[pairs[:, 1]]) / post.scale  # (m, k)
+    z = post.beta * (v @ d.T)  # (n, m)
     p = 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
     mp = p.mean(axis=0) if pw is None else pw @ p
     if how == "volume":
