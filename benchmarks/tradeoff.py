@@ -108,6 +108,10 @@ def policy_run(seed: int, budget: int, workdir: Path, policy_timesteps: int) -> 
                       extra={"teacher_weights": ",".join(f"{x:.6f}" for x in w), "policy_timesteps": policy_timesteps})
     res = train_tradeoff(cfg)
     ev = evaluate_run(out, episodes=5)
+    if seed == 0:  # the README's figure: the front found, with the learned weights' pick
+        import shutil
+
+        shutil.copy(out / "front.png", RESULTS.parent / "tradeoff_front.png")
     hv = P.hypervolume_2d(np.array(res["pareto_front"]), (0.0, -25.0))
     return {"seed": seed, "hidden_weights": w.tolist(), "learned_weights": res["learned_weights"],
             "weights_cosine": ev["weights_cosine"], "utility_ratio": ev["utility_ratio"],

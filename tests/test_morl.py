@@ -198,6 +198,8 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert _cli(*base, "--env", "CartPole-v1") == 2
     assert "scalar reward" in capsys.readouterr().err
     assert _cli(*base, "--env", "deep-sea-treasure-v0", "--set", "selection=best") == 2
+    assert _cli(*base, "--env", "deep-sea-treasure-v0", "--set", "model_beta=sure") == 2
+    assert "model_beta" in capsys.readouterr().err
     assert _cli(*base, "--env", "deep-sea-treasure-v0", "--teacher", "stochastic") == 2
     assert not (tmp_path / "r" / "feedback.db").exists()
 
@@ -245,3 +247,15 @@ def test_job_with_a_population_reports_each_annotator(tmp_path):
     assert np.allclose(res["learned_weights"], mean)  # aggregate=mean: each person counts equally
     ev = evaluate_run(out, episodes=1)
     assert set(ev["annotator_weights_cosine"]) == set(res["annotator_weights"])
+
+
+def test_learned_rationality_tells_an_oracle_from_a_noisy_teacher():
+    outcomes = np.random.default_rng(0).random((40, 2)) * 10
+    betas = {}
+    for name, teacher_beta in (("oracle", None), ("noisy", 2.0)):
+        teacher = SimulatedTradeoffTeacher([0.7, 0.3], np.random.default_rng(1), beta=teacher_beta)
+        res = learn_weights(teacher, outcomes, lambda: WeightPosterior(2, outcome_scale(outcomes), beta=None,
+                                                                        n_samples=2000, rng=np.random.default_rng(2)),
+                            30, "random", np.random.default_rng(3))
+        betas[name] = res.posterior.beta
+    assert betas["oracle"] > 20 and betas["noisy"] < 6, betas

@@ -44,8 +44,9 @@ class TradeoffSettings:
     """Episodes rolled out per policy (greedy and epsilon-random) as outcomes to ask about."""
     selection: str = "info"
     """Next question: info (expected information gain), volume (volume removal) or random."""
-    model_beta: float = 20.0
-    """Rationality the weight model assumes of the person (on range-normalised utilities)."""
+    model_beta: float | str = 20.0
+    """Rationality the weight model assumes of the person (on range-normalised utilities), or ``learn``
+    (inferred with the weights, log-uniform prior on 1..100)."""
     n_samples: int = 4000
     """Posterior particles."""
     aggregate: str = "pooled"
@@ -68,8 +69,8 @@ class TradeoffSettings:
             raise ValueError(f"n_policies must be >= 2 (a trade-off needs choices), got {self.n_policies}")
         if self.final_timesteps is not None and self.final_timesteps < 0:
             raise ValueError(f"final_timesteps must be >= 0, got {self.final_timesteps}")
-        if not self.model_beta > 0:
-            raise ValueError(f"model_beta must be > 0, got {self.model_beta}")
+        if self.model_beta != "learn" and not (isinstance(self.model_beta, int | float) and self.model_beta > 0):
+            raise ValueError(f"model_beta must be a number > 0 or 'learn', got {self.model_beta!r}")
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> TradeoffSettings:
@@ -159,7 +160,8 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
         scale = outcome_scale(outcomes)
 
         def make_post(seed_key: int = 0) -> WeightPosterior:
-            return WeightPosterior(k, scale, beta=st.model_beta, n_samples=st.n_samples,
+            return WeightPosterior(k, scale, beta=None if st.model_beta == "learn" else float(st.model_beta),
+                                   n_samples=st.n_samples,
                                    rng=np.random.default_rng([cfg.seed, 9, seed_key]))
 
         def on_answer(t: int, res: Any) -> None:

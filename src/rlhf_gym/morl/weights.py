@@ -56,15 +56,19 @@ class WeightPosterior:
     Args:
         n_objectives: number of objectives (length of each outcome vector).
         scale: each objective's spread (or one number for all); use :func:`outcome_scale`.
-        beta: rationality assumed of the person (larger: answers follow the utility more closely).
+        beta: rationality assumed of the person (larger: answers follow the utility more closely);
+            None learns it with the weights (log-uniform prior on ``beta_range``), so a noisy person's
+            answers widen the posterior instead of pulling it off course.
+        beta_range: prior range of a learned ``beta``.
         n_samples: particles.
         prior_alpha: Dirichlet concentration of the prior (1 = uniform on the simplex).
         rng: random stream (prior draws, resampling and moves).
         mcmc_steps: Metropolis steps per rejuvenation.
     """
 
-    def __init__(self, n_objectives: int, scale: Any = 1.0, beta: float = 20.0, n_samples: int = 4000,
-                 prior_alpha: float = 1.0, rng: np.random.Generator | None = None, mcmc_steps: int = 20) -> None:
+    def __init__(self, n_objectives: int, scale: Any = 1.0, beta: float | None = 20.0, n_samples: int = 4000,
+                 prior_alpha: float = 1.0, rng: np.random.Generator | None = None, mcmc_steps: int = 20,
+                 beta_range: tuple[float, float] = (1.0, 100.0)) -> None:
         if n_objectives < 2:
             raise ValueError(f"a trade-off needs at least 2 objectives, got {n_objectives}")
         sc = np.broadcast_to(np.asarray(scale, float), (int(n_objectives),)).copy()
@@ -72,24 +76,29 @@ class WeightPosterior:
             raise ValueError(f"scale must be > 0 for every objective, got {scale}")
         self.k = int(n_objectives)
         self.scale = sc
-        self.beta = float(beta)
+        self.learn_beta = beta is None
+        self.log_beta_range = (float(np.log(beta_range[0])), float(np.log(beta_range[1])))
         self.alpha = float(prior_alpha)
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.mcmc_steps = int(mcmc_steps)
         self.particles = self.rng.dirichlet(np.full(self.k, self.alpha), size=int(n_samples))
         """Weights on the range-normalised objectives (``v``); :attr:`samples` are the raw-return weights."""
+        n = len(self.particles)
+        self.betas = (np.exp(self.rng.uniform(*self.log_beta_range, size=n)) if beta is None
+                      else np.full(n, float(beta)))
+        """Each particle's rationality (all equal unless ``beta`` is learned)."""
         self.logw = np.zeros(len(self.samples))
         self.answers: list[Answer] = []
         self.resamples = 0
 
     # -- likelihood ---------------------------------------------------------------------------
-    def _loglik(self, w: np.ndarray, answers: Sequence[Answer]) -> np.ndarray:
-        """Log-likelihood of ``answers`` for each row of ``w``."""
+    def _loglik(self, w: np.ndarray, answers: Sequence[Answer], betas: np.ndarray) -> np.ndarray:
+        """Log-likelihood of ``answers`` for each row of ``w`` (with rationality ``betas``)."""
         if not answers:
             return np.zeros(len(w))
         d = np.stack([x.a - x.b for x in answers])  # (m, k)
         y = np.array([x.label for x in answers])
-        z = self.beta * (w @ (d / self.scale).T)  # (n, m)
+        z = betas[:, None] * (w @ (d / self.scale).T)  # (n, m)
         return (y * _log_sigmoid(z) + (1 - y) * _log_sigmoid(-z)).sum(axis=1)
 
     # -- updating -------------------------------------------------------------------------------
@@ -101,14 +110,14 @@ class WeightPosterior:
         if ans.a.shape != (self.k,) or ans.b.shape != (self.k,):
             raise ValueError(f"outcomes must have {self.k} entries, got {ans.a.shape} and {ans.b.shape}")
         self.answers.append(ans)
-        self.logw += self._loglik(self.particles, [ans])
+        self.logw += self._loglik(self.particles, [ans], self.betas)
         self.logw -= self.logw.max()
         if self.ess < 0.5 * len(self.particles):
             self._rejuvenate()
 
-    def _log_target(self, w: np.ndarray) -> np.ndarray:
+    def _log_target(self, w: np.ndarray, betas: np.ndarray) -> np.ndarray:
         prior = (self.alpha - 1.0) * np.log(np.clip(w, 1e-300, None)).sum(axis=1) if self.alpha != 1.0 else 0.0
-        return self._loglik(w, self.answers) + prior
+        return self._loglik(w, self.answers, betas) + prior
 
     def _rejuvenate(self) -> None:
         n = len(self.particles)
@@ -116,8 +125,8 @@ class WeightPosterior:
         # systematic resampling
         pos = (self.rng.random() + np.arange(n)) / n
         idx = np.minimum(np.searchsorted(np.cumsum(p), pos), n - 1)
-        x = self.particles[idx]
-        lt = self._log_target(x)
+        x, b = self.particles[idx], self.betas[idx]
+        lt = self._log_target(x, b)
         # step size from the spread of the resampled cloud, per coordinate; proposals are symmetric
         # (zero-sum Gaussian steps), points leaving the simplex are rejected
         step = np.maximum(x.std(axis=0).mean(), 1e-3)
@@ -126,13 +135,19 @@ class WeightPosterior:
             eps -= eps.mean(axis=1, keepdims=True)
             prop = x + eps
             ok = (prop >= 0).all(axis=1)
+            pb = b
+            if self.learn_beta:  # a random walk on log beta, inside the prior's range (uniform there)
+                lpb = np.log(b) + self.rng.normal(0.0, 0.3, size=n)
+                ok &= (lpb >= self.log_beta_range[0]) & (lpb <= self.log_beta_range[1])
+                pb = np.exp(lpb)
             lp = np.full(n, -np.inf)
             if ok.any():
-                lp[ok] = self._log_target(prop[ok])
+                lp[ok] = self._log_target(prop[ok], pb[ok])
             accept = np.log(self.rng.random(n)) < lp - lt
             x[accept] = prop[accept]
+            b = np.where(accept, pb, b)
             lt[accept] = lp[accept]
-        self.particles = x
+        self.particles, self.betas = x, b
         self.logw = np.zeros(n)
         self.resamples += 1
 
@@ -155,6 +170,11 @@ class WeightPosterior:
         return w / w.sum(axis=1, keepdims=True)
 
     @property
+    def beta(self) -> float:
+        """Posterior mean rationality (the fixed value when it is not learned)."""
+        return float(self.normalised_weights @ self.betas)
+
+    @property
     def mean(self) -> np.ndarray:
         return self.normalised_weights @ self.samples
 
@@ -171,7 +191,7 @@ class WeightPosterior:
         """JSON-safe summary: mean, covariance, and ``n_keep`` posterior samples."""
         keep = self.draw(min(n_keep, len(self.particles)), np.random.default_rng(0))
         return {"objectives": list(names) if names else None, "mean": self.mean.tolist(),
-                "cov": self.cov.tolist(), "beta": self.beta, "scale": self.scale.tolist(), "prior_alpha": self.alpha,
+                "cov": self.cov.tolist(), "beta": self.beta, "beta_learned": self.learn_beta, "scale": self.scale.tolist(), "prior_alpha": self.alpha,
                 "answers": len(self.answers), "ess": self.ess, "resamples": self.resamples,
                 "samples": keep.round(5).tolist()}
 
@@ -206,11 +226,12 @@ def pair_scores(post: WeightPosterior, outcomes: np.ndarray, pairs: np.ndarray, 
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {how!r}")
     n = len(post.particles)
     if n > n_eval:
-        v, pw = post.particles[np.random.default_rng(len(post.answers)).choice(n, n_eval, p=post.normalised_weights)], None
+        idx = np.random.default_rng(len(post.answers)).choice(n, n_eval, p=post.normalised_weights)
+        v, betas, pw = post.particles[idx], post.betas[idx], None
     else:
-        v, pw = post.particles, post.normalised_weights
+        v, betas, pw = post.particles, post.betas, post.normalised_weights
     d = (outcomes[pairs[:, 0]] - outcomes[pairs[:, 1]]) / post.scale  # (m, k)
-    z = post.beta * (v @ d.T)  # (n, m)
+    z = betas[:, None] * (v @ d.T)  # (n, m)
     p = 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
     mp = p.mean(axis=0) if pw is None else pw @ p
     if how == "volume":
