@@ -25,6 +25,10 @@ def evaluate_run(run_dir: str | Path, episodes: int = 20, seed: int = 10_000) ->
     """True environment return of the run's greedy policy over ``episodes`` episodes."""
     run = RunDir(run_dir, create=False)
     cfg = run.config()
+    if cfg.get("feedback") == "tradeoff":  # vector reward: per-objective returns and the learned weights
+        from rlhf_gym.jobs.tradeoff import evaluate_tradeoff
+
+        return evaluate_tradeoff(run, episodes=episodes, seed=seed)
     policy = run.load_policy()
     env = make_env(cfg["env"], seed=seed)
     try:

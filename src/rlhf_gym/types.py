@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-QueryKind = Literal["step", "pair", "demo", "action"]
+QueryKind = Literal["step", "pair", "demo", "action", "outcome"]
 
 
 def new_id(prefix: str) -> str:
@@ -291,7 +291,7 @@ class ActionQuery(Query):
         return cls(new_id("q"), run_id, time.time(), obs=obs, env_id=env_id, step=step, episode=episode,
                    frame_path=frame_path)
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self, codec: Any = None) -> dict[str, Any]:
         return {"obs": self.obs.tolist(), "env_id": self.env_id, "step": self.step, "episode": self.episode,
                 "frame_path": self.frame_path}
 
@@ -299,6 +299,50 @@ class ActionQuery(Query):
     def _from_payload(cls, id: str, run_id: str | None, created_at: float, p: dict[str, Any]) -> ActionQuery:
         return cls(id, run_id, created_at, obs=np.asarray(p["obs"]), env_id=str(p.get("env_id", "")),
                    step=int(p.get("step", 0)), episode=int(p.get("episode", 0)), frame_path=p.get("frame_path"))
+
+
+@dataclass(frozen=True)
+class OutcomeQuery(Query):
+    """Which of two outcomes is better? Each is a vector of per-objective returns (one episode's, or a
+    policy's mean), optionally with a clip of it. Label 1.0 = left, 0.0 = right, 0.5 = equally good."""
+
+    kind: ClassVar[QueryKind] = "outcome"
+    left: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    right: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    objectives: tuple[str, ...] = ()
+    left_clip: str | None = None
+    right_clip: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Where the outcomes came from (policy index, episode seed), for the record."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "left", _arr(self.left, np.float64))
+        object.__setattr__(self, "right", _arr(self.right, np.float64))
+        object.__setattr__(self, "objectives", tuple(self.objectives))
+        if self.left.ndim != 1 or self.left.shape != self.right.shape or len(self.left) < 2:
+            raise ValueError(f"an outcome query needs two vectors of the same length >= 2, got {self.left.shape} "
+                             f"and {self.right.shape}")
+        if self.objectives and len(self.objectives) != len(self.left):
+            raise ValueError(f"{len(self.objectives)} objective names for {len(self.left)} objectives")
+        if not (np.isfinite(self.left).all() and np.isfinite(self.right).all()):
+            raise ValueError("outcome vectors must be finite")
+
+    @classmethod
+    def make(cls, left: Any, right: Any, objectives: Any = (), run_id: str | None = None,
+             left_clip: str | None = None, right_clip: str | None = None,
+             meta: dict[str, Any] | None = None) -> OutcomeQuery:
+        return cls(new_id("q"), run_id, time.time(), left=left, right=right, objectives=tuple(objectives),
+                   left_clip=left_clip, right_clip=right_clip, meta=dict(meta or {}))
+
+    def payload(self, codec: Any = None) -> dict[str, Any]:
+        return {"left": self.left.tolist(), "right": self.right.tolist(), "objectives": list(self.objectives),
+                "left_clip": self.left_clip, "right_clip": self.right_clip, "meta": self.meta}
+
+    @classmethod
+    def _from_payload(cls, id: str, run_id: str | None, created_at: float, p: dict[str, Any]) -> OutcomeQuery:
+        return cls(id, run_id, created_at, left=np.asarray(p["left"], float), right=np.asarray(p["right"], float),
+                   objectives=tuple(p.get("objectives") or ()), left_clip=p.get("left_clip"),
+                   right_clip=p.get("right_clip"), meta=dict(p.get("meta") or {}))
 
 
 @dataclass(frozen=True)
@@ -345,4 +389,5 @@ class Feedback:
 
 
 #: query kind -> class (the ``kind`` stored with every query); a new kind of question adds itself here
-QUERY_KINDS: dict[str, type[Query]] = {"step": StepQuery, "pair": PairQuery, "demo": DemoQuery, "action": ActionQuery}
+QUERY_KINDS: dict[str, type[Query]] = {"step": StepQuery, "pair": PairQuery, "demo": DemoQuery, "action": ActionQuery,
+                                     "outcome": OutcomeQuery}

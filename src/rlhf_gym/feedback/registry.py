@@ -32,6 +32,7 @@ TEACHER_MODULES: dict[str, list[str]] = {
     "evaluative": ["rlhf_gym.feedback.teachers_evaluative"],
     "preference": ["rlhf_gym.feedback.teachers_preference"],
     "demonstration": ["rlhf_gym.feedback.teachers_demonstration"],
+    "tradeoff": ["rlhf_gym.feedback.teachers_tradeoff"],
 }
 
 ANY = "*"

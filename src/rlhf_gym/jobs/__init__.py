@@ -19,6 +19,7 @@ JOBS: dict[str, str] = {
     "evaluative": "rlhf_gym.jobs.evaluative:train_evaluative",
     "preference": "rlhf_gym.jobs.preference:train_preference",
     "demonstration": "rlhf_gym.jobs.demonstration:train_demonstration",
+    "tradeoff": "rlhf_gym.jobs.tradeoff:train_tradeoff",
 }
 
 
