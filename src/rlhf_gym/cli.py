@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "rlhf_gym.rewards.cli",  # reward retrain, labels export/convert
     "rlhf_gym.web.cli",  # serve
     "rlhf_gym.governance.cli",  # annotators, audit, report, export
+    "rlhf_gym.sweep.cli",  # sweep
 ]
 
 
