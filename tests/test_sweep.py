@@ -128,3 +128,18 @@ def test_failed_runs_are_recorded_and_resume_skips_done_runs(tmp_path, monkeypat
     assert calls == [0, 1, 1]  # seed 0 kept from the first sweep, seed 1 tried again
     assert table(sw, doc["runs"])[0]["scores"] == [10.0]
     assert sweep_mod.format_table(doc["rows"]).count("\n") == 2
+
+
+def test_true_reward_baseline_row(tmp_path, capsys):
+    sw = parse_spec({"seeds": 1, "rows": [
+        {"name": "sb3", "job": "true-reward", "env": "CartPole-v1", "timesteps": 256, "eval_episodes": 3}]},
+        out=tmp_path / "o")
+    doc = run_sweep(sw, serial=True, log=None)
+    res = doc["runs"][0]["result"]
+    assert res["feedback_used"] == 0 and res["algo"] == "ppo" and res["timesteps"] == 256
+    run_dir = tmp_path / "o" / "sb3" / "seed0"
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--episodes", "3", "--seed", "10000", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mean_return"] == pytest.approx(res["mean_return"])
+    with pytest.raises(ValueError, match="job must be one of"):
+        parse_spec({"rows": [{"name": "x", "job": "nope"}]})

@@ -44,7 +44,12 @@ from typing import Any
 from rlhf_gym.config import TrainConfig
 
 #: keys of a row that are not TrainConfig fields
-ROW_KEYS = ("name", "role", "control", "threshold", "set")
+ROW_KEYS = ("name", "role", "control", "threshold", "set", "job")
+#: what a row may run: ``job = NAME`` (default ``train``, the run job of the row's feedback type)
+JOB_KINDS: dict[str, str] = {
+    "train": "rlhf_gym.pipeline:train",
+    "true-reward": "rlhf_gym.sweep.baselines:true_reward",  # SB3 on the true reward, same steps
+}
 SPEC_KEYS = ("out", "seeds", "metric", "control", "base", "grid", "rows", "name", "higher_is_better")
 _CONFIG_FIELDS = {f.name for f in fields(TrainConfig)} - {"extra", "out", "seed", "progress", "threads"}
 
@@ -56,6 +61,7 @@ class Job:
     row: str
     seed: int
     config: dict[str, Any]
+    job: str = "train"
 
     def train_config(self) -> TrainConfig:
         return TrainConfig.from_dict(self.config)
@@ -71,6 +77,7 @@ class Row:
     role: str = "headline"
     control: str | dict[str, Any] | None = None
     threshold: float | None = None
+    job: str = "train"
 
 
 @dataclass
@@ -91,7 +98,7 @@ class Sweep:
             for row in self.rows:
                 cfg = {**row.values, "extra": dict(row.settings), "seed": seed, "progress": False, "threads": 1,
                        "out": str(self.out / _slug(row.name) / f"seed{seed}")}
-                out.append(Job(row.name, seed, cfg))
+                out.append(Job(row.name, seed, cfg, row.job))
         return out
 
     def control_of(self, row: Row) -> Row | None:
@@ -186,7 +193,10 @@ def parse_spec(raw: dict[str, Any], default_out: str = "runs/sweep", out: str | 
                   higher_is_better=bool(raw.get("higher_is_better", True)))
     for job in sweep.jobs()[: len(rows)]:  # every row's config is checked before anything runs
         try:
-            job.train_config().validate()
+            if job.job == "train":
+                job.train_config().validate()
+            else:
+                check_env_id(job.train_config().env)
         except ValueError as exc:
             raise ValueError(f"row {job.row!r}: {exc}") from None
     for r in rows:
@@ -211,11 +221,23 @@ def _row(name: str, d: dict[str, Any], default_control: Any) -> Row:
     control = d.get("control", default_control)
     if control is not None and not isinstance(control, (str, dict)):
         raise ValueError(f"row {name!r}: control must be a row name or a table of values, got {control!r}")
+    job = str(d.get("job", "train"))
+    if job not in JOB_KINDS:
+        raise ValueError(f"row {name!r}: job must be one of {', '.join(JOB_KINDS)}, got {job!r}")
     threshold = d.get("threshold")
     if threshold is None:
         threshold = env_threshold(str(values.get("env", TrainConfig.env)))
     return Row(name, values, settings, role=str(d.get("role", "headline")), control=control,
-               threshold=None if threshold is None else float(threshold))
+               threshold=None if threshold is None else float(threshold), job=job)
+
+
+def check_env_id(env_id: str) -> None:
+    import gymnasium as gym
+
+    try:
+        gym.spec(env_id)
+    except Exception as exc:
+        raise ValueError(f"unknown environment {env_id!r}: {exc}") from None
 
 
 def env_threshold(env_id: str) -> float | None:
@@ -252,12 +274,13 @@ def _slug(name: str) -> str:
 
 def run_one(job: Job) -> dict[str, Any]:
     """Run one job in this process; a failure is a result too (recorded, the sweep goes on)."""
-    from rlhf_gym.pipeline import train
+    import importlib
 
     t0 = time.time()
     try:
-        result = train(job.train_config())
-        return {"row": job.row, "seed": job.seed, "config": job.config, "result": _jsonable(result),
+        mod, fn = JOB_KINDS[job.job].split(":")
+        result = getattr(importlib.import_module(mod), fn)(job.train_config())
+        return {"row": job.row, "seed": job.seed, "job": job.job, "config": job.config, "result": _jsonable(result),
                 "wall_s": time.time() - t0}
     except Exception as exc:  # noqa: BLE001 - recorded in the table, never lost
         return {"row": job.row, "seed": job.seed, "config": job.config, "error": f"{type(exc).__name__}: {exc}",
