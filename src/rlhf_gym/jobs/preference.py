@@ -77,7 +77,7 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
             annotator_id=cfg.annotator, settings=cfg.extra, noise=cfg.noise, server=cfg.server, token=cfg.token,
             out_dir=run.path)) if cfg.budget > 0 else None
     probe.close()
-    if cfg.budget < 5 and not cfg.reward:
+    if 0 < cfg.budget < 5 and not cfg.reward:
         msg = f"budget {cfg.budget} is tiny: the reward model will be a rough guess (and may come out inverted)"
         warnings.warn(msg, stacklevel=2)
         print(f"WARNING: {msg}", flush=True)
