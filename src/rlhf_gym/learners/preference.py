@@ -41,7 +41,7 @@ from rlhf_gym.feedback.selection import (
 )
 from rlhf_gym.feedback.sources import FeedbackSource, StopFeedback
 from rlhf_gym.governance.bias import WeightPolicy
-from rlhf_gym.rewards.diagnostics import ensemble_disagreement, reward_correlation
+from rlhf_gym.rewards.diagnostics import ensemble_disagreement, pair_accuracy, reward_correlation
 from rlhf_gym.rewards.models import RewardModel
 from rlhf_gym.rewards.training import (
     InvertedRewardWarning,
@@ -49,7 +49,6 @@ from rlhf_gym.rewards.training import (
     inverted_message,
     looks_inverted,
     normalise_output,
-    pair_accuracy,
     reinitialise,
 )
 from rlhf_gym.rewards.wrappers import LearnedRewardVecEnv

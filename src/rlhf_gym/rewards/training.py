@@ -315,19 +315,6 @@ def inverted_message(correct: int, count: int) -> str:
             "on it may do worse than random.")
 
 
-def pair_accuracy(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]]) -> tuple[int, int]:
-    """(correct, counted) of the ensemble's mean logit on ``pairs`` (ties are not counted), without training."""
-    if not pairs:
-        return 0, 0
-    data = make_pair_data(model, pairs)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        logits = torch.stack([member_logits(m, data) for m in model.members]).mean(0)
-    model.train(was_training)
-    return preference_accuracy(logits, data.y)
-
-
 def reinitialise(model: RewardModel, seed: int) -> None:
     """Fresh random weights for every member (normalisation statistics are kept)."""
     g = torch.random.get_rng_state()
