@@ -143,3 +143,19 @@ def test_true_reward_baseline_row(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["mean_return"] == pytest.approx(res["mean_return"])
     with pytest.raises(ValueError, match="job must be one of"):
         parse_spec({"rows": [{"name": "x", "job": "nope"}]})
+
+
+def _square(x: int) -> int:
+    if x < 0:
+        raise ValueError("negative")
+    return x * x
+
+
+def test_map_tasks_serial_keeps_order_and_reports_errors():
+    from rlhf_gym.sweep import map_tasks
+
+    seen = []
+    out = map_tasks(_square, [3, -1, 2], serial=True, on_done=seen.append, on_error=lambda x, e: f"{x}: {e}")
+    assert out == [9, "-1: negative", 4] and seen == out
+    with pytest.raises(ValueError):
+        map_tasks(_square, [-2], serial=True)

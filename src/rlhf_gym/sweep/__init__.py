@@ -310,6 +310,34 @@ def run_ray(jobs: list[Job], address: str | None = None, cpus: int | None = None
     and shut down afterwards; with one, the jobs run wherever the cluster has room. Results come back
     in job order.
     """
+    def failed(job: Job, exc: BaseException) -> dict[str, Any]:  # a worker that died: record it, go on
+        return {"row": job.row, "seed": job.seed, "config": job.config, "error": f"{type(exc).__name__}: {exc}"}
+
+    return map_tasks(run_one, jobs, address=address, cpus=cpus, on_done=on_done, on_error=failed)
+
+
+def map_tasks(fn: Callable[[Any], Any], items: list[Any], serial: bool = False, address: str | None = None,
+              cpus: int | None = None, on_done: Callable[[Any], None] | None = None,
+              on_error: Callable[[Any, BaseException], Any] | None = None) -> list[Any]:
+    """``[fn(x) for x in items]`` as Ray tasks of one CPU each (or in this process with ``serial``).
+
+    For benchmarks whose unit of work is not a run job: ``fn`` must be importable or defined in the
+    script being run (Ray pickles it). Results come back in item order; ``on_done`` sees each as it
+    finishes; an exception in a task is passed to ``on_error`` (default: raised).
+    """
+    if serial:
+        out = []
+        for x in items:
+            try:
+                r = fn(x)
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                r = on_error(x, exc)
+            out.append(r)
+            if on_done:
+                on_done(r)
+        return out
     ray = import_ray()
     started = not ray.is_initialized()
     if started:
@@ -320,22 +348,23 @@ def run_ray(jobs: list[Job], address: str | None = None, cpus: int | None = None
             kwargs["num_cpus"] = cpus
         ray.init(**kwargs)
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(run_one)
-        pending = {task.remote(job): i for i, job in enumerate(jobs)}
-        out: list[dict[str, Any] | None] = [None] * len(jobs)
+        task = ray.remote(num_cpus=1, max_retries=0)(fn)
+        pending = {task.remote(x): i for i, x in enumerate(items)}
+        results: dict[int, Any] = {}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 i = pending.pop(ref)
                 try:
-                    rec = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - a worker that died: record it, go on
-                    rec = {"row": jobs[i].row, "seed": jobs[i].seed, "config": jobs[i].config,
-                           "error": f"{type(exc).__name__}: {exc}"}
-                out[i] = rec
+                    r = ray.get(ref)
+                except Exception as exc:
+                    if on_error is None:
+                        raise
+                    r = on_error(items[i], exc)
+                results[i] = r
                 if on_done:
-                    on_done(rec)
-        return [r for r in out if r is not None]
+                    on_done(r)
+        return [results[i] for i in range(len(items))]
     finally:
         if started:
             ray.shutdown()
