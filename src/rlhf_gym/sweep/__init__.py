@@ -464,8 +464,9 @@ def run_sweep(sweep: Sweep, serial: bool = False, address: str | None = None, cp
     def on_done(rec: dict[str, Any]) -> None:
         records.append(rec)
         if log:
-            what = (f"{rec['result'].get(sweep.metric, float('nan')):.1f}" if "result" in rec
-                    else f"FAILED {rec['error']}")
+            v = rec["result"].get(sweep.metric) if "result" in rec else None
+            what = (f"FAILED {rec['error']}" if "result" not in rec
+                    else f"{v:.1f}" if isinstance(v, int | float) else str(v))
             log(f"[{len(records)}/{len(done) + len(jobs)}] {rec['row']} seed {rec['seed']}: "
                 f"{sweep.metric} {what}")
         write(partial=True)
