@@ -103,7 +103,7 @@ class Sweep:
 
     def control_of(self, row: Row) -> Row | None:
         """The row ``row`` is compared with (None for rows without a control, and for controls themselves)."""
-        if row.control is None or row.role == "control":
+        if row.control is None or row.role in ("control", "baseline"):
             return None
         if isinstance(row.control, str):
             found = [r for r in self.rows if r.name == row.control]

@@ -8,6 +8,7 @@ and wall-clock), run in the same sweep so both see the same machine.
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from typing import Any
 
 from rlhf_gym.config import TrainConfig
@@ -24,7 +25,8 @@ def true_reward(cfg: TrainConfig) -> dict[str, Any]:
     from rlhf_gym.runs import RunDir
     from rlhf_gym.runtime import torch_threads
 
-    check_settings(cfg.extra, ("n_envs",), "job true-reward")
+    # the preference loop's settings are accepted (a baseline row shares its rows' [base]); n_envs is used
+    check_settings(cfg.extra, tuple(f.name for f in fields(PreferenceSettings)), "job true-reward")
     probe = make_env(cfg.env)
     spec = spec_of(probe)
     probe.close()
