@@ -4,10 +4,14 @@ For each learner (tamer, reinforce, coach) x teacher (oracle, noisy eps=0.2, del
 control) x seed: the greedy policy is checked on the true reward as answers come in; "solved" is the first
 check with mean return >= 475 over 20 episodes that a 100-episode check confirms. After the solve, the run
 goes on for 1,000 more answers with a 20-episode check every 50; it "stays solved" when >= 90% pass.
-Reported: answers, environment steps watched, wall-clock (median/min/max over seeds), and SB3 PPO on the
-true reward in the same run for comparison. A harder task (Acrobot-v1) row keeps the learners honest.
+Reported: seeds solved with a 95% Wilson interval, answers to solve (IQM and median over the solved
+seeds, with 95% stratified-bootstrap intervals, :mod:`rlhf_gym.stats`), environment steps watched,
+wall-clock, and SB3 PPO on the true reward in the same run for comparison, with the same seeds. A row
+counts against the random-teacher control of its learner only where its solved-share interval clears
+the control's. A harder task (Acrobot-v1) row keeps the learners honest. Runs are Ray tasks (one CPU
+each, ``rlhf_gym.sweep.map_tasks``; ``--serial`` without Ray, ``--address`` for a cluster).
 
-    python benchmarks/evaluative.py [--seeds 5] [--quick]
+    python benchmarks/evaluative.py [--seeds 5] [--quick] [--serial | --cpus N | --address ADDR]
 
 Writes ``benchmarks/results/evaluative.json`` (updated after every run, so a cut-short run keeps its rows).
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -25,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlhf_gym import stats
 from rlhf_gym.envs import make_env
 from rlhf_gym.feedback.teachers_evaluative import (
     AdvantageJudge,
@@ -36,6 +42,7 @@ from rlhf_gym.feedback.teachers_evaluative import (
 from rlhf_gym.learners.common import LearnerSettings
 from rlhf_gym.learners.evaluative_loop import TeachStats, make_learner, teach
 from rlhf_gym.rollouts import evaluate_policy
+from rlhf_gym.sweep import map_tasks
 
 RESULTS = Path(__file__).parent / "results" / "evaluative.json"
 LEARNERS = ("tamer", "reinforce", "coach")
@@ -116,21 +123,39 @@ def summarize(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
     vals = [r[key] for r in rows if r.get(key) is not None]
     if not vals:
         return {"median": None, "min": None, "max": None, "n": 0}
-    return {"median": float(np.median(vals)), "min": float(np.min(vals)), "max": float(np.max(vals)), "n": len(vals)}
+    s = stats.summarise(vals)
+    return {"median": s.median, "median_ci": list(s.median_ci), "iqm": s.iqm, "iqm_ci": list(s.iqm_ci),
+            "min": s.min, "max": s.max, "n": s.n}
+
+
+def run_task(task: tuple) -> dict[str, Any]:
+    """One benchmark run (a Ray task or a plain call): ``("ppo", env, seed)`` or a learner run."""
+    torch.set_num_threads(1)
+    if task[0] == "ppo":
+        _, env_id, seed = task
+        return {"kind": "ppo", "env": env_id, **ppo_run(env_id, seed, float(make_env(env_id).spec.reward_threshold))}
+    _, env_id, learner, teacher, seed, cap, stay = task
+    q_fn = expert_q_function(load_or_train_expert(env_id, log=lambda m: None))
+    return {"kind": "learner", **one_run(env_id, learner, teacher, seed, q_fn,
+                                         float(make_env(env_id).spec.reward_threshold), cap, stay)}
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = [f"{'env':<13} {'learner':<10} {'teacher':<8} {'solved':>6} {'answers med [min-max]':>24} "
-             f"{'stays':>6} {'env steps med':>13} {'wall s med':>10}"]
+    lines = [f"{'env':<13} {'learner':<10} {'teacher':<8} {'solved [95% CI]':>18} {'answers IQM [95% CI]':>22} "
+             f"{'median':>7} {'stays':>6} {'env steps med':>13} {'wall s med':>10} {'vs random':>10}"]
     for g in results["groups"]:
         a = g["answers"]
-        ans = "-" if a["median"] is None else f"{a['median']:.0f} [{a['min']:.0f}-{a['max']:.0f}]"
+        ans = "-" if a["median"] is None else f"{a['iqm']:.0f} [{a['iqm_ci'][0]:.0f}, {a['iqm_ci'][1]:.0f}]"
+        med = "-" if a["median"] is None else f"{a['median']:.0f}"
         st = g["env_steps"]["median"]
         wl = g["wall_s"]["median"]
         stays = f"{g['stays_solved']:>3}/{g['solved']:<2}" if g.get("stay_measured", True) else f"{'n/a':>6}"
-        lines.append(f"{g['env']:<13} {g['learner']:<10} {g['teacher']:<8} {g['solved']:>3}/{g['runs']:<2} "
-                     f"{ans:>24} {stays} {'-' if st is None else f'{st:.0f}':>13} "
-                     f"{'-' if wl is None else f'{wl:.1f}':>10}")
+        solved = f"{g['solved']}/{g['runs']} [{g['solved_ci'][0]:.2f}, {g['solved_ci'][1]:.2f}]"
+        vs = g.get("vs_random_teacher")
+        vs_s = "-" if vs is None else ("clears" if vs["counts"] else "no")
+        lines.append(f"{g['env']:<13} {g['learner']:<10} {g['teacher']:<8} {solved:>18} "
+                     f"{ans:>22} {med:>7} {stays} {'-' if st is None else f'{st:.0f}':>13} "
+                     f"{'-' if wl is None else f'{wl:.1f}':>10} {vs_s:>10}")
     for p in results.get("ppo", []):
         s = p["env_steps"]["median"]
         w = p["wall_s"]["median"]
@@ -147,7 +172,9 @@ def group(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for env_id, learner, teacher in keys:
         rs = [r for r in rows if (r["env"], r["learner"], r["teacher"]) == (env_id, learner, teacher)]
         solved = [r for r in rs if r["solved_at"] is not None]
+        lo, hi = stats.wilson_interval(len(solved), len(rs))
         out.append({"env": env_id, "learner": learner, "teacher": teacher, "runs": len(rs), "solved": len(solved),
+                    "seeds": sorted(r["seed"] for r in rs), "solved_ci": [lo, hi],
                     "stays_solved": sum(bool(r["stays_solved"]) for r in solved),
                     "stay_measured": any(r["checks_after"] for r in solved),
                     "best_check_mean": summarize(rs, "best_mean"),
@@ -155,6 +182,12 @@ def group(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "answers": summarize(solved, "solved_at"), "env_steps": summarize(solved, "env_steps_at_solve"),
                     "wall_s": summarize(solved, "wall_s_at_solve"),
                     "cap_answers": CAP[learner] if env_id == "CartPole-v1" else HARD_CAP})
+    for g in out:  # a row counts only where its solved-share interval clears its learner's random teacher
+        ctrl = next((c for c in out if (c["env"], c["learner"], c["teacher"]) == (g["env"], g["learner"], "random")),
+                    None)
+        if ctrl is not None and g is not ctrl:
+            g["vs_random_teacher"] = {"control_solved": f"{ctrl['solved']}/{ctrl['runs']}",
+                                      "counts": stats.clears(tuple(g["solved_ci"]), tuple(ctrl["solved_ci"]))}
     return out
 
 
@@ -164,9 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="2 seeds, TAMER only, no harder task, shorter stay check")
     p.add_argument("--learners", default=",".join(LEARNERS))
     p.add_argument("--teachers", default=",".join(TEACHERS))
-    p.add_argument("--hard-seeds", type=int, default=2, help="seeds for the Acrobot-v1 row (0 to skip)")
+    p.add_argument("--hard-seeds", type=int, default=5, help="seeds for the Acrobot-v1 rows (0 to skip)")
     p.add_argument("--ppo-seeds", type=int, default=None, help="seeds for SB3 PPO (default: --seeds)")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--serial", action="store_true", help="run without Ray, one run after another")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
+    p.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     learners = ["tamer"] if args.quick else args.learners.split(",")
@@ -187,33 +223,44 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(results, indent=1, default=float) + "\n")
 
     t_all = time.time()
-    for env_id in ["CartPole-v1"]:  # the baseline first, so a cut-short run still has it
-        threshold = float(make_env(env_id).spec.reward_threshold)
-        n_ppo = args.ppo_seeds if args.ppo_seeds is not None else len(seeds)
-        pr = [ppo_run(env_id, s, threshold) for s in range(n_ppo)]
-        solved = [r for r in pr if r["solved_at_env_steps"] is not None]
-        results["ppo"].append({"env": env_id, "runs": len(pr), "solved": len(solved), "rows": pr,
-                               "env_steps": summarize(solved, "solved_at_env_steps"),
-                               "wall_s": summarize(solved, "wall_s")})
-        save()
-        print(f"SB3 PPO {env_id}: {[r['solved_at_env_steps'] for r in pr]} steps", flush=True)
-    tasks = [("CartPole-v1", learners, teachers, seeds)]
+    tasks: list[tuple] = []
+    n_ppo = args.ppo_seeds if args.ppo_seeds is not None else len(seeds)
+    tasks += [("ppo", "CartPole-v1", s) for s in range(n_ppo)]
+    plan = [("CartPole-v1", learners, teachers, seeds)]
     if not args.quick and args.hard_seeds > 0:
-        tasks.append(("Acrobot-v1", ["tamer"], ["oracle", "random"], list(range(args.hard_seeds))))
-    for env_id, ls, ts, ss in tasks:
-        threshold = float(make_env(env_id).spec.reward_threshold)
-        q_fn = expert_q_function(load_or_train_expert(env_id, log=lambda m: print(m, flush=True)))
+        plan.append(("Acrobot-v1", ["tamer"], ["oracle", "random"], list(range(args.hard_seeds))))
+    for env_id, ls, ts, ss in plan:
+        load_or_train_expert(env_id, log=lambda m: print(m, flush=True))  # once, before the workers need it
         for learner in ls:
             for teacher in ts:
                 for seed in ss:
-                    r = one_run(env_id, learner, teacher, seed, q_fn, threshold,
-                                CAP[learner] if env_id == "CartPole-v1" else HARD_CAP,
-                                stay if env_id == "CartPole-v1" else 0)
-                    results["rows"].append(r)
-                    save()
-                    print(f"{env_id} {learner:<9} {teacher:<8} seed {seed}: solved at {r['solved_at']} answers "
-                          f"({r['env_steps_at_solve']} steps), stays {r['stays_solved']}, best {r['best_mean']:.0f}, "
-                          f"{r['wall_s']:.0f}s", flush=True)
+                    tasks.append(("run", env_id, learner, teacher, seed,
+                                  CAP[learner] if env_id == "CartPole-v1" else HARD_CAP,
+                                  stay if env_id == "CartPole-v1" else 0))
+    ppo_rows: list[dict[str, Any]] = []
+
+    def done(r: dict[str, Any]) -> None:
+        if r.get("error"):
+            results.setdefault("failed", []).append(r)
+            print(f"FAILED {r['task']}: {r['error']}", flush=True)
+            return
+        if r["kind"] == "ppo":
+            ppo_rows.append(r)
+            solved = [x for x in ppo_rows if x["solved_at_env_steps"] is not None]
+            results["ppo"] = [{"env": "CartPole-v1", "runs": len(ppo_rows), "solved": len(solved), "rows": ppo_rows,
+                               "env_steps": summarize(solved, "solved_at_env_steps"),
+                               "wall_s": summarize(solved, "wall_s")}]
+            print(f"SB3 PPO seed {r['seed']}: solved at {r['solved_at_env_steps']} steps", flush=True)
+        else:
+            results["rows"].append(r)
+            print(f"{r['env']} {r['learner']:<9} {r['teacher']:<8} seed {r['seed']}: solved at {r['solved_at']} "
+                  f"answers ({r['env_steps_at_solve']} steps), stays {r['stays_solved']}, best {r['best_mean']:.0f}, "
+                  f"{r['wall_s']:.0f}s", flush=True)
+        save()
+
+    results["engine"] = "serial" if args.serial else f"ray {args.address or f'local, {args.cpus or os.cpu_count()} cpus'}"
+    map_tasks(run_task, tasks, serial=args.serial, address=args.address, cpus=args.cpus or os.cpu_count(),
+              on_done=done, on_error=lambda t, e: {"task": list(t), "error": f"{type(e).__name__}: {e}"})
     results["total_wall_s"] = round(time.time() - t_all, 1)
     save()
     print(table(results))

@@ -1,33 +1,35 @@
 """Benchmark: preference-based RL with simulated teachers, with controls and a wall-clock baseline.
 
 Rows: CartPole-v1 and Pendulum-v1 with an oracle teacher (headline), controls (a teacher answering
-at random, zero labels), SB3 on the true reward for the same environment steps (wall-clock
-baseline, measured in the same run), robustness teachers, and MountainCarContinuous with 200 labels.
-Each row runs seeds one after another in this process (one torch thread); the JSON is rewritten
-after every run, so a run cut short by ``--deadline`` still leaves every finished row.
+at random, zero labels: the same anchored, untrained reward model), SB3 on the true reward for the
+same environment steps (return and wall-clock baseline, measured in the same sweep), robustness
+teachers, MountainCar-v0, LunarLander-v3 and MountainCarContinuous with 200 labels.
 
-    PYTHONPATH=src python benchmarks/preference.py                 # everything that fits
-    PYTHONPATH=src python benchmarks/preference.py --rows cartpole-oracle,cartpole-random --seeds 2
+Every row, controls and baselines included, runs the same seeds (5 by default) through
+:mod:`rlhf_gym.sweep` (Ray tasks, one CPU and one torch thread each; ``--serial`` without Ray,
+``--address`` for a cluster). The table reports the IQM and median with 95% stratified-bootstrap
+intervals and the seeds solved with a Wilson interval (:mod:`rlhf_gym.stats`); a headline row
+counts only where its intervals clear its control's (the random teacher of the same task).
+
+    PYTHONPATH=src python benchmarks/preference.py                 # every row, 5 seeds
+    PYTHONPATH=src python benchmarks/preference.py --rows cartpole-oracle-20,cartpole-random-teacher --seeds 5
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from rlhf_gym.config import TrainConfig
-from rlhf_gym.jobs.preference import train_preference
-from rlhf_gym.learners.preference import default_timesteps, make_algo
+from rlhf_gym import stats
+from rlhf_gym.learners.preference import default_timesteps
+from rlhf_gym.sweep import Row as SweepRow
+from rlhf_gym.sweep import Sweep, format_table, run_sweep
 
 RESULTS = Path(__file__).parent / "results" / "preference.json"
 
@@ -81,70 +83,76 @@ def rows() -> list[Row]:
     ]
 
 
-def run_baseline(row: Row, seed: int) -> dict[str, Any]:
-    """SB3 with the same algorithm and settings on the true reward, for the same environment steps."""
-    from stable_baselines3.common.env_util import make_vec_env
 
-    from rlhf_gym.envs import make_env, spec_of
-    from rlhf_gym.rollouts import rollout
-
-    probe = make_env(row.env)
-    discrete = spec_of(probe).discrete
-    probe.close()
-    algo_name = "ppo" if discrete else "sac"
-    t0 = time.time()
-    venv = make_vec_env(row.env, n_envs=8 if algo_name == "ppo" else 1, seed=seed)
-    algo = make_algo(algo_name, venv, seed, row.timesteps)
-    algo.learn(total_timesteps=row.timesteps)
-    wall = time.time() - t0
-    env = make_env(row.env)
-    rets = []
-    for i in range(20):
-        def pol(o: np.ndarray) -> Any:
-            a = algo.predict(o, deterministic=True)[0]
-            return int(a) if discrete else a
-        rets.append(rollout(env, pol, seed=10_000 + i).ret)
-    env.close()
-    return {"final_return": float(np.mean(rets)), "loop_s": wall, "labels": 0}
+def control_of(row: Row, names: set[str]) -> str | None:
+    """The random-teacher row of the same task (headline and robustness rows are compared with it)."""
+    if row.role in ("control", "baseline"):
+        return None
+    prefix = row.name.split("-")[0]
+    for cand in (f"{prefix}-random-teacher", f"{prefix}-random-teacher-{row.budget}"):
+        if cand in names:
+            return cand
+    return None
 
 
-def run_one(row: Row, seed: int, workdir: Path) -> dict[str, Any]:
-    if row.kind == "baseline":
-        return run_baseline(row, seed)
-    cfg = TrainConfig(env=row.env, feedback="preference", teacher=row.teacher, budget=row.budget, seed=seed,
-                      out=str(workdir / f"{row.name}-{seed}"), timesteps=row.timesteps, progress=False,
-                      noise=row.noise, extra={"threshold": row.threshold, "eval_points": 5, **row.extra})
-    r = train_preference(cfg)
-    fs = r.get("first_solved")
-    return {"final_return": r["mean_return"], "labels": r["feedback_used"],
-            "labels_to_threshold": fs["labels"] if fs else None, "steps_to_threshold": fs["step"] if fs else None,
-            "heldout_accuracy": r["heldout_accuracy"], "inverted_rounds": r["inverted_rounds"],
-            "loop_s": r["wall_s"] - r["eval_s"], "eval_s": r["eval_s"], "reward_train_s": r["reward_train_s"],
-            "sb3_s": r["sb3_s"], "reward_inference_s": r["reward_inference_s"]}
+def build_sweep(wanted: list[Row], seeds: int, out: Path) -> Sweep:
+    """One sweep row per benchmark row; baselines run ``job = true-reward`` (SB3, same steps)."""
+    names = {r.name for r in wanted}
+    rows = []
+    for r in wanted:
+        values: dict[str, Any] = {"env": r.env, "timesteps": r.timesteps, "eval_episodes": 20}
+        settings: dict[str, Any] = {}
+        job = "train"
+        if r.kind == "baseline":
+            job = "true-reward"
+        else:
+            values.update(feedback="preference", teacher=r.teacher, budget=r.budget, noise=r.noise)
+            settings = {"threshold": r.threshold, "eval_points": 5, **r.extra}
+        rows.append(SweepRow(r.name, values, settings, role=r.role, control=control_of(r, names),
+                             threshold=r.threshold, job=job))
+    return Sweep(rows, list(range(seeds)), out, name="preference")
 
 
-def summarise(name: str, row: Row, runs: list[dict[str, Any]], baseline: dict[int, float]) -> dict[str, Any]:
-    fin = np.array([r["final_return"] for r in runs])
-    acc = [r["heldout_accuracy"] for r in runs if r.get("heldout_accuracy") is not None]
-    ratios = [r["loop_s"] / baseline[s] for s, r in zip(row_seeds(runs), runs, strict=True) if s in baseline]
-    # load-robust: the loop against the SB3 part of the same process (learn() minus our callback and reward calls)
-    inproc = [r["loop_s"] / r["sb3_s"] for r in runs if r.get("sb3_s")]
-    l2t = [r["labels_to_threshold"] for r in runs if r.get("labels_to_threshold") is not None]
-    return {
-        "row": name, "env": row.env, "teacher": row.teacher, "budget": row.budget, "timesteps": row.timesteps,
-        "role": row.role, "seeds": len(runs), "threshold": row.threshold,
-        "solved": int((fin >= row.threshold).sum()),
-        "final_median": float(np.median(fin)), "final_min": float(fin.min()), "final_max": float(fin.max()),
-        "labels_to_threshold_median": float(np.median(l2t)) if l2t else None,
-        "heldout_acc_median": float(np.median(acc)) if acc else None,
-        "time_ratio_median": float(np.median(ratios)) if ratios else None,
-        "overhead_ratio_median": float(np.median(inproc)) if inproc else None,
-        "runs": runs,
-    }
+def summarise(sweep: Sweep, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sweep's table plus what this benchmark adds: labels to threshold, held-out accuracy, time ratios."""
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for rec in doc["runs"]:
+        if "result" in rec:
+            runs.setdefault(rec["row"], {})[rec["seed"]] = rec["result"]
+    by_env_baseline = {r.values["env"]: runs.get(r.name, {}) for r in sweep.rows if r.job == "true-reward"}
+    zero = {r.values["env"]: r.name for r in sweep.rows if r.values.get("budget") == 0}
+    lines = []
+    for row, line in zip(sweep.rows, doc["rows"], strict=True):
+        res = runs.get(row.name, {})
+        base = by_env_baseline.get(row.values["env"], {})
+        # the whole loop (minus evaluating the policy) against SB3 on the true reward, same seed and steps
+        ratios = [(r["wall_s"] - r["eval_s"]) / base[s]["learn_s"] for s, r in res.items()
+                  if s in base and "eval_s" in r]
+        inproc = [(r["wall_s"] - r["eval_s"]) / r["sb3_s"] for r in res.values() if r.get("sb3_s")]
+        l2t = [r["first_solved"]["labels"] for r in res.values() if r.get("first_solved")]
+        acc = [r["heldout_accuracy"] for r in res.values() if r.get("heldout_accuracy") is not None]
+        line = {**line, "budget": row.values.get("budget", 0), "timesteps": row.values["timesteps"],
+                "labels_to_threshold_median": float(np.median(l2t)) if l2t else None,
+                "heldout_accuracy_median": float(np.median(acc)) if acc else None,
+                "heldout_pairs_median": float(np.median([r["heldout_pairs"] for r in res.values()
+                                                         if r.get("heldout_pairs") is not None] or [0])),
+                "time_ratio_median": float(np.median(ratios)) if ratios else None,
+                "overhead_ratio_median": float(np.median(inproc)) if inproc else None}
+        z = zero.get(row.values["env"])
+        if row.role not in ("control", "baseline") and z and z != row.name and "iqm" in line:
+            zl = next((x for x in doc["rows"] if x["row"] == z and "iqm" in x), None)
+            if zl is not None:
+                line["vs_zero_labels"] = stats.compare(_summary(line), _summary(zl))
+        lines.append(line)
+    return lines
 
 
-def row_seeds(runs: list[dict[str, Any]]) -> list[int]:
-    return [r["seed"] for r in runs]
+def _summary(line: dict[str, Any]) -> stats.Summary:
+    return stats.Summary(n=line["n"], mean=line["mean"], iqm=line["iqm"], iqm_ci=tuple(line["iqm_ci"]),
+                         median=line["median"], median_ci=tuple(line["median_ci"]), min=line["min"],
+                         max=line["max"], threshold=line.get("threshold"), solved=line.get("solved"),
+                         solved_share=line.get("solved_share"),
+                         solved_ci=tuple(line["solved_ci"]) if line.get("solved_ci") else None)
 
 
 def fmt(v: Any, nd: int = 1) -> str:
@@ -155,15 +163,16 @@ def fmt(v: Any, nd: int = 1) -> str:
     return str(v)
 
 
-def print_table(summary: list[dict[str, Any]]) -> None:
-    head = ["row", "role", "labels", "seeds", "solved", "final median [min, max]", "labels->thr", "held-out acc",
-            "time / SB3", "time / own SB3 part"]
+def print_extra(summary: list[dict[str, Any]]) -> None:
+    head = ["row", "labels", "labels->thr", "held-out acc (pairs)", "vs zero labels", "time / SB3",
+            "time / own SB3 part"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for s in summary:
-        print(f"| {s['row']} | {s['role']} | {s['budget']} | {s['seeds']} | {s['solved']}/{s['seeds']} | "
-              f"{fmt(s['final_median'])} [{fmt(s['final_min'])}, {fmt(s['final_max'])}] | "
-              f"{fmt(s['labels_to_threshold_median'], 0)} | {fmt(s['heldout_acc_median'], 2)} | "
+        vz = s.get("vs_zero_labels")
+        print(f"| {s['row']} | {s['budget']} | {fmt(s['labels_to_threshold_median'], 0)} | "
+              f"{fmt(s['heldout_accuracy_median'], 2)} ({fmt(s['heldout_pairs_median'], 0)}) | "
+              f"{'-' if vz is None else ('clears' if vz['counts'] else 'does not clear')} | "
               f"{fmt(s['time_ratio_median'], 2)} | {fmt(s.get('overhead_ratio_median'), 2)} |")
 
 
@@ -184,83 +193,49 @@ def git_commit() -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", default="", help="comma-separated row names (default: all, in order)")
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--deadline", type=float, default=None, help="unix time after which no new run starts")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 for every row, controls and baselines too")
     p.add_argument("--out", default=str(RESULTS))
-    p.add_argument("--resume", action="store_true", help="keep rows/seeds already in --out")
-    p.add_argument("--merge", nargs="*", default=[],
-                   help="result files of runs made in parallel: their rows are copied into --out (run nothing new "
-                        "unless --rows is given); each environment's rows and baseline should come from one file")
+    p.add_argument("--runs", default=None, help="folder for the run folders and sweep.json (default: next to --out)")
+    p.add_argument("--serial", action="store_true", help="run without Ray, one job after another")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
+    p.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--resume", action="store_true", help="keep finished runs of the same config")
+    p.add_argument("--timesteps", type=int, default=None,
+                   help="override every row's environment steps (a smoke test of the script, not the benchmark)")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
     all_rows = rows()
-    wanted = [r for r in all_rows if not args.rows or r.name in args.rows.split(",")]
-    out = Path(args.out)
-    done: dict[str, list[dict[str, Any]]] = {}
-    if args.resume and out.exists():
-        for s in json.loads(out.read_text()).get("rows", []):
-            done[s["row"]] = s["runs"]
-    merged_from = []
-    for extra_file in args.merge:
-        part = json.loads(Path(extra_file).read_text())
-        merged_from.append({"file": str(extra_file), "command": part.get("command"),
-                            "rows": [s["row"] for s in part.get("rows", [])]})
-        for s in part.get("rows", []):
-            done[s["row"]] = s["runs"]
-    if args.merge and not args.rows:
-        wanted = []
-    commit = git_commit()
-    workdir = Path(tempfile.mkdtemp(prefix="pref-bench-"))
-    skipped: list[str] = []
-
-    def write() -> list[dict[str, Any]]:
-        base: dict[str, dict[int, float]] = {}
+    if args.timesteps:
         for r in all_rows:
-            if r.kind == "baseline" and r.name in done:
-                base[r.env] = {x["seed"]: x["loop_s"] for x in done[r.name]}
-        summary = [summarise(r.name, r, done[r.name], base.get(r.env, {})) for r in all_rows
-                   if r.name in done and done[r.name]]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({
-            "command": "PYTHONPATH=src python benchmarks/preference.py " + " ".join(sys.argv[1:]),
-            "machine": "2 shared CPU cores, 1 torch thread per process",
-            "time_ratio": "whole loop wall-clock (minus evaluation of the policy) / SB3 on the true reward, same "
-                          "algorithm, settings and env steps, same seed, measured in this run",
-            "overhead_ratio": "the same loop wall-clock / the time SB3's learn() spent outside our callback and reward "
-                              "calls in the same process (insensitive to other jobs loading the machine)",
-            "merged_from": merged_from,
-            "not_run": skipped, "rows_not_run": [r.name for r in all_rows if not done.get(r.name)],
-            "rows": summary}, indent=2, default=float) + "\n")
-        return summary
-
-    # seed-major: each seed of every row (baseline included) runs close in time to the others, so the
-    # time ratios compare runs made under the same machine load
-    for seed in range(args.seeds):
-        for row in wanted:
-            if any(r["seed"] == seed for r in done.get(row.name, [])):
-                continue
-            if args.deadline and time.time() > args.deadline:
-                skipped.append(f"{row.name} seed {seed}")
-                continue
-            t0 = time.time()
-            try:
-                res = run_one(row, seed, workdir)
-            except Exception as e:  # a crash is a result too: record it, go on with the next run
-                print(f"{row.name} seed {seed}: FAILED {type(e).__name__}: {e}", flush=True)
-                skipped.append(f"{row.name} seed {seed}: failed {type(e).__name__}: {e}")
-                continue
-            res["seed"] = seed
-            res["wall_s"] = time.time() - t0
-            res["commit"] = commit
-            done.setdefault(row.name, []).append(res)
-            print(f"{row.name} seed {seed}: final {res['final_return']:.1f}, labels {res.get('labels')}, "
-                  f"{res['wall_s']:.0f}s", flush=True)
-            write()
-    summary = write()
-    shutil.rmtree(workdir, ignore_errors=True)
-    print_table(summary)
-    if skipped:
-        print(f"not run before the deadline: {len(skipped)} row-seeds (listed in {out})")
+            r.timesteps = args.timesteps
+    wanted = [r for r in all_rows if not args.rows or r.name in args.rows.split(",")]
+    unknown = set(args.rows.split(",")) - {r.name for r in all_rows} if args.rows else set()
+    if unknown:
+        p.error(f"unknown rows: {', '.join(sorted(unknown))}")
+    out = Path(args.out)
+    runs_dir = Path(args.runs) if args.runs else out.with_suffix("").parent / f"{out.stem}-runs"
+    sweep = build_sweep(wanted, args.seeds, runs_dir)
+    doc = run_sweep(sweep, serial=args.serial, address=args.address, cpus=args.cpus, resume=args.resume)
+    summary = summarise(sweep, doc)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "command": "PYTHONPATH=src python benchmarks/preference.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "commit": git_commit(), "engine": doc["engine"], "seeds": sweep.seeds,
+        "timesteps_override": args.timesteps,
+        "machine": "2 shared CPU cores, 1 torch thread per run",
+        "statistics": "IQM and median of the final true return with 95% stratified-bootstrap percentile "
+                      "intervals (2000 resamples); seeds solved with a 95% Wilson interval; vs control: the "
+                      "headline counts only where its IQM and solved intervals both clear the control's",
+        "time_ratio": "loop wall-clock (minus evaluating the policy) / SB3's learn() on the true reward, same "
+                      "algorithm, settings, env steps and seed, in the same sweep (runs share the machine)",
+        "overhead_ratio": "the same loop wall-clock / the time SB3's learn() spent outside our callback and "
+                          "reward calls in the same process",
+        "rows_run": [r.name for r in wanted], "rows_not_run": [r.name for r in all_rows if r not in wanted],
+        "failed_runs": [f"{r['row']} seed {r['seed']}: {r['error']}" for r in doc["runs"] if "error" in r],
+        "rows": summary}, indent=1) + "\n")
+    print(format_table(summary))
+    print()
+    print_extra(summary)
+    print(f"written to {out}")
     return 0
 
 

@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "rlhf_gym.governance.cli",  # annotators, audit, report, export
     "rlhf_gym.store.cli",  # db upgrade, db current
     "rlhf_gym.demos.cli",  # demos record/import/export
+    "rlhf_gym.sweep.cli",  # sweep
 ]
 
 

@@ -65,7 +65,8 @@ class TrainConfig:
 
         if self.feedback not in feedback_types():
             raise ValueError(f"--feedback must be one of {', '.join(feedback_types())}, got {self.feedback!r}")
-        if self.budget <= 0:
+        # preference runs accept 0 labels: the zero-label control (the untrained, anchored reward model)
+        if self.budget < 0 or (self.budget == 0 and self.feedback != "preference"):
             raise ValueError(f"--budget must be a positive number of answers, got {self.budget}")
         from rlhf_gym.feedback.registry import resolve
 

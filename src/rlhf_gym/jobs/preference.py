@@ -79,7 +79,7 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
             annotator_id=cfg.annotator, settings=cfg.extra, noise=cfg.noise, server=cfg.server, token=cfg.token,
             out_dir=run.path, consent=consent_policy(cfg.policy))) if cfg.budget > 0 else None
     probe.close()
-    if cfg.budget < 5 and not cfg.reward:
+    if 0 < cfg.budget < 5 and not cfg.reward:
         msg = f"budget {cfg.budget} is tiny: the reward model will be a rough guess (and may come out inverted)"
         warnings.warn(msg, stacklevel=2)
         print(f"WARNING: {msg}", flush=True)
@@ -149,7 +149,9 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
         "mean_return": float(final.mean()), "std_return": float(final.std()), "episodes": int(cfg.eval_episodes),
         "feedback_used": loop.labels_used(), "asked": loop.asked, "algo": algo_name, "timesteps": timesteps,
         "threshold": threshold, "first_solved": loop.first_solved,
-        "heldout_accuracy": fit.get("heldout_accuracy"), "train_accuracy": fit.get("train_accuracy"),
+        "heldout_accuracy": fit.get("heldout_accuracy"), "heldout_pairs": fit.get("heldout_pairs"),
+        "train_accuracy": fit.get("train_accuracy"), "fit_val_accuracy": fit.get("fit_val_accuracy"),
+        "labels_trained": len(loop.pairs) - sum(loop.heldout_flags),
         "inverted_rounds": loop.inverted_rounds, "warnings": loop.warnings, "model_ids": loop.model_ids,
         "run_id": run_id, "wall_s": total_s, "learn_s": learn_s, "eval_s": loop.t["eval"],
         "reward_train_s": loop.t["reward_train"], "query_s": loop.t["queries"],

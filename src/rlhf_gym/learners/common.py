@@ -278,6 +278,9 @@ class LearnerSettings:
     """Decoupled weight decay (AdamW): keeps the net from memorising wrong answers as replay grows."""
     updates_per_answer: int = 10
     """Gradient steps on replayed answers after each new answer."""
+    replay: bool = True
+    """Update on minibatches of every answer so far; ``false`` updates on the newest answer alone (an
+    ablation: without replay the net forgets earlier states, see tests/test_learning_checks.py)."""
     batch_size: int = 64
     warmup_steps: int = 1000
     """Steps of random play (no teacher) to set the observation scaling before the first question."""
@@ -357,6 +360,7 @@ class FeedbackLearner:
         self.replay: list[Credit] = []  # every answer so far that counts (weight > 0), with its credit
         self.records: list[Credit] = []  # every answer so far, also those of excluded annotators (weight 0)
         self.answers = 0
+        self._newest = 0  # replay records the newest answer added
 
     # -- acting -----------------------------------------------------------------------------------
     def observe(self, obs: np.ndarray) -> None:
@@ -407,6 +411,7 @@ class FeedbackLearner:
             return
         self.answers += 1
         self.replay += records
+        self._newest = len(records)
         if not self.scaler_frozen:
             self.model.set_scaler(self.scaler)
         for _ in range(self.s.updates_per_answer):
@@ -433,6 +438,8 @@ class FeedbackLearner:
 
     def _batch_indices(self) -> np.ndarray:
         n = len(self.replay)
+        if not self.s.replay:
+            return np.arange(max(0, n - self._newest), n)
         if n <= self.s.batch_size:
             return np.arange(n)
         return self.rng.choice(n, size=self.s.batch_size, replace=False)

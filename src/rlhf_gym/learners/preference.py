@@ -40,11 +40,13 @@ from rlhf_gym.feedback.selection import (
 )
 from rlhf_gym.feedback.sources import FeedbackSource, StopFeedback
 from rlhf_gym.governance.bias import WeightPolicy
-from rlhf_gym.rewards.diagnostics import ensemble_disagreement, reward_correlation
+from rlhf_gym.rewards.diagnostics import ensemble_disagreement, pair_accuracy, reward_correlation
 from rlhf_gym.rewards.models import RewardModel
 from rlhf_gym.rewards.training import (
     InvertedRewardWarning,
     fit_reward_model,
+    inverted_message,
+    looks_inverted,
     normalise_output,
     reinitialise,
 )
@@ -84,6 +86,11 @@ class PreferenceSettings:
     """PPO's parallel environments."""
     threshold: float | None = None
     """True return counted as solved (default: the env spec's reward_threshold)."""
+    heldout_every: int = 5
+    """One label in this many (which one: a rule seeded by the run's seed) is held out: never trained on
+    by any round, only used to measure the reward model's accuracy and to judge it inverted. Applies
+    when the budget has at least 4 held-out labels' worth (20 at the default): below that a held-out set
+    costs too many training labels to say anything; 0 = no held-out labels."""
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> tuple[PreferenceSettings, dict[str, Any]]:
@@ -153,6 +160,14 @@ class PreferenceLoop:
         self.pairs: list[tuple[Segment, Segment, float]] = []
         self.pair_meta: list[tuple[str, int | None]] = []  # (annotator, feedback id) of each pair
         self.fb_ids: list[int] = []
+        # the true held-out set: label i (in order of arrival) is held out iff i % k == offset
+        k = st.heldout_every
+        if k < 0:
+            raise ValueError(f"heldout_every must be >= 0, got {k}")
+        self.heldout_k = k if k > 0 and budget >= 4 * k else 0
+        self.heldout_offset = int(np.random.default_rng([seed, 7919]).integers(self.heldout_k)) \
+            if self.heldout_k else -1
+        self.heldout_flags: list[bool] = []  # one per entry of self.pairs
         self.weighting = weighting or WeightPolicy()
         self.query_map: dict[str, PairQuery] = {}
         self.pool: list[list[Trajectory]] = []
@@ -226,6 +241,8 @@ class PreferenceLoop:
             assert q.left is not None and q.right is not None
             self.pairs.append((q.left, q.right, float(fb.value)))
             self.pair_meta.append((fb.annotator_id, fb.id))
+            self.heldout_flags.append(bool(self.heldout_k) and
+                                      (len(self.pairs) - 1) % self.heldout_k == self.heldout_offset)
             if fb.id is not None:
                 self.fb_ids.append(int(fb.id))
             new += 1
@@ -240,18 +257,19 @@ class PreferenceLoop:
         With ``annotator_weighting`` off every label counts fully; otherwise flagged annotators' labels
         are down-weighted or (weight 0) left out, and left out of the model's lineage too.
         """
+        held = self.heldout_flags
         if self.store is None:
-            return self.pairs, self.fb_ids, None
-        # read through the store at every fit: a person who withdrew during the run is out of the next fit
-        live = {fb.id for fb in self.store.feedback(run_id=self.run_id, kind="pair", include_skipped=False)}
+            ids = [int(fid) for (_, fid), h in zip(self.pair_meta, held, strict=True) if fid is not None and not h]
+            return [p for p, h in zip(self.pairs, held, strict=True) if not h], ids, None
+        live = self._live_ids()
         aw: dict[str, float] = {}
         if self.weighting.mode != "off":
             from rlhf_gym.governance.report import training_weights
 
             aw = training_weights(self.store, self.weighting, run_id=self.run_id)
         pairs, ids, weights = [], [], []
-        for pair, (ann, fid) in zip(self.pairs, self.pair_meta, strict=True):
-            if fid is not None and fid not in live:
+        for pair, (ann, fid), h in zip(self.pairs, self.pair_meta, held, strict=True):
+            if h or (fid is not None and fid not in live):
                 continue
             w = float(aw.get(ann, 1.0))
             if w > 0:
@@ -260,6 +278,37 @@ class PreferenceLoop:
                 if fid is not None:
                     ids.append(int(fid))
         return pairs, ids, (weights if self.weighting.mode != "off" else None)
+
+    def _live_ids(self) -> set[int]:
+        # read through the store at every fit: a person who withdrew during the run is out of the next fit
+        return {fb.id for fb in self.store.feedback(run_id=self.run_id, kind="pair", include_skipped=False)}
+
+    def heldout_pairs(self) -> list[tuple[Segment, Segment, float]]:
+        """The held-out labels still standing (withdrawn ones leave this set too); no round trains on them."""
+        live = self._live_ids() if self.store is not None else None
+        return [p for p, (_, fid), h in zip(self.pairs, self.pair_meta, self.heldout_flags, strict=True)
+                if h and (live is None or fid is None or fid in live)]
+
+    def judge_heldout(self, m: dict[str, Any], warm: bool) -> None:
+        """Measure the fitted model on the held-out labels and judge inversion on them.
+
+        The fit's own validation split (``fit_val_accuracy``) is drawn anew each round while the model
+        warm-starts, so after the first round it was trained on; it only decides inversion for a cold
+        fit when fewer than 4 held-out labels exist.
+        """
+        m["fit_val_accuracy"] = m.get("heldout_accuracy")
+        c, k = pair_accuracy(self.reward, self.heldout_pairs())
+        m["heldout_accuracy"] = c / k if k else None
+        m["heldout_pairs"] = k
+        fit_said = m.get("inverted", False)
+        if k >= 4:
+            m["inverted"] = looks_inverted(c, k, min_count=4)
+        elif warm:
+            m["inverted"] = False
+        if m["inverted"] and k >= 4:
+            m["warning"] = inverted_message(c, k)
+        elif fit_said and not m["inverted"]:
+            m["warning"] = None
 
     def train_reward(self, step: int) -> None:
         t0 = time.time()
@@ -270,9 +319,11 @@ class PreferenceLoop:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", InvertedRewardWarning)
             m = fit_reward_model(self.reward, pairs, self.rng, warm=self.trained_once, weights=weights)
+            self.judge_heldout(m, warm=self.trained_once)
             if m["inverted"]:  # one fresh restart before believing it
                 reinitialise(self.reward, int(self.rng.integers(2**31)))
                 m = fit_reward_model(self.reward, pairs, self.rng, warm=False, weights=weights)
+                self.judge_heldout(m, warm=False)
         self.trained_once = True
         if m["inverted"]:
             self.inverted_rounds.append(self.round)
@@ -315,7 +366,8 @@ class PreferenceLoop:
                                "eval_return": float(rets.mean())}
         fit = getattr(self, "last_fit", None)
         if fit:
-            row.update(heldout_accuracy=fit.get("heldout_accuracy"), train_accuracy=fit.get("train_accuracy"),
+            row.update(heldout_accuracy=fit.get("heldout_accuracy"), heldout_pairs=fit.get("heldout_pairs"),
+                       train_accuracy=fit.get("train_accuracy"), fit_val_accuracy=fit.get("fit_val_accuracy"),
                        reward_inverted=bool(fit.get("inverted")))
         if cands and self.trained_once:
             row["disagreement"] = ensemble_disagreement(self.reward, cands[:64])

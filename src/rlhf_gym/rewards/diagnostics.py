@@ -19,13 +19,18 @@ from rlhf_gym.types import Segment, Trajectory
 
 
 @torch.no_grad()
-def heldout_accuracy(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]]) -> float | None:
-    """Fraction of non-tie labelled pairs the ensemble mean ranks correctly (None if there are none)."""
+def pair_accuracy(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]]) -> tuple[int, int]:
+    """(correct, counted): non-tie labelled pairs the ensemble's mean logit ranks correctly, and how many."""
     if not pairs:
-        return None
+        return 0, 0
     data = make_pair_data(model, pairs)
     logits = torch.stack([member_logits(m, data) for m in model.members]).mean(0)
-    c, k = preference_accuracy(logits, data.y)
+    return preference_accuracy(logits, data.y)
+
+
+def heldout_accuracy(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]]) -> float | None:
+    """Fraction of non-tie labelled pairs the ensemble mean ranks correctly (None if there are none)."""
+    c, k = pair_accuracy(model, pairs)
     return c / k if k else None
 
 

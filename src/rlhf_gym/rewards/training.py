@@ -303,15 +303,24 @@ def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment,
     out["heldout_judgements"] = hk
     out["steps"] = int(np.mean(member_steps))
     # an inverted reward: held-out judgements clearly below chance (one-sided binomial test)
-    if hk >= 5 and hc / hk < 0.5 and binomial_cdf(hc, hk) < 0.1:
+    if looks_inverted(hc, hk):
         out["inverted"] = True
-        msg = (f"the learned reward looks INVERTED: it ranks held-out clip pairs correctly only {hc}/{hk} times "
-               f"({hc / hk:.0%}, well below chance). Too few or contradictory labels? Policies trained on it "
-               "may do worse than random.")
+        msg = inverted_message(hc, hk)
         out["warning"] = msg
         warnings.warn(msg, InvertedRewardWarning, stacklevel=2)
         log.warning(msg)
     return out
+
+
+def looks_inverted(correct: int, count: int, min_count: int = 5) -> bool:
+    """Whether held-out accuracy ``correct / count`` is clearly below chance (one-sided binomial, p < 0.1)."""
+    return count >= min_count and correct / count < 0.5 and binomial_cdf(correct, count) < 0.1
+
+
+def inverted_message(correct: int, count: int) -> str:
+    return (f"the learned reward looks INVERTED: it ranks held-out clip pairs correctly only {correct}/{count} "
+            f"times ({correct / count:.0%}, well below chance). Too few or contradictory labels? Policies trained "
+            "on it may do worse than random.")
 
 
 def reinitialise(model: RewardModel, seed: int) -> None:
@@ -362,7 +371,9 @@ def normalise_output(model: RewardModel, pairs: Sequence[tuple[Segment, Segment,
         return
     obs, acts, nxt, ab = segment_arrays(segs)
     real = ~ab
-    use_abs = bool(any(s.absorbing.any() for a, b, _ in pairs for s in (a, b)))
+    # anchored at the absorbing state wherever the states it is normalised on hold one: with labels and
+    # without (the zero-label control gets the same anchored model as the labelled runs)
+    use_abs = bool(any(s.absorbing.any() for s in segs))
     model.set_output_normalisation(obs[real], acts[real], nxt[real], use_absorbing=use_abs)
 
 
