@@ -186,3 +186,16 @@ def test_library_calls_never_read_the_project_file_from_the_current_directory(tm
     src.input_fn, src.out = (lambda _p: "yes"), shown.append
     assert src._consent() and "Project text XYZ." in shown[-1]
     store.close()
+
+
+def test_teachers_command_lists_the_registry(capsys):
+    from rlhf_gym.cli import main
+    from rlhf_gym.jobs import feedback_types
+
+    assert main(["teachers"]) == 0
+    out = capsys.readouterr().out
+    for kind in feedback_types():
+        assert f"{kind}:" in out
+        for name in registry.teachers(kind):
+            assert f"  {name} " in out
+    assert main(["teachers", "--feedback", "nope"]) == 2

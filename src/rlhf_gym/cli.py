@@ -38,11 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an agent from feedback", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = TrainConfig()
     t.add_argument("--env", default=d.env, help="Gymnasium environment id")
-    t.add_argument("--feedback", default=d.feedback, help="evaluative or preference (see rlhf_gym.jobs)")
+    from rlhf_gym.jobs import feedback_types
+
+    t.add_argument("--feedback", default=d.feedback, help=f"kind of feedback: {', '.join(feedback_types())}")
     t.add_argument("--learner", default=d.learner, help="evaluative: reinforce, tamer or coach; "
                    "demonstration: bc (picked when left at the default), dagger, gail, airl or maxent-irl")
     t.add_argument("--teacher", default=d.teacher,
-                   help="oracle, expert, noisy, delayed, random (simulated), human (terminal) or web")
+                   help="who answers: a simulated teacher, human (terminal) or web; `rlhf-gym teachers` lists them")
     t.add_argument("--budget", type=int, default=d.budget, help="feedback answers the learner may ask for "
                    "(demonstration: episodes recorded from --teacher; dagger: labels)")
     t.add_argument("--seed", type=int, default=d.seed)
@@ -65,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="learner setting, repeatable")
     t.set_defaults(func=cmd_train)
+
+    tl = sub.add_parser("teachers", help="list the teachers of every feedback type (the one registry)")
+    tl.add_argument("--feedback", default=None, help="only this feedback type")
+    tl.set_defaults(func=cmd_teachers)
 
     e = sub.add_parser("evaluate", help="true return of a trained agent (deterministic policy)")
     e.add_argument("run_dir")
@@ -126,6 +132,22 @@ def with_monitoring_policy(extra: dict) -> dict:
     if policy.flags is not None:
         out["weight_flags"] = ",".join(policy.flags)
     return out
+
+
+def cmd_teachers(args: argparse.Namespace) -> int:
+    from rlhf_gym.feedback.registry import teachers
+    from rlhf_gym.jobs import feedback_types
+
+    kinds = feedback_types()
+    if args.feedback is not None and args.feedback not in kinds:
+        raise UsageError(f"--feedback must be one of {', '.join(kinds)}, got {args.feedback!r}")
+    for kind in [args.feedback] if args.feedback else kinds:
+        print(f"{kind}:")
+        for name, e in sorted(teachers(kind).items()):
+            tags = ", ".join(t for t, on in (("person", e.person), ("combine with +", e.combinable)) if on)
+            sets = f"  [--set {', '.join(e.settings)}]" if e.settings else ""
+            print(f"  {name:<12} {e.help}{f' ({tags})' if tags else ''}{sets}")
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

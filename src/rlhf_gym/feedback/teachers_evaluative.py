@@ -268,8 +268,15 @@ def simulated_evaluative_teacher(req: TeacherRequest, judge: Judge | None = None
                             noise=noise, skip=float(x.get("skip", 0.0)), delay=delay)
 
 
+_HELP = {
+    "oracle": "judges each action by the expert's Q-values (good if no worse than the best)",
+    "expert": "good when the action is the expert's own",
+    "noisy": "the oracle, wrong at rate --noise",
+    "delayed": "the oracle, answering 2-6 steps late without saying which step",
+    "random": "the control: a fair coin",
+}
 for _name in SIMULATED:
-    register_teacher("evaluative", _name, settings=_SETTINGS)(simulated_evaluative_teacher)
+    register_teacher("evaluative", _name, settings=_SETTINGS, help=_HELP.get(_name, ""))(simulated_evaluative_teacher)
 
 
 @register_teacher("evaluative", "human", person=True, help="you, at the terminal")

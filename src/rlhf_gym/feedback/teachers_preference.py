@@ -197,8 +197,20 @@ def _registered_preference_teacher(req: TeacherRequest) -> FeedbackSource:
                                       req.store, req.run_id)
 
 
+_HELP = {
+    "oracle": "prefers the clip with the larger true return",
+    "stochastic": "Boltzmann-rational (beta 10 on the normalised return difference)",
+    "mistake": "the oracle, flipping labels at rate --noise",
+    "skip": "skips pairs where both clips are poor",
+    "equal": "says 'equal' when returns are within 10% of the range seen",
+    "myopic": "discounts the clip's early steps (gamma 0.9)",
+    "random": "the control: a fair coin",
+    "left-biased": "picks the left clip 30% of the time regardless",
+    "always-left": "always picks the left clip (a broken annotator)",
+}
 for _name in PRESETS:
-    register_teacher("preference", _name, combinable=True, settings=("teacher_*",))(_registered_preference_teacher)
+    register_teacher("preference", _name, combinable=True, settings=("teacher_*",),
+                     help=_HELP.get(_name, ""))(_registered_preference_teacher)
 
 
 @register_teacher("preference", "human", person=True, help="you compare the clips at the terminal")
