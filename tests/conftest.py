@@ -21,3 +21,16 @@ def store(tmp_path):
     s = FeedbackStore(tmp_path / "feedback.db")
     yield s
     s.close()
+
+
+@pytest.fixture
+def live_web(tmp_path):
+    """The annotation app serving on 127.0.0.1 (alice and bob invited and consenting), and its store."""
+    from _web_helpers import LiveServer, add_people, tmp_app
+
+    store, app = tmp_app(tmp_path)
+    add_people(store)
+    srv = LiveServer(app)
+    yield srv, store
+    srv.stop()
+    store.close()

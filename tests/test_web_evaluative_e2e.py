@@ -7,26 +7,15 @@ import threading
 import time
 
 import httpx
-import pytest
 
-from _web_helpers import ADMIN, LiveServer, add_people, headers, tmp_app
+from _web_helpers import ADMIN, headers
 from rlhf_gym.config import TrainConfig
 from rlhf_gym.pipeline import train
 from rlhf_gym.store import FeedbackStore
 
 
-@pytest.fixture
-def server(tmp_path):
-    store, app = tmp_app(tmp_path)
-    add_people(store)
-    srv = LiveServer(app)
-    yield srv, store
-    srv.stop()
-    store.close()
-
-
-def test_evaluative_training_through_the_web_app(server, tmp_path):
-    srv, server_store = server
+def test_evaluative_training_through_the_web_app(live_web, tmp_path):
+    srv, _server_store = live_web
     answered: list[str] = []
     stop = threading.Event()
 
