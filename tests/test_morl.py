@@ -241,7 +241,12 @@ def test_job_with_a_population_reports_each_annotator(tmp_path):
     assert len(res["annotator_spread"]) == 1
     store = FeedbackStore(out / "feedback.db")
     who = [f.annotator_id for f in store.feedback(kind="outcome")]
+    assert store.export_jsonl(tmp_path / "labels.jsonl") == 6  # outcome answers travel like any label
     store.close()
+    other = FeedbackStore(tmp_path / "other.db")
+    assert other.import_jsonl(tmp_path / "labels.jsonl") == 6
+    assert all(isinstance(q, OutcomeQuery) for q in other.queries(kind="outcome"))
+    other.close()
     assert sorted(who) == ["sim-population-00"] * 3 + ["sim-population-01"] * 3
     mean = np.mean(list(res["annotator_weights"].values()), axis=0)
     assert np.allclose(res["learned_weights"], mean)  # aggregate=mean: each person counts equally
