@@ -264,3 +264,15 @@ def test_learned_rationality_tells_an_oracle_from_a_noisy_teacher():
                             30, "random", np.random.default_rng(3))
         betas[name] = res.posterior.beta
     assert betas["oracle"] > 20 and betas["noisy"] < 6, betas
+
+
+def test_missing_extra_is_named(monkeypatch):
+    import sys
+
+    from rlhf_gym.envs import EnvError
+    from rlhf_gym.morl.envs import make_vector_env
+
+    monkeypatch.setitem(sys.modules, "mo_gymnasium", None)  # as if the extra were not installed
+    with pytest.raises(EnvError, match=r"rlhf-gym\[morl\]"):
+        make_vector_env("deep-sea-treasure-v0")
+    make_vector_env("mo-cartpole-v1").close()  # our own vector environments need no extra
