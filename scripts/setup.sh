@@ -8,5 +8,5 @@ PY="${PYTHON:-python3}"
 if ! .venv/bin/python -c "import rlhf_gym, torch, gymnasium, stable_baselines3, fastapi" 2>/dev/null; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q "torch==2.13.0"
-  .venv/bin/pip install -q -e ".[web,postgres,parquet,morl,dev]"
+  .venv/bin/pip install -q -e ".[web,postgres,parquet,dev]"
 fi
