@@ -140,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
                            "machine": platform.platform(), "complete": False, "weights": {}, "policy": None}
     if RESULTS.exists():  # keep the other part's numbers when only one part is rerun
         old = json.loads(RESULTS.read_text())
-        doc["weights"] = old.get("weights", {}) if args.part == "policy" else {}
-        doc["policy"] = old.get("policy") if args.part == "weights" else None
+        if args.part == "policy":
+            doc["weights"], doc["weights_command"] = old.get("weights", {}), old.get("weights_command")
+        if args.part == "weights":
+            doc["policy"], doc["policy_command"] = old.get("policy"), old.get("policy_command")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
@@ -150,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.part in ("weights", "all"):
+            doc["weights_command"] = doc["command"]
             for env_id in args.envs:
                 outcomes, meta = outcome_set(env_id)
                 entry: dict[str, Any] = {**meta, "rows": {}}
@@ -165,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                     save()
         if args.part in ("policy", "all"):
             runs = []
+            doc["policy_command"] = doc["command"]
             doc["policy"] = {"env": "deep-sea-treasure-v0", "budget": args.policy_budget,
                              "policy_timesteps": args.policy_timesteps, "runs": runs}
             for s in range(args.seeds):

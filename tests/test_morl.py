@@ -241,7 +241,12 @@ def test_job_with_a_population_reports_each_annotator(tmp_path):
     assert len(res["annotator_spread"]) == 1
     store = FeedbackStore(out / "feedback.db")
     who = [f.annotator_id for f in store.feedback(kind="outcome")]
+    assert store.export_jsonl(tmp_path / "labels.jsonl") == 6  # outcome answers travel like any label
     store.close()
+    other = FeedbackStore(tmp_path / "other.db")
+    assert other.import_jsonl(tmp_path / "labels.jsonl") == 6
+    assert all(isinstance(q, OutcomeQuery) for q in other.queries(kind="outcome"))
+    other.close()
     assert sorted(who) == ["sim-population-00"] * 3 + ["sim-population-01"] * 3
     mean = np.mean(list(res["annotator_weights"].values()), axis=0)
     assert np.allclose(res["learned_weights"], mean)  # aggregate=mean: each person counts equally
@@ -259,3 +264,15 @@ def test_learned_rationality_tells_an_oracle_from_a_noisy_teacher():
                             30, "random", np.random.default_rng(3))
         betas[name] = res.posterior.beta
     assert betas["oracle"] > 20 and betas["noisy"] < 6, betas
+
+
+def test_missing_extra_is_named(monkeypatch):
+    import sys
+
+    from rlhf_gym.envs import EnvError
+    from rlhf_gym.morl.envs import make_vector_env
+
+    monkeypatch.setitem(sys.modules, "mo_gymnasium", None)  # as if the extra were not installed
+    with pytest.raises(EnvError, match=r"rlhf-gym\[morl\]"):
+        make_vector_env("deep-sea-treasure-v0")
+    make_vector_env("mo-cartpole-v1").close()  # our own vector environments need no extra

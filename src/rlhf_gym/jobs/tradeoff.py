@@ -117,7 +117,7 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
         from rlhf_gym.feedback.teachers_tradeoff import parse_weights
 
         parse_weights(cfg.extra["teacher_weights"], k)
-    if st.aggregate not in AGGREGATES and not st.aggregate.strip():
+    if st.aggregate not in AGGREGATES and not str(st.aggregate).strip():
         raise ValueError(f"aggregate must be {', '.join(AGGREGATES)} or an annotator id, got {st.aggregate!r}")
 
     run = RunDir(cfg.out)
@@ -197,9 +197,15 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
         for aid in dict.fromkeys(fb.annotator_id for _, fb in answers):
             per[aid] = posterior_from([(q, fb) for q, fb in answers if fb.annotator_id == aid],
                                       lambda: make_post(1 + len(per)))
-        learned = _aggregate(st.aggregate, pooled, per)
         spread = {f"{a}|{b}": round(1 - cosine(per[a].mean, per[b].mean), 4)
                   for ai, a in enumerate(per) for b in list(per)[ai + 1:]}
+        try:
+            learned = _aggregate(str(st.aggregate), pooled, per)
+        finally:  # the posteriors are kept even when the aggregation rule names nobody who answered
+            run.file("posterior.json").write_text(json.dumps({
+                "aggregate": st.aggregate, "pooled": pooled.to_dict(names),
+                "per_annotator": {a: p.to_dict(names, n_keep=100) for a, p in per.items()},
+                "cosine_distance_between_annotators": spread}, indent=1))
         run.file("posterior.json").write_text(json.dumps({
             "aggregate": st.aggregate, "learned_weights": learned.tolist(), "pooled": pooled.to_dict(names),
             "per_annotator": {a: p.to_dict(names, n_keep=100) for a, p in per.items()},
