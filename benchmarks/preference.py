@@ -214,12 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     runs_dir = Path(args.runs) if args.runs else out.with_suffix("").parent / f"{out.stem}-runs"
     sweep = build_sweep(wanted, args.seeds, runs_dir)
+    commit = git_commit()  # the code the runs use (taken before they start)
     doc = run_sweep(sweep, serial=args.serial, address=args.address, cpus=args.cpus, resume=args.resume)
     summary = summarise(sweep, doc)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "command": "PYTHONPATH=src python benchmarks/preference.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "commit": git_commit(), "engine": doc["engine"], "seeds": sweep.seeds,
+        "commit": commit, "engine": doc["engine"], "seeds": sweep.seeds,
         "timesteps_override": args.timesteps,
         "machine": "2 shared CPU cores, 1 torch thread per run",
         "statistics": "IQM and median of the final true return with 95% stratified-bootstrap percentile "
