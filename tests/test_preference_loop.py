@@ -228,9 +228,12 @@ def test_heldout_labels_are_never_trained_on(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pref.PreferenceLoop, "judge_heldout", judge)
     cfg = TrainConfig(env="CartPole-v1", feedback="preference", teacher="oracle", budget=20, seed=3,
-                      out=str(tmp_path / "run"), timesteps=2048, progress=False, eval_episodes=2)
+                      out=str(tmp_path / "run"), timesteps=2048, progress=False, eval_episodes=2,
+                      extra={"heldout_min_budget": 20})
     res = train_preference(cfg)
     loop = seen["loop"]
+    # test-then-train: every label after the first fit was judged before any fit saw it
+    assert 0 < res["prequential_pairs"] < 20 and 0.0 <= res["prequential_accuracy"] <= 1.0
     held = [p for p, h in zip(loop.pairs, loop.heldout_flags, strict=True) if h]
     held_ids = {fid for (_, fid), h in zip(loop.pair_meta, loop.heldout_flags, strict=True) if h}
     assert len(held) == 4 and res["labels_trained"] == 16 and res["feedback_used"] == 20
@@ -247,7 +250,9 @@ def test_inversion_is_judged_on_the_heldout_labels(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pref, "pair_accuracy", lambda model, pairs: (0, len(pairs)))  # every held-out pair wrong
     cfg = TrainConfig(env="CartPole-v1", feedback="preference", teacher="oracle", budget=20, seed=0,
-                      out=str(tmp_path / "run"), timesteps=2048, progress=False, eval_episodes=2)
+                      out=str(tmp_path / "run"), timesteps=2048, progress=False, eval_episodes=2,
+                      extra={"heldout_min_budget": 20})
     res = train_preference(cfg)
     assert res["inverted_rounds"] and any("0/4" in w for w in res["warnings"])
+    assert res["prequential_accuracy"] == 0.0  # judged with the same (patched) accuracy, before training
     assert res["heldout_accuracy"] == 0.0 and res["heldout_pairs"] == 4

@@ -150,6 +150,7 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
         "feedback_used": loop.labels_used(), "asked": loop.asked, "algo": algo_name, "timesteps": timesteps,
         "threshold": threshold, "first_solved": loop.first_solved,
         "heldout_accuracy": fit.get("heldout_accuracy"), "heldout_pairs": fit.get("heldout_pairs"),
+        "prequential_accuracy": fit.get("prequential_accuracy"), "prequential_pairs": fit.get("prequential_pairs"),
         "train_accuracy": fit.get("train_accuracy"), "fit_val_accuracy": fit.get("fit_val_accuracy"),
         "labels_trained": len(loop.pairs) - sum(loop.heldout_flags),
         "inverted_rounds": loop.inverted_rounds, "warnings": loop.warnings, "model_ids": loop.model_ids,

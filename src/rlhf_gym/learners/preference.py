@@ -88,9 +88,12 @@ class PreferenceSettings:
     """True return counted as solved (default: the env spec's reward_threshold)."""
     heldout_every: int = 5
     """One label in this many (which one: a rule seeded by the run's seed) is held out: never trained on
-    by any round, only used to measure the reward model's accuracy and to judge it inverted. Applies
-    when the budget has at least 4 held-out labels' worth (20 at the default): below that a held-out set
-    costs too many training labels to say anything; 0 = no held-out labels."""
+    by any round, only used to measure the reward model's accuracy and to judge it inverted; 0 = never.
+    Every run also reports ``prequential_accuracy``: each label judged by the model before it was
+    trained on it (test-then-train), which costs no label."""
+    heldout_min_budget: int = 100
+    """Labels are held out only in runs with at least this budget: at 20 labels, 4 held-out pairs measure
+    accuracy to about +-0.4 and cost CartPole 2 of 5 solved seeds (measured, see the README)."""
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> tuple[PreferenceSettings, dict[str, Any]]:
@@ -164,7 +167,8 @@ class PreferenceLoop:
         k = st.heldout_every
         if k < 0:
             raise ValueError(f"heldout_every must be >= 0, got {k}")
-        self.heldout_k = k if k > 0 and budget >= 4 * k else 0
+        self.heldout_k = k if k > 0 and budget >= st.heldout_min_budget else 0
+        self.prequential = [0, 0]  # labels the current model ranked right before training on them, labels judged
         self.heldout_offset = int(np.random.default_rng([seed, 7919]).integers(self.heldout_k)) \
             if self.heldout_k else -1
         self.heldout_flags: list[bool] = []  # one per entry of self.pairs
@@ -234,12 +238,14 @@ class PreferenceLoop:
         except StopFeedback:
             got = []
         new = 0
+        fresh: list[tuple[Segment, Segment, float]] = []
         for fb in got:
             q = self.query_map.get(fb.query_id)
             if q is None or fb.value is None:
                 continue
             assert q.left is not None and q.right is not None
             self.pairs.append((q.left, q.right, float(fb.value)))
+            fresh.append(self.pairs[-1])
             self.pair_meta.append((fb.annotator_id, fb.id))
             self.heldout_flags.append(bool(self.heldout_k) and
                                       (len(self.pairs) - 1) % self.heldout_k == self.heldout_offset)
@@ -248,6 +254,10 @@ class PreferenceLoop:
             new += 1
         if new == 0 and not (force_train and self.pairs):
             return False
+        if self.trained_once and fresh:  # test, then train: judged by a model that has not seen them
+            c, k = pair_accuracy(self.reward, fresh)
+            self.prequential[0] += c
+            self.prequential[1] += k
         self.train_reward(step)
         return True
 
@@ -300,6 +310,9 @@ class PreferenceLoop:
         c, k = pair_accuracy(self.reward, self.heldout_pairs())
         m["heldout_accuracy"] = c / k if k else None
         m["heldout_pairs"] = k
+        c_p, k_p = self.prequential
+        m["prequential_accuracy"] = c_p / k_p if k_p else None
+        m["prequential_pairs"] = k_p
         fit_said = m.get("inverted", False)
         if k >= 4:
             m["inverted"] = looks_inverted(c, k, min_count=4)
@@ -367,6 +380,7 @@ class PreferenceLoop:
         fit = getattr(self, "last_fit", None)
         if fit:
             row.update(heldout_accuracy=fit.get("heldout_accuracy"), heldout_pairs=fit.get("heldout_pairs"),
+                       prequential_accuracy=fit.get("prequential_accuracy"),
                        train_accuracy=fit.get("train_accuracy"), fit_val_accuracy=fit.get("fit_val_accuracy"),
                        reward_inverted=bool(fit.get("inverted")))
         if cands and self.trained_once:
