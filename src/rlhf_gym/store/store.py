@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from rlhf_gym.store import audit, migrate
 from rlhf_gym.store.annotation import AnnotationMixin
 from rlhf_gym.store.audit import retry_conflicts
+from rlhf_gym.store.batch import BatchMixin
 from rlhf_gym.store.jsonsafe import UnsafeValue, check_json, clean_json
 from rlhf_gym.store.schema import (
     AnnotatorRow,
@@ -86,7 +87,7 @@ def resolve_url(db: str | Path) -> str:
     return f"sqlite:///{Path(s).resolve()}"
 
 
-class FeedbackStore(SessionsMixin, AnnotationMixin):
+class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin):
     """Annotators (invites, sessions), consents, runs, queries, feedback, models with lineage, the audit log."""
 
     def __init__(self, db: str | Path = "feedback.db", *, consent_version: str | None = None, echo: bool = False,
