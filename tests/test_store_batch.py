@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from _web_helpers import drop_pg, pg_database
-from rlhf_gym.store import AlreadyAnswered, ConsentError, FeedbackStore, StoreError, UnsafeInputError
+from rlhf_gym.store import AlreadyAnswered, ConsentError, FeedbackStore, KeyUsed, StoreError, UnsafeInputError
 from rlhf_gym.types import Feedback, StepQuery
 
 PG_URL = os.environ.get("RLHF_GYM_TEST_PG_URL")
@@ -63,7 +63,8 @@ def test_a_batch_stores_the_good_and_refuses_each_bad_item(store):
     before = len(s.audit_entries())
     out = s.add_feedback_many(items)
     assert all(isinstance(out[i], Feedback) and out[i].id for i in (0, 1, 10))
-    assert out[3].id == out[1].id and out[4].id == earlier.id
+    assert isinstance(out[3], KeyUsed) and out[3].feedback.id == out[1].id  # same key twice in the batch
+    assert isinstance(out[4], KeyUsed) and out[4].feedback.id == earlier.id  # a resend of a stored answer
     assert isinstance(out[2], AlreadyAnswered) and isinstance(out[6], ConsentError)
     assert isinstance(out[5], StoreError) and "withdrawn" in str(out[5])
     assert isinstance(out[7], StoreError) and "not assigned" in str(out[7])

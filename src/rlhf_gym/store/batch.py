@@ -38,10 +38,18 @@ class BatchMixin:
     def add_feedback_many(self, items: Sequence[tuple[Feedback, str | None]]) -> list[Feedback | Exception]:
         """Store many answers in one transaction; returns, per item, the stored answer or why it was refused.
 
-        Same rules as :meth:`~rlhf_gym.store.FeedbackStore.add_feedback`; a repeated client key returns
-        the answer first stored with it (also within the batch).
+        Same rules as :meth:`~rlhf_gym.store.FeedbackStore.add_feedback`, except that a repeated client
+        key (already stored, or earlier in the batch) is refused with :class:`~rlhf_gym.store.KeyUsed`
+        naming the answer stored with it.
         """
-        from rlhf_gym.store.store import AlreadyAnswered, ConsentError, StoreError, UnsafeInputError, _check
+        from rlhf_gym.store.store import (
+            AlreadyAnswered,
+            ConsentError,
+            KeyUsed,
+            StoreError,
+            UnsafeInputError,
+            _check,
+        )
 
         out: list[Feedback | Exception | None] = [None] * len(items)
         todo: list[int] = []
@@ -94,7 +102,7 @@ class BatchMixin:
                 if key is not None:
                     prev = by_key.get((fb.annotator_id, key))
                     if prev is not None:
-                        out[i] = prev if prev.query_id == fb.query_id else StoreError(
+                        out[i] = KeyUsed(key, prev) if prev.query_id == fb.query_id else StoreError(
                             f"client key {key!r} was already used for another query")
                         continue
                     if (fb.annotator_id, key) in pending_keys:
@@ -134,7 +142,8 @@ class BatchMixin:
                                     {"feedback": fid, "query": fb.query_id, "value": fb.value}))
                 audit.append_many(s, entries)
             for i, first in same_key_later.items():
-                out[i] = out[first]
+                done = out[first]
+                out[i] = KeyUsed(items[i][1] or "", done) if isinstance(done, Feedback) else done
         return out  # type: ignore[return-value]
 
     def _consents_of(self, s: Session, people: set[str]) -> dict[str, bool]:

@@ -52,6 +52,15 @@ class AlreadyAnswered(StoreError):
         self.query_id, self.annotator_id = query_id, annotator_id
 
 
+class KeyUsed(StoreError):
+    """This client key was already used by this person: ``feedback`` is the answer stored with it."""
+
+    def __init__(self, client_key: str, feedback: Feedback) -> None:
+        super().__init__(f"client key {client_key!r} was already used: this answer is stored once, as feedback "
+                         f"{feedback.id}")
+        self.feedback = feedback
+
+
 def _is_second_answer(err: IntegrityError) -> bool:
     msg = str(err.orig).lower()
     return "uq_feedback_one_answer" in msg or "feedback.query_id, feedback.annotator_id" in msg
