@@ -493,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({"command": "python benchmarks/web_load.py " + " ".join(argv or sys.argv[1:]),
                                "annotators": args.annotators, "labels_each": args.labels, "cpus": os.cpu_count(),
                                "pace_seconds": args.pace_seconds, "pace_annotators": args.pace_annotators,
+                               "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
                                "ok": ok, "results": results}, indent=2) + "\n")
     print(f"wrote {out}")
     return 0 if ok else 1
