@@ -4,10 +4,11 @@ from rlhf_gym.store.store import (
     AlreadyAnswered,
     ConsentError,
     FeedbackStore,
+    KeyUsed,
     StoreError,
     UnsafeInputError,
     hash_token,
     resolve_url,
 )
 
-__all__ = ["AlreadyAnswered", "ConsentError", "FeedbackStore", "StoreError", "UnsafeInputError", "hash_token", "resolve_url"]
+__all__ = ["AlreadyAnswered", "ConsentError", "FeedbackStore", "KeyUsed", "StoreError", "UnsafeInputError", "hash_token", "resolve_url"]

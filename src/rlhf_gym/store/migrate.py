@@ -9,6 +9,7 @@ does not know. ``upgrade`` applies the missing migrations in one transaction per
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,9 @@ def _config(conn: Connection | None = None) -> Any:
     return cfg
 
 
+@functools.lru_cache(maxsize=1)
 def head() -> str:
-    """The newest revision this release knows."""
+    """The newest revision this release knows (read once per process)."""
     from alembic.script import ScriptDirectory
 
     h = ScriptDirectory.from_config(_config()).get_current_head()

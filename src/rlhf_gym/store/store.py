@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from rlhf_gym.store import audit, migrate
 from rlhf_gym.store.annotation import AnnotationMixin
 from rlhf_gym.store.audit import retry_conflicts
+from rlhf_gym.store.batch import BatchMixin
 from rlhf_gym.store.jsonsafe import UnsafeValue, check_json, clean_json
 from rlhf_gym.store.schema import (
     AnnotatorRow,
@@ -49,6 +50,15 @@ class AlreadyAnswered(StoreError):
     def __init__(self, query_id: str, annotator_id: str) -> None:
         super().__init__(f"query {query_id!r} was already answered by {annotator_id!r}; nothing stored")
         self.query_id, self.annotator_id = query_id, annotator_id
+
+
+class KeyUsed(StoreError):
+    """This client key was already used by this person: ``feedback`` is the answer stored with it."""
+
+    def __init__(self, client_key: str, feedback: Feedback) -> None:
+        super().__init__(f"client key {client_key!r} was already used: this answer is stored once, as feedback "
+                         f"{feedback.id}")
+        self.feedback = feedback
 
 
 def _is_second_answer(err: IntegrityError) -> bool:
@@ -86,7 +96,7 @@ def resolve_url(db: str | Path) -> str:
     return f"sqlite:///{Path(s).resolve()}"
 
 
-class FeedbackStore(SessionsMixin, AnnotationMixin):
+class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin):
     """Annotators (invites, sessions), consents, runs, queries, feedback, models with lineage, the audit log."""
 
     def __init__(self, db: str | Path = "feedback.db", *, consent_version: str | None = None, echo: bool = False,

@@ -115,9 +115,11 @@ def build(web: WebApp) -> APIRouter:
     @router.post("/api/feedback", status_code=201)
     async def feedback(body: FeedbackIn, ann: AnnotatorDep,
                        progress: bool = Query(False, description="also return my progress counter")) -> JSONResponse:
-        # Labels are written by one writer thread, in arrival order: writes are serial in the store anyway,
-        # and one thread avoids dozens of pool threads fighting over the lock and the GIL.
-        code, out = await asyncio.get_running_loop().run_in_executor(web.writer, web.submit, ann, body)
+        # Checked in a pool thread, then stored by the group-commit writer (one transaction per batch);
+        # the answer goes out only once this label is committed or refused.
+        fb = await run_in_threadpool(web.prepare, ann, body)
+        res = await asyncio.wrap_future(web.labels.put(fb, body.client_key))
+        code, out = web.label_response(fb, res)
         if progress:
             out["progress"] = await run_in_threadpool(web.progress, ann.id)
         return JSONResponse(out, status_code=code)

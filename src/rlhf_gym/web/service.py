@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import base64
 import math
+import queue
 import re
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 from fastapi import HTTPException, Request
 
 from rlhf_gym.governance.consent import FeedbackPolicy
-from rlhf_gym.store import AlreadyAnswered, ConsentError, FeedbackStore, StoreError, UnsafeInputError
+from rlhf_gym.store import AlreadyAnswered, ConsentError, FeedbackStore, KeyUsed, StoreError, UnsafeInputError
 from rlhf_gym.store.annotation import StoredQuery
 from rlhf_gym.types import DemoQuery, Feedback, PairQuery, StepQuery
 from rlhf_gym.types import Query as RQuery
@@ -82,6 +83,44 @@ class _LRU:
             self._size = 0
 
 
+class LabelWriter:
+    """One writer thread that drains the queue of labels and stores each batch in one transaction.
+
+    A person's POST waits for its own outcome (stored, or refused with the reason), so a 2xx still
+    means the label is committed; under load, many labels share one commit instead of queueing for
+    one commit each.
+    """
+
+    def __init__(self, store: FeedbackStore, max_batch: int = 256) -> None:
+        self.store, self.max_batch = store, max_batch
+        self._q: queue.SimpleQueue[tuple[Feedback, str | None, Future]] = queue.SimpleQueue()
+        self.batches = 0
+        self.labels = 0
+        threading.Thread(target=self._run, name="rlhf-label-writer", daemon=True).start()
+
+    def put(self, fb: Feedback, client_key: str | None) -> Future:
+        fut: Future = Future()
+        self._q.put((fb, client_key, fut))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._q.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                results: list[Any] = self.store.add_feedback_many([(fb, key) for fb, key, _ in batch])
+            except Exception as e:  # the database failed the whole batch: every label in it is refused
+                results = [e] * len(batch)
+            self.batches += 1
+            self.labels += len(batch)
+            for (_fb, _key, fut), res in zip(batch, results, strict=True):
+                fut.set_result(res)
+
+
 class WebApp:
     """State behind the routes: the store, the clip cache, the write lock and demos in progress."""
 
@@ -102,7 +141,8 @@ class WebApp:
         self.max_demo_sessions = max_demo_sessions
         self._prerender_lock = threading.Lock()
         self.token_cache = auth.TokenCache(store)
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlhf-label-writer")
+        #: group commit: one thread stores every label queued while the previous batch was written
+        self.labels = LabelWriter(store)
         #: (query id, side) -> (webp bytes, annotator it is assigned to or None), most recent last
         self.clip_mem = _LRU(max_bytes=64 * 1024 * 1024)
 
@@ -179,7 +219,8 @@ class WebApp:
             threading.Thread(target=work, name="rlhf-prerender", daemon=True).start()
 
     # -- labels --------------------------------------------------------------------------------
-    def submit(self, ann: auth.Annotator, body: FeedbackIn) -> tuple[int, dict[str, Any]]:
+    def prepare(self, ann: auth.Annotator, body: FeedbackIn) -> Feedback:
+        """Check one label against its query (who may answer it, allowed values, not answered before)."""
         sq = self.visible_query(ann, body.query_id)
         q = sq.query
         if isinstance(q, DemoQuery):
@@ -194,38 +235,56 @@ class WebApp:
         if isinstance(q, StepQuery):
             data.setdefault("query_step", q.step)
             data.setdefault("episode", q.episode)
-        fb = Feedback(q.id, ann.id, body.value, asked, now, body.step, data or None)
-        with self.write_lock:
-            # one look for either kind of double submit: the same client key, or this query answered before
-            prev = self.store.earlier_answers(ann.id, q.id, body.client_key)
-            for p in prev:
-                if p["client_key"] == body.client_key:
-                    raise HTTPException(409, {"message": f"client key {body.client_key!r} was already used: this "
-                                                         f"answer is stored once, as feedback {p['id']}",
-                                              "feedback_id": p["id"], "query_id": p["query_id"]})
-            if prev:
-                raise HTTPException(409, {"message": f"query {q.id!r} was already answered by you "
-                                                     f"(feedback {prev[0]['id']}); nothing stored",
-                                          "feedback_id": prev[0]["id"], "query_id": q.id})
-            stored = self._add_feedback(fb, body.client_key)
-        return 201, {"feedback_id": stored.id, "query_id": q.id, "value": stored.value}
+        # one look for either kind of double submit: the same client key, or this query answered before
+        # (only a fast path for the usual resend: the database enforces both, also across processes)
+        prev = self.store.earlier_answers(ann.id, q.id, body.client_key)
+        for p in prev:
+            if p["client_key"] == body.client_key:
+                raise HTTPException(409, {"message": f"client key {body.client_key!r} was already used: this "
+                                                     f"answer is stored once, as feedback {p['id']}",
+                                          "feedback_id": p["id"], "query_id": p["query_id"]})
+        if prev:
+            raise HTTPException(409, {"message": f"query {q.id!r} was already answered by you "
+                                                 f"(feedback {prev[0]['id']}); nothing stored",
+                                      "feedback_id": prev[0]["id"], "query_id": q.id})
+        return Feedback(q.id, ann.id, body.value, asked, now, body.step, data or None)
+
+    def submit(self, ann: auth.Annotator, body: FeedbackIn) -> tuple[int, dict[str, Any]]:
+        """Check and store one label through the group-commit writer (blocking; the route awaits instead)."""
+        fb = self.prepare(ann, body)
+        res = self.labels.put(fb, body.client_key).result()
+        return self.label_response(fb, res)
+
+    def label_response(self, fb: Feedback, res: Feedback | Exception) -> tuple[int, dict[str, Any]]:
+        """201 with the stored answer, or the HTTP error of a refused one."""
+        if isinstance(res, Exception):
+            raise self._http_error(res, fb)
+        return 201, {"feedback_id": res.id, "query_id": fb.query_id, "value": res.value}
 
     def _add_feedback(self, fb: Feedback, client_key: str | None) -> Feedback:
         try:
             return self.store.add_feedback(fb, client_key=client_key)
-        except ConsentError as e:
-            raise HTTPException(403, f"{e}. Read and agree to the consent text first (POST /api/consent).") from e
-        except UnsafeInputError as e:
-            raise HTTPException(422, str(e)) from e
-        except AlreadyAnswered as e:  # another server process stored this person's answer first
+        except StoreError as e:
+            raise self._http_error(e, fb) from e
+
+    def _http_error(self, e: Exception, fb: Feedback) -> HTTPException:
+        if isinstance(e, ConsentError):
+            return HTTPException(403, f"{e}. Read and agree to the consent text first (POST /api/consent).")
+        if isinstance(e, UnsafeInputError):
+            return HTTPException(422, str(e))
+        if isinstance(e, KeyUsed):  # a resend of a stored label: it counts as saved
+            return HTTPException(409, {"message": str(e), "feedback_id": e.feedback.id, "query_id": fb.query_id})
+        if isinstance(e, AlreadyAnswered):  # another request or server process stored this person's answer first
             prev = self.store.earlier_answers(fb.annotator_id, fb.query_id)
             fid = prev[0]["id"] if prev else None
-            raise HTTPException(409, {"message": f"{e} (feedback {fid})", "feedback_id": fid,
-                                      "query_id": fb.query_id}) from e
-        except StoreError as e:
+            return HTTPException(409, {"message": f"{e} (feedback {fid})", "feedback_id": fid,
+                                       "query_id": fb.query_id})
+        if isinstance(e, StoreError):
             msg = str(e)
             code = 404 if "unknown query" in msg else 403 if ("withdrawn" in msg or "not assigned" in msg) else 400
-            raise HTTPException(code, msg) from e
+            return HTTPException(code, msg)
+        return HTTPException(503, f"the label could not be stored ({type(e).__name__}); send it again with the "
+                                  "same client key")
 
     # -- demonstrations ------------------------------------------------------------------------
     def demo_start(self, ann: auth.Annotator, query_id: str) -> dict[str, Any]:
