@@ -19,13 +19,14 @@ outcome's per-objective returns as a table (and the clip files when the run wrot
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rlhf_gym.feedback.registry import TeacherRequest, register_teacher
 from rlhf_gym.feedback.sources import FeedbackSource, StopFeedback
+from rlhf_gym.feedback.terminal_pairs import TerminalComparisonSource
 from rlhf_gym.types import Feedback, OutcomeQuery, Query
 
 if TYPE_CHECKING:
@@ -245,7 +246,6 @@ def population_teacher(req: TeacherRequest) -> FeedbackSource:
     return PopulationSource(members, str(req.annotator_id), req.store, req.run_id)
 
 
-ANSWERS = {"1": 1.0, "2": 0.0, "=": 0.5, "s": None}
 PROMPT = "Which outcome do you prefer? [1] first  [2] second  [=] equally good  [s] can't tell  [q] stop: "
 
 
@@ -260,40 +260,15 @@ def outcome_table(q: OutcomeQuery) -> str:
     return "\n".join(rows)
 
 
-class TerminalOutcomeSource(FeedbackSource):
+class TerminalOutcomeSource(TerminalComparisonSource):
     """A person comparing two outcomes at the terminal (consent first); ``input_fn``/``out`` injectable.
 
     Answers: ``1`` first, ``2`` second, ``=`` equally good, ``s`` can't tell (skipped), ``q`` stop
     (answers so far are kept). Anything else asks again.
     """
 
-    simulated = False
-
-    def __init__(self, annotator_id: str, store: FeedbackStore | None = None, run_id: str | None = None,
-                 input_fn: Callable[[str], str] = input, out: Callable[[str], None] = print,
-                 ask_consent: bool = True) -> None:
-        super().__init__(annotator_id, store=store, run_id=run_id)
-        self.input_fn, self.out = input_fn, out
-        self.ask_consent = ask_consent
-        self._consented = False
-        self._queue: list[OutcomeQuery] = []
-
-    def _submit(self, queries: list[Query]) -> None:
-        for q in queries:
-            if not isinstance(q, OutcomeQuery):
-                raise TypeError(f"the terminal outcome source answers outcome queries, got a {q.kind!r} query")
-            self._queue.append(q)
-
-    def _ensure_consent(self) -> None:
-        if self._consented or not self.ask_consent or self.store is None:
-            self._consented = True
-            return
-        from rlhf_gym.governance.consent import ensure_terminal_consent
-
-        if not ensure_terminal_consent(self.store, self.annotator_id, input_fn=self.input_fn, out=self.out):
-            self.stopped = True
-            raise StopFeedback("no consent given")
-        self._consented = True
+    query_type = OutcomeQuery
+    prompt = PROMPT
 
     def show(self, q: OutcomeQuery) -> None:
         self.out("\nTwo outcomes (returns per objective; higher is better on each):")
@@ -302,34 +277,7 @@ class TerminalOutcomeSource(FeedbackSource):
         for n, c in clips:
             self.out(f"  clip of the {n}: {c}")
 
-    def ask_one(self) -> float | None:
-        while True:
-            ans = self.input_fn(PROMPT).strip().lower()
-            if ans == "q":
-                self.stopped = True
-                raise StopFeedback("stopped at the terminal")
-            if ans in ANSWERS:
-                return ANSWERS[ans]
-            self.out(f"Please type 1, 2, =, s or q (got {ans!r}).")
-
-    def _collect(self, step: int | None) -> list[Feedback]:
-        out: list[Feedback] = []
-        if not self._queue:
-            return out
-        self._ensure_consent()
-        while self._queue:
-            q = self._queue[0]
-            self.show(q)
-            try:
-                value = self.ask_one()
-            except StopFeedback:
-                self._queue.clear()
-                break
-            self._queue.pop(0)
-            out.append(self._record(q, value, step))
-        return out
-
 
 @register_teacher("tradeoff", "human", person=True, help="you compare two outcomes' returns at the terminal")
 def terminal_tradeoff_teacher(req: TeacherRequest) -> FeedbackSource:
-    return TerminalOutcomeSource(str(req.annotator_id), store=req.store, run_id=req.run_id)
+    return TerminalOutcomeSource(str(req.annotator_id), store=req.store, run_id=req.run_id, policy=req.consent)

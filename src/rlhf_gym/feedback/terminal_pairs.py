@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,47 +50,32 @@ def render_segment(seg: Segment, prefix_acts: np.ndarray | None = None) -> list[
     return frames
 
 
-class TerminalPairSource(FeedbackSource):
-    """A person answering pair queries at the terminal; ``input_fn``/``out`` are injectable for tests.
+class TerminalComparisonSource(FeedbackSource):
+    """A person comparing two things at the terminal, one question at a time, consent first.
 
-    ``renderer`` turns a segment into frames (default: replay it); :meth:`remember` is given the
-    trajectories clips are cut from, so a clip starting mid-episode can be replayed from its start.
+    Subclasses say what they compare (:attr:`query_type`) and how it is shown (:meth:`show`); answers
+    are ``1`` first, ``2`` second, ``=`` equally good, ``s`` can't tell (skipped), ``q`` stop (answers so
+    far are kept). Anything else asks again.
     """
 
     simulated = False
+    query_type: type[Query] = Query
+    prompt: str = PROMPT
 
-    def __init__(self, store: FeedbackStore | None = None, run_id: str | None = None,
-                 annotator_id: str | None = None, out_dir: str | Path = "clips",
+    def __init__(self, annotator_id: str, store: FeedbackStore | None = None, run_id: str | None = None,
                  input_fn: Callable[[str], str] = input, out: Callable[[str], None] = print,
-                 renderer: Callable[[Segment], list[np.ndarray]] | None = None,
                  ask_consent: bool = True, policy: FeedbackPolicy | None = None) -> None:
-        aid = annotator_id or new_id("person")
-        if store is not None:
-            store.add_annotator(aid, kind="human")
-        super().__init__(aid, store=store, run_id=run_id)
+        super().__init__(annotator_id, store=store, run_id=run_id)
         self.policy = policy
         self.input_fn, self.out = input_fn, out
-        self.out_dir = Path(out_dir)
-        self.renderer = renderer or render_segment
         self.ask_consent = ask_consent
         self._consented = False
-        self._queue: list[PairQuery] = []
-        self._episodes: dict[str, np.ndarray] = {}
-
-    def remember(self, trajs: Sequence[Trajectory]) -> None:
-        """Keep the actions of these episodes so clips cut from them can be re-rendered."""
-        for t in trajs:
-            self._episodes[t.id] = t.acts
-
-    def _render(self, seg: Segment) -> list[np.ndarray]:
-        if self.renderer is not render_segment:
-            return self.renderer(seg)
-        return render_segment(seg, self._episodes.get(seg.traj_id or ""))
+        self._queue: list[Query] = []
 
     def _submit(self, queries: list[Query]) -> None:
         for q in queries:
-            if not isinstance(q, PairQuery):
-                raise TypeError(f"the terminal pair source answers pair queries, got a {q.kind!r} query")
+            if not isinstance(q, self.query_type):
+                raise TypeError(f"{type(self).__name__} answers {self.query_type.kind} queries, got a {q.kind!r} query")
             self._queue.append(q)
 
     def _ensure_consent(self) -> None:
@@ -104,6 +89,71 @@ class TerminalPairSource(FeedbackSource):
             self.stopped = True
             raise StopFeedback("no consent given")
         self._consented = True
+
+    def show(self, q: Any) -> Any:
+        raise NotImplementedError
+
+    def ask_one(self, q: Query | None = None) -> float | None:
+        """Prompt until a valid answer; ``q`` raises :class:`StopFeedback`."""
+        while True:
+            ans = self.input_fn(self.prompt).strip().lower()
+            if ans == "q":
+                self.stopped = True
+                raise StopFeedback("stopped at the terminal")
+            if ans in ANSWERS:
+                return ANSWERS[ans]
+            self.out(f"Please type 1, 2, =, s or q (got {ans!r}).")
+
+    def _collect(self, step: int | None) -> list[Feedback]:
+        out: list[Feedback] = []
+        if not self._queue:
+            return out
+        self._ensure_consent()
+        while self._queue:
+            q = self._queue[0]
+            self.show(q)
+            try:
+                value = self.ask_one(q)
+            except StopFeedback:
+                self._queue.clear()
+                break
+            self._queue.pop(0)
+            out.append(self._record(q, value, step))
+        return out
+
+
+class TerminalPairSource(TerminalComparisonSource):
+    """A person answering pair queries at the terminal; ``input_fn``/``out`` are injectable for tests.
+
+    ``renderer`` turns a segment into frames (default: replay it); :meth:`remember` is given the
+    trajectories clips are cut from, so a clip starting mid-episode can be replayed from its start.
+    """
+
+    query_type = PairQuery
+
+    def __init__(self, store: FeedbackStore | None = None, run_id: str | None = None,
+                 annotator_id: str | None = None, out_dir: str | Path = "clips",
+                 input_fn: Callable[[str], str] = input, out: Callable[[str], None] = print,
+                 renderer: Callable[[Segment], list[np.ndarray]] | None = None,
+                 ask_consent: bool = True, policy: FeedbackPolicy | None = None) -> None:
+        aid = annotator_id or new_id("person")
+        if store is not None:
+            store.add_annotator(aid, kind="human")
+        super().__init__(aid, store=store, run_id=run_id, input_fn=input_fn, out=out, ask_consent=ask_consent,
+                         policy=policy)
+        self.out_dir = Path(out_dir)
+        self.renderer = renderer or render_segment
+        self._episodes: dict[str, np.ndarray] = {}
+
+    def remember(self, trajs: Sequence[Trajectory]) -> None:
+        """Keep the actions of these episodes so clips cut from them can be re-rendered."""
+        for t in trajs:
+            self._episodes[t.id] = t.acts
+
+    def _render(self, seg: Segment) -> list[np.ndarray]:
+        if self.renderer is not render_segment:
+            return self.renderer(seg)
+        return render_segment(seg, self._episodes.get(seg.traj_id or ""))
 
     def show(self, q: PairQuery) -> list[Path]:
         """Write both clips (GIF/MP4) and a side-by-side key-frame PNG; print and return the paths."""
@@ -139,31 +189,3 @@ class TerminalPairSource(FeedbackSource):
         self.out(f"  clip 1: {len(q.left)} steps, episode ended inside: {bool(q.left.absorbing.any())}")
         self.out(f"  clip 2: {len(q.right)} steps, episode ended inside: {bool(q.right.absorbing.any())}")
         return paths
-
-    def ask_one(self, q: PairQuery) -> float | None:
-        """Prompt until a valid answer; ``q`` raises :class:`StopFeedback`."""
-        while True:
-            ans = self.input_fn(PROMPT).strip().lower()
-            if ans == "q":
-                self.stopped = True
-                raise StopFeedback("stopped at the terminal")
-            if ans in ANSWERS:
-                return ANSWERS[ans]
-            self.out(f"Please type 1, 2, =, s or q (got {ans!r}).")
-
-    def _collect(self, step: int | None) -> list[Feedback]:
-        out: list[Feedback] = []
-        if not self._queue:
-            return out
-        self._ensure_consent()
-        while self._queue:
-            q = self._queue[0]
-            self.show(q)
-            try:
-                value = self.ask_one(q)
-            except StopFeedback:
-                self._queue.clear()
-                break
-            self._queue.pop(0)
-            out.append(self._record(q, value, step))
-        return out
