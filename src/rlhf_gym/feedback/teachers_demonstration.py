@@ -180,4 +180,4 @@ def terminal_demonstrator(req: TeacherRequest) -> FeedbackSource:
     from rlhf_gym.feedback.terminal_demos import TerminalDemoSource
 
     return TerminalDemoSource(str(req.annotator_id), store=req.store, run_id=req.run_id,
-                              frame_dir=(req.out_dir / "frames") if req.out_dir else None)
+                              frame_dir=(req.out_dir / "frames") if req.out_dir else None, policy=req.consent)

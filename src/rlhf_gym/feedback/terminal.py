@@ -84,15 +84,10 @@ class TerminalSource(FeedbackSource):
 
     def _consent(self) -> bool:
         if self._consented is None:
-            if self._consent_fn is not None:
-                self._consented = bool(self._consent_fn())
-            elif self.store is None:
-                raise ValueError("a person giving feedback needs a store to record consent and answers")
-            else:
-                from rlhf_gym.governance.consent import ensure_terminal_consent
+            from rlhf_gym.governance.consent import person_consents
 
-                self._consented = ensure_terminal_consent(self.store, self.annotator_id, self.policy,
-                                                          input_fn=self.input_fn, out=self.out)
+            self._consented = person_consents(self.store, self.annotator_id, self.policy, self.input_fn, self.out,
+                                              self._consent_fn)
         return self._consented
 
     def describe(self, q: StepQuery) -> str:

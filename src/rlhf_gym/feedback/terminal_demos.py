@@ -20,6 +20,7 @@ from rlhf_gym.feedback.terminal import ACTION_NAMES, OBS_NAMES, _names_for
 from rlhf_gym.types import ActionQuery, DemoQuery, Feedback, Query, Trajectory
 
 if TYPE_CHECKING:
+    from rlhf_gym.governance.consent import FeedbackPolicy
     from rlhf_gym.store import FeedbackStore
 
 QUIT = "quit"
@@ -41,8 +42,10 @@ class TerminalDemoSource(FeedbackSource):
 
     def __init__(self, annotator_id: str, store: FeedbackStore | None = None, run_id: str | None = None,
                  frame_dir: Path | None = None, input_fn: Callable[[str], str] = input,
-                 out: Callable[[str], None] = print, consent_fn: Callable[[], bool] | None = None) -> None:
+                 out: Callable[[str], None] = print, consent_fn: Callable[[], bool] | None = None,
+                 policy: FeedbackPolicy | None = None) -> None:
         super().__init__(annotator_id, store, run_id)
+        self.policy = policy
         self.frame_dir, self.input_fn, self.out, self._consent_fn = frame_dir, input_fn, out, consent_fn
         self._consented: bool | None = None
         self._queue: list[Query] = []
@@ -56,15 +59,10 @@ class TerminalDemoSource(FeedbackSource):
 
     def _consent(self) -> bool:
         if self._consented is None:
-            if self._consent_fn is not None:
-                self._consented = bool(self._consent_fn())
-            elif self.store is None:
-                raise ValueError("a person giving demonstrations needs a store to record consent and answers")
-            else:
-                from rlhf_gym.governance.consent import ensure_terminal_consent
+            from rlhf_gym.governance.consent import person_consents
 
-                self._consented = ensure_terminal_consent(self.store, self.annotator_id, input_fn=self.input_fn,
-                                                          out=self.out)
+            self._consented = person_consents(self.store, self.annotator_id, self.policy, self.input_fn, self.out,
+                                              self._consent_fn)
         return self._consented
 
     # -- showing a state and reading an action ----------------------------------------------------------

@@ -67,6 +67,18 @@ def load_policy(path: str | Path | None = None) -> FeedbackPolicy:
                           version_label=data.get("consent_version"))
 
 
+def person_consents(store: FeedbackStore | None, annotator_id: str, policy: FeedbackPolicy | None,
+                    input_fn: Callable[[str], str], out: Callable[[str], None],
+                    consent_fn: Callable[[], bool] | None = None) -> bool:
+    """Whether a person at the terminal takes part: ``consent_fn`` if given (tests, an embedding app), else
+    the purpose and consent text shown and the answer recorded in ``store`` (which a person needs)."""
+    if consent_fn is not None:
+        return bool(consent_fn())
+    if store is None:
+        raise ValueError("a person giving feedback needs a store to record consent and answers")
+    return ensure_terminal_consent(store, annotator_id, policy, input_fn=input_fn, out=out)
+
+
 def ensure_terminal_consent(store: FeedbackStore, annotator_id: str, policy: FeedbackPolicy | None = None,
                             input_fn: Callable[[str], str] = input, out: Callable[[str], None] = print) -> bool:
     """Show purpose and consent text at the terminal unless this person already agreed to this version.
