@@ -127,12 +127,14 @@ def test_preference_loop_solves_cartpole(tmp_path):
     """20 oracle labels, 30k PPO steps (a CI budget: the default is 100k), seed 0: solved, on the true reward.
 
     At this budget seed 1 reaches about 200 (see docs/readme/evidence.md); the benchmark's 5-seed rows use
-    the default steps. The held-out labels are really held out (4 of the 20), and the model ranks them."""
+    the default steps. A held-out set is asked for (by default it starts at 100 labels): the 4 held-out
+    labels are really held out, and the model ranks them; prequential accuracy is reported too."""
     res = train(TrainConfig(env="CartPole-v1", feedback="preference", teacher="oracle", budget=20, seed=0,
                             out=str(tmp_path / "run"), timesteps=30_000, progress=False, eval_episodes=10,
-                            extra={"eval_points": 2}))
+                            extra={"eval_points": 2, "heldout_min_budget": 20}))
     assert res["mean_return"] >= 475, res["mean_return"]
     assert res["labels_trained"] == 16 and res["heldout_pairs"] >= 3 and res["heldout_accuracy"] >= 0.5
+    assert res["prequential_pairs"] > 0 and 0.0 <= res["prequential_accuracy"] <= 1.0
 
 
 def test_continuous_actions_pendulum_reward_is_learned_from_20_labels():
