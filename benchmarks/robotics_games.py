@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             done.setdefault(s["row"], []).extend(r for r in s["runs"] if r["seed"] not in have)
     for runs in done.values():
         runs.sort(key=lambda r: r["seed"])
+    if args.merge and not args.rows:
+        wanted = []  # only combine the files
     commit = P.git_commit()
     workdir = Path(tempfile.mkdtemp(prefix="robotics-games-bench-"))
     skipped: list[str] = []
