@@ -199,3 +199,12 @@ def test_teachers_command_lists_the_registry(capsys):
         for name in registry.teachers(kind):
             assert f"  {name} " in out
     assert main(["teachers", "--feedback", "nope"]) == 2
+
+
+def test_the_web_side_never_imports_an_entry_point_named_by_a_request():
+    from rlhf_gym.envs import EnvError, make_registered_env
+
+    for bad in ("os:system", "subprocess:Popen", "evil.py:Env"):
+        with pytest.raises(EnvError, match="not a registered environment id"):
+            make_registered_env(bad)
+    make_registered_env("CartPole-v1").close()

@@ -8,6 +8,7 @@ from rlhf_gym.envs.core import (
     env_spec,
     load_entry_point,
     make_env,
+    make_registered_env,
     require_discrete,
     spec_of,
     try_render,
@@ -15,4 +16,4 @@ from rlhf_gym.envs.core import (
 from rlhf_gym.envs.old_api import OldApiAdapter, is_old_api
 
 __all__ = ["EnvError", "EnvLike", "EnvSpec", "OldApiAdapter", "env_spec", "is_old_api", "load_entry_point",
-           "make_env", "require_discrete", "spec_of", "try_render"]
+           "make_env", "make_registered_env", "require_discrete", "spec_of", "try_render"]

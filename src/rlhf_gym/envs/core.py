@@ -37,6 +37,14 @@ EnvLike = str | type | Callable[..., Any] | Any
 point), a class or factory, or an environment object (old ``gym`` API or Gymnasium)."""
 
 
+def make_registered_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """:func:`make_env` for an id from the outside (the web app): registered ids only, never an entry point
+    (``module:Class`` would import code named by a request)."""
+    if ":" in env_id or env_id.endswith(".py"):
+        raise EnvError(f"{env_id!r} is not a registered environment id")
+    return make_env(env_id, render_mode=render_mode)
+
+
 def make_env(env_id: EnvLike, seed: int | None = None, render_mode: str | None = None, **kwargs: Any) -> gym.Env:
     """A Gymnasium environment, with a clear error for an unknown id; seeds the action space too.
 

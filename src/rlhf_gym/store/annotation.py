@@ -30,9 +30,9 @@ class StoredQuery:
     run_id: str | None
 
 
-def _stored(row: QueryRow) -> StoredQuery:
+def _stored(row: QueryRow, frames: Any = None) -> StoredQuery:
     q = Query.from_dict({"id": row.id, "kind": row.kind, "run_id": row.run_id, "created_at": row.created_at,
-                         "payload": row.payload})
+                         "payload": row.payload}, frames)
     return StoredQuery(q, row.assigned_to, row.run_id)
 
 
@@ -54,14 +54,14 @@ class AnnotationMixin:
     def stored_query(self, query_id: str) -> StoredQuery | None:
         with self.session() as s:
             row = s.get(QueryRow, query_id)
-            return None if row is None else _stored(row)
+            return None if row is None else _stored(row, self.frames)
 
     def open_queries(self, annotator_id: str, kind: str, limit: int) -> list[StoredQuery]:
         """The oldest queries of ``kind`` this annotator may still answer."""
         with self.session() as s:
             q = (select(QueryRow).where(QueryRow.kind == kind, *_open_filter(annotator_id))
                  .order_by(QueryRow.created_at, QueryRow.id).limit(limit))
-            return [_stored(r) for r in s.execute(q).scalars()]
+            return [_stored(r, self.frames) for r in s.execute(q).scalars()]
 
     def progress(self, annotator_id: str) -> dict[str, Any]:
         """Labels given (skips do not count; a demonstration does) and queries still open, by kind."""

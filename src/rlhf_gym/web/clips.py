@@ -120,9 +120,10 @@ class Renderer:
             return None
         if env_id not in self._envs:
             try:
-                import gymnasium as gym
+                from rlhf_gym.envs import make_registered_env
 
-                self._envs[env_id] = gym.make(env_id, render_mode="rgb_array")
+                # our own preprocessing (pixel games' frame stacks), so replays match the stored clips
+                self._envs[env_id] = make_registered_env(env_id, render_mode="rgb_array")
             except Exception:  # unknown id or missing extra: fall back to charts for this id
                 self._broken.add(env_id)
                 return None

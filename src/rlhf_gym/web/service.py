@@ -294,8 +294,10 @@ class WebApp:
         self._require_can_label(ann, q.id)
         import gymnasium as gym
 
+        from rlhf_gym.envs import make_registered_env
+
         try:
-            env = gym.make(q.env_id, render_mode="rgb_array")
+            env = make_registered_env(q.env_id, render_mode="rgb_array")
         except Exception as e:
             raise HTTPException(400, f"environment {q.env_id!r} cannot be made here: {e}") from e
         if not isinstance(env.action_space, gym.spaces.Discrete):
