@@ -7,20 +7,15 @@ import time
 import httpx
 import pytest
 
-from _web_helpers import ADMIN, LiveServer, add_people, free_port, headers, make_queries, tmp_app
+from _web_helpers import ADMIN, free_port, headers, make_queries
 from rlhf_gym.feedback.sources import FeedbackSource
 from rlhf_gym.feedback.web_source import WebServerError, WebSource, WebSourceError
 from rlhf_gym.store import FeedbackStore
 
 
 @pytest.fixture
-def server(tmp_path):
-    store, app = tmp_app(tmp_path)
-    add_people(store)
-    srv = LiveServer(app)
-    yield srv, store
-    srv.stop()
-    store.close()
+def server(live_web):
+    return live_web
 
 
 def answer(srv, who, qid, value, key):
