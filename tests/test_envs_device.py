@@ -12,7 +12,9 @@ from rlhf_gym.devices import resolve_device
 
 def test_device_choices_are_validated_and_resolved(monkeypatch):
     assert TrainConfig(device="cpu").validate().device == "cpu"
-    assert TrainConfig(device="cuda:1").validate().device == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert TrainConfig(device="cuda:1").validate().device == "cuda:1"  # checked when the config is validated
     with pytest.raises(ValueError, match="--device must be"):
         TrainConfig(device="tpu").validate()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

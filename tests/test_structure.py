@@ -208,3 +208,18 @@ def test_the_web_side_never_imports_an_entry_point_named_by_a_request():
         with pytest.raises(EnvError, match="not a registered environment id"):
             make_registered_env(bad)
     make_registered_env("CartPole-v1").close()
+
+
+@pytest.mark.parametrize("item", ["noise=nan", "lr=inf", "margin=-Infinity"])
+def test_set_values_must_be_finite_numbers(item):
+    from rlhf_gym.cli import main
+
+    assert main(["train", "--set", item, "--out", "/tmp/never-made", "--no-progress"]) == 2
+
+
+def test_asking_for_cuda_without_one_is_an_error_for_every_job():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    for feedback in ("evaluative", "preference"):
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            TrainConfig(feedback=feedback, device="cuda").validate()

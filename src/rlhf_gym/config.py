@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -79,9 +80,11 @@ class TrainConfig:
                 raise ValueError(f"--algo must be ppo, sac or auto, got {self.algo!r}")
             if self.segment_length < 1:
                 raise ValueError(f"--segment-length must be >= 1, got {self.segment_length}")
-        from rlhf_gym.devices import check_device
+        from rlhf_gym.devices import check_device, resolve_device
 
         check_device(self.device)
+        if self.device != "auto":
+            resolve_device(self.device)  # cuda without a GPU is an error for every job, not a silent CPU run
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 (or None), got {self.threads}")
         if not 0.0 <= self.noise <= 1.0:
@@ -123,7 +126,10 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
-        out[k.strip()] = _auto(v.strip())
+        val = _auto(v.strip())
+        if isinstance(val, float) and not math.isfinite(val):
+            raise ValueError(f"--set {k.strip()}={v.strip()}: not a finite number")
+        out[k.strip()] = val
     return out
 
 
