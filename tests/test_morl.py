@@ -225,6 +225,10 @@ def test_job_end_to_end_on_deep_sea_treasure(tmp_path):
     assert set(ev) >= {"objective_returns", "learned_weights", "weights_cosine", "utility_ratio"}
     assert len(ev["objective_returns"]) == 2
     assert ev["weights_cosine"] == pytest.approx(cosine(ev["learned_weights"], [0.3, 0.7]))
+    from rlhf_gym.pipeline import video_run
+
+    video = video_run(out, max_steps=20)
+    assert video.exists() and video.stat().st_size > 1000
 
 
 def test_job_with_a_population_reports_each_annotator(tmp_path):

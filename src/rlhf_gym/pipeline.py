@@ -45,7 +45,12 @@ def video_run(run_dir: str | Path, out: str | Path | None = None, seed: int = 10
     run = RunDir(run_dir, create=False)
     cfg = run.config()
     policy = run.load_policy()
-    env = make_env(cfg["env"], seed=seed, render_mode="rgb_array")
+    if cfg.get("feedback") == "tradeoff":  # a vector-reward environment
+        from rlhf_gym.morl.envs import make_vector_env
+
+        env = make_vector_env(cfg["env"], seed=seed, render_mode="rgb_array")
+    else:
+        env = make_env(cfg["env"], seed=seed, render_mode="rgb_array")
     frames: list[np.ndarray] = []
 
     def grab(e: object) -> None:

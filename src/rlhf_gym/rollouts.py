@@ -29,7 +29,7 @@ def rollout(env: gym.Env, policy: Policy, seed: int | None = None, max_steps: in
         obs, r, terminated, truncated, _ = env.step(a)
         observations.append(obs)
         actions.append(a)
-        rewards.append(float(r))
+        rewards.append(float(np.sum(r)))  # a vector reward (several objectives) is summed here
         if on_step is not None:
             on_step(env)
         if max_steps is not None and len(actions) >= max_steps and not terminated:
