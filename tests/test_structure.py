@@ -223,3 +223,18 @@ def test_asking_for_cuda_without_one_is_an_error_for_every_job():
     for feedback in ("evaluative", "preference"):
         with pytest.raises(ValueError, match="no CUDA GPU"):
             TrainConfig(feedback=feedback, device="cuda").validate()
+
+
+def test_sb3_leaves_no_log_folder_behind(tmp_path, monkeypatch):
+    """SB3 without a logger makes an empty /tmp/SB3-<date> folder per learn(); our algorithms never do."""
+    import tempfile
+
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from rlhf_gym.learners.preference import make_algo
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    algo = make_algo("ppo", make_vec_env("CartPole-v1", n_envs=2, seed=0), 0, 128)
+    algo.learn(128)
+    assert not list(tmp_path.glob("SB3-*"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 @contextmanager
@@ -24,3 +25,12 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def quiet_sb3(algo: Any) -> Any:
+    """Give an SB3 algorithm a logger that writes nothing: without one, every ``learn()`` makes an empty
+    ``/tmp/SB3-<date>`` folder (a side effect no library call should have). Our runs log themselves."""
+    from stable_baselines3.common.logger import Logger
+
+    algo.set_logger(Logger(folder=None, output_formats=[]))
+    return algo

@@ -170,7 +170,9 @@ def _train_expert(env_id: str, path: Path, seed: int, max_steps: int, chunk: int
     env = make_env(env_id, seed=seed)
     eval_env = make_env(env_id, seed=seed + 1)
     threshold = env.spec.reward_threshold if env.spec else None
-    model = PPO("MlpPolicy", env, seed=seed, verbose=0, device="cpu")
+    from rlhf_gym.runtime import quiet_sb3
+
+    model = quiet_sb3(PPO("MlpPolicy", env, seed=seed, verbose=0, device="cpu"))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".partial.zip")
     best = -np.inf

@@ -53,6 +53,7 @@ from rlhf_gym.rewards.training import (
 from rlhf_gym.rewards.wrappers import LearnedRewardVecEnv, relabel_replay_buffer
 from rlhf_gym.rollouts import evaluate_policy, rollout_batch
 from rlhf_gym.runs import MetricsLogger, RunDir
+from rlhf_gym.runtime import quiet_sb3
 from rlhf_gym.types import PairQuery, Segment, Trajectory
 
 log = logging.getLogger(__name__)
@@ -120,11 +121,11 @@ def make_algo(algo: str, venv: Any, seed: int, timesteps: int, device: str = "cp
         def lin(start: float) -> Any:
             return lambda frac: frac * start  # SB3 passes the remaining progress, 1 -> 0
 
-        return PPO(policy, venv, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
-                   learning_rate=lin(1e-3), clip_range=lin(0.2), ent_coef=0.0, seed=seed, device=device, verbose=0,
-                   policy_kwargs=policy_kwargs)
-    return SAC(policy, venv, learning_rate=1e-3, buffer_size=max(timesteps, 1000), learning_starts=1000,
-               seed=seed, device=device, verbose=0, policy_kwargs=policy_kwargs)
+        return quiet_sb3(PPO(policy, venv, n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8,
+                             learning_rate=lin(1e-3), clip_range=lin(0.2), ent_coef=0.0, seed=seed, device=device,
+                             verbose=0, policy_kwargs=policy_kwargs))
+    return quiet_sb3(SAC(policy, venv, learning_rate=1e-3, buffer_size=max(timesteps, 1000), learning_starts=1000,
+                         seed=seed, device=device, verbose=0, policy_kwargs=policy_kwargs))
 
 
 class PreferenceLoop:

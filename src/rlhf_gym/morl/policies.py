@@ -43,11 +43,14 @@ def make_algo(algo: str, venv: Any, seed: int) -> Any:
     """SB3 PPO or DQN with this module's fixed defaults (the same for every task)."""
     from stable_baselines3 import DQN, PPO
 
+    from rlhf_gym.runtime import quiet_sb3
+
     if algo == "ppo":
-        return PPO("MlpPolicy", venv, n_steps=128, batch_size=128, ent_coef=0.05, seed=seed, device="cpu", verbose=0)
+        return quiet_sb3(PPO("MlpPolicy", venv, n_steps=128, batch_size=128, ent_coef=0.05, seed=seed, device="cpu",
+                             verbose=0))
     if algo == "dqn":
-        return DQN("MlpPolicy", venv, learning_starts=500, exploration_fraction=0.5, train_freq=4,
-                   target_update_interval=500, seed=seed, device="cpu", verbose=0)
+        return quiet_sb3(DQN("MlpPolicy", venv, learning_starts=500, exploration_fraction=0.5, train_freq=4,
+                             target_update_interval=500, seed=seed, device="cpu", verbose=0))
     raise ValueError(f"policy algorithm must be one of {', '.join(ALGOS)}, got {algo!r}")
 
 
@@ -65,7 +68,9 @@ def train_policy(env_id: str, weights: Any, timesteps: int, seed: int = 0, algo:
     w = np.asarray(weights, float)
     venv = _venv(env_id, w, 4 if algo == "ppo" else 1, seed)
     if init is not None:
-        model = _algo_class(algo).load(str(init), env=venv, device="cpu")
+        from rlhf_gym.runtime import quiet_sb3
+
+        model = quiet_sb3(_algo_class(algo).load(str(init), env=venv, device="cpu"))
         model.set_random_seed(seed)
     else:
         model = make_algo(algo, venv, seed)
