@@ -147,7 +147,7 @@ def import_demos(store: FeedbackStore, trajs: Sequence[Trajectory], annotator_id
     it: their consent must be on record in ``store`` already, or ``attest_consent=True`` records the owner's
     attestation that they hold it (audited); otherwise nothing is imported.
     """
-    from rlhf_gym.store.store import ConsentError
+    from rlhf_gym.store.errors import ConsentError
 
     kind = "human" if person else "simulated"
     row = store.annotator(annotator_id)

@@ -42,14 +42,8 @@ class BatchMixin:
         key (already stored, or earlier in the batch) is refused with :class:`~rlhf_gym.store.KeyUsed`
         naming the answer stored with it.
         """
-        from rlhf_gym.store.store import (
-            AlreadyAnswered,
-            ConsentError,
-            KeyUsed,
-            StoreError,
-            UnsafeInputError,
-            _check,
-        )
+        from rlhf_gym.store.errors import AlreadyAnswered, ConsentError, KeyUsed, StoreError, UnsafeInputError
+        from rlhf_gym.store.store import _check
 
         out: list[Feedback | Exception | None] = [None] * len(items)
         todo: list[int] = []

@@ -85,7 +85,7 @@ class SessionsMixin:
         with self.session() as s, s.begin():
             ann = s.get(AnnotatorRow, annotator_id)
             if ann is None:
-                from rlhf_gym.store.store import StoreError
+                from rlhf_gym.store.errors import StoreError
 
                 raise StoreError(f"unknown annotator {annotator_id!r}")
             had = ann.token_hash is not None
@@ -102,7 +102,7 @@ class SessionsMixin:
         with self.session() as s, s.begin():
             ann = s.get(AnnotatorRow, annotator_id)
             if ann is None or ann.withdrawn_at is not None:
-                from rlhf_gym.store.store import StoreError
+                from rlhf_gym.store.errors import StoreError
 
                 raise StoreError(f"annotator {annotator_id!r} is unknown or has withdrawn; no new invite")
             ann.token_hash = hash_secret(token)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, select, update
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,56 +22,24 @@ from rlhf_gym.store import audit, migrate
 from rlhf_gym.store.annotation import AnnotationMixin
 from rlhf_gym.store.audit import retry_conflicts
 from rlhf_gym.store.batch import BatchMixin
+from rlhf_gym.store.errors import AlreadyAnswered, ConsentError, StoreError, UnsafeInputError
 from rlhf_gym.store.jsonsafe import UnsafeValue, check_json, clean_json
+from rlhf_gym.store.lineage import LineageMixin
 from rlhf_gym.store.schema import (
     AnnotatorRow,
     ConsentRow,
     FeedbackRow,
-    LineageRow,
-    ModelRow,
     QueryRow,
     RunRow,
 )
-from rlhf_gym.store.sessions import SessionsMixin, _end_sessions
+from rlhf_gym.store.sessions import SessionsMixin
+from rlhf_gym.store.transfer import TransferMixin
 from rlhf_gym.types import Feedback, PairQuery, Query, new_id
-
-
-class StoreError(ValueError):
-    """Bad input to the store (unknown id, withdrawn annotator, missing consent). Nothing was written."""
-
-
-class ConsentError(StoreError):
-    """A person tried to give feedback without a recorded consent to the current text."""
-
-
-class AlreadyAnswered(StoreError):
-    """This person already answered this query (the database allows one answer per person and query)."""
-
-    def __init__(self, query_id: str, annotator_id: str) -> None:
-        super().__init__(f"query {query_id!r} was already answered by {annotator_id!r}; nothing stored")
-        self.query_id, self.annotator_id = query_id, annotator_id
-
-
-class KeyUsed(StoreError):
-    """This client key was already used by this person: ``feedback`` is the answer stored with it."""
-
-    def __init__(self, client_key: str, feedback: Feedback) -> None:
-        super().__init__(f"client key {client_key!r} was already used: this answer is stored once, as feedback "
-                         f"{feedback.id}")
-        self.feedback = feedback
 
 
 def _is_second_answer(err: IntegrityError) -> bool:
     msg = str(err.orig).lower()
     return "uq_feedback_one_answer" in msg or "feedback.query_id, feedback.annotator_id" in msg
-
-
-class UnsafeInputError(StoreError):
-    """A string or number that is not storable JSON (NaN, Infinity, NUL, lone surrogate); ``where`` names it."""
-
-    def __init__(self, err: UnsafeValue) -> None:
-        super().__init__(str(err))
-        self.where = err.where
 
 
 def _check(value: Any, where: str) -> None:
@@ -96,7 +64,7 @@ def resolve_url(db: str | Path) -> str:
     return f"sqlite:///{Path(s).resolve()}"
 
 
-class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin):
+class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, TransferMixin):
     """Annotators (invites, sessions), consents, runs, queries, feedback, models with lineage, the audit log."""
 
     def __init__(self, db: str | Path = "feedback.db", *, consent_version: str | None = None, echo: bool = False,
@@ -390,86 +358,6 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin):
             out.append((q, fb))
         return out
 
-    # -- withdrawal, models and lineage ----------------------------------------------------------
-    @retry_conflicts
-    def withdraw_annotator(self, annotator_id: str, actor: str = "admin", reason: str = "") -> dict[str, Any]:
-        """Exclude every label of this person from now on and flag every model trained on them.
-
-        Their invite token is revoked and every session of theirs ends in the same transaction.
-        """
-        with self.session() as s, s.begin():
-            ann = s.get(AnnotatorRow, annotator_id)
-            if ann is None:
-                raise StoreError(f"unknown annotator {annotator_id!r}")
-            ann.withdrawn_at = ann.withdrawn_at or time.time()
-            ann.token_hash = None
-            sessions = _end_sessions(s, annotator_id)
-            if ann.meta and "contact" in ann.meta:  # personal data is not kept past withdrawal
-                ann.meta = {k: v for k, v in ann.meta.items() if k != "contact"}
-            ids = list(s.execute(select(FeedbackRow.id).where(FeedbackRow.annotator_id == annotator_id)).scalars())
-            s.execute(update(FeedbackRow).where(FeedbackRow.annotator_id == annotator_id).values(withdrawn=True))
-            model_ids = sorted(set(s.execute(select(LineageRow.model_id).where(LineageRow.feedback_id.in_(ids))).scalars())) if ids else []
-            for mid in model_ids:
-                m = s.get(ModelRow, mid)
-                m.flagged = f"trained on feedback withdrawn by {annotator_id}"
-            audit.append(s, actor, "annotator.withdraw", {"annotator": annotator_id, "labels": len(ids),
-                                                          "models_flagged": model_ids, "reason": reason,
-                                                          "sessions_ended": sessions})
-        return {"annotator": annotator_id, "labels_withdrawn": len(ids), "models_flagged": model_ids,
-                "sessions_ended": sessions}
-
-    @retry_conflicts
-    def record_model(self, path: str | Path, feedback_ids: Iterable[int], kind: str = "reward",
-                     run_id: str | None = None, model_id: str | None = None,
-                     derived_from: Iterable[str] = ()) -> str:
-        """Register a trained model with the ids of the feedback that trained it (lineage).
-
-        ``derived_from`` names models it was built on (a policy trained on a reward model): their
-        lineage is added to its own, so withdrawing a person flags the policy as well.
-        """
-        mid = model_id or new_id(kind)
-        ids_set = {int(i) for i in feedback_ids}
-        for parent in derived_from:
-            if self.model(parent) is None:
-                raise StoreError(f"unknown model {parent!r} in derived_from")
-            ids_set.update(self.lineage(parent))
-        ids = sorted(ids_set)
-        with self.session() as s, s.begin():
-            if run_id is not None and s.get(RunRow, run_id) is None:
-                s.add(RunRow(id=run_id, created_at=time.time()))
-                s.flush()
-            # a model registered after a withdrawal but trained on the withdrawn labels is flagged too
-            gone = sorted(set(s.execute(select(FeedbackRow.annotator_id).where(
-                FeedbackRow.id.in_(ids), FeedbackRow.withdrawn.is_(True))).scalars())) if ids else []
-            flagged = f"trained on feedback withdrawn by {', '.join(gone)}" if gone else None
-            s.add(ModelRow(id=mid, run_id=run_id, kind=kind, path=str(path), created_at=time.time(), flagged=flagged))
-            s.flush()
-            s.add_all([LineageRow(model_id=mid, feedback_id=i) for i in ids])
-            audit.append(s, "system", "model.train", {"model": mid, "kind": kind, "labels": len(ids)})
-        return mid
-
-    def models(self, flagged_only: bool = False) -> list[ModelRow]:
-        with self.session() as s:
-            q = select(ModelRow)
-            if flagged_only:
-                q = q.where(ModelRow.flagged.is_not(None))
-            return list(s.execute(q.order_by(ModelRow.created_at)).scalars())
-
-    def model(self, model_id: str) -> ModelRow | None:
-        with self.session() as s:
-            return s.get(ModelRow, model_id)
-
-    def lineage(self, model_id: str) -> list[int]:
-        with self.session() as s:
-            return sorted(s.execute(select(LineageRow.feedback_id).where(LineageRow.model_id == model_id)).scalars())
-
-    def models_using(self, annotator_id: str) -> list[str]:
-        """Ids of every model trained on at least one label of this annotator."""
-        with self.session() as s:
-            q = (select(LineageRow.model_id).join(FeedbackRow, FeedbackRow.id == LineageRow.feedback_id)
-                 .where(FeedbackRow.annotator_id == annotator_id).distinct())
-            return sorted(s.execute(q).scalars())
-
     # -- audit ------------------------------------------------------------------------------------
     @retry_conflicts
     def audit(self, actor: str, action: str, payload: dict | None = None) -> None:
@@ -484,162 +372,6 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin):
     def audit_entries(self) -> list[dict[str, Any]]:
         with self.session() as s:
             return audit.entries(s)
-
-    # -- export / import --------------------------------------------------------------------------
-    def export_records(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        """Every non-withdrawn answer with its query and its annotator (kind, and a person's consents).
-
-        Carrying the annotator's kind and consent records lets :meth:`import_jsonl` keep the consent
-        rule in the receiving store. No contact detail is ever exported.
-        """
-        fbs = self.feedback(run_id=run_id)
-        queries: dict[str, dict[str, Any]] = {}
-        anns: dict[str, dict[str, Any]] = {}
-        out = []
-        for fb in fbs:
-            if fb.query_id not in queries:
-                queries[fb.query_id] = self.query(fb.query_id).to_dict()
-            if fb.annotator_id not in anns:
-                row = self.annotator(fb.annotator_id)
-                kind = row.kind if row is not None else "human"
-                anns[fb.annotator_id] = {"id": fb.annotator_id, "kind": kind,
-                                         "consents": self.consents(fb.annotator_id) if kind == "human" else []}
-            out.append({"feedback": fb.to_dict(), "query": queries[fb.query_id], "annotator": anns[fb.annotator_id]})
-        return out
-
-    def export_jsonl(self, path: str | Path, run_id: str | None = None, actor: str = "system") -> int:
-        """Write one JSON object per answer (with its query and annotator) to ``path``; audited.
-
-        Withdrawn answers are left out. The audit entry records the file's SHA-256.
-        """
-        recs = self.export_records(run_id)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as f:
-            for r in recs:
-                try:
-                    line = json.dumps(r, allow_nan=False)
-                except ValueError:  # a row stored before inputs were checked: write valid JSON anyway
-                    line = json.dumps(clean_json(r), allow_nan=False)
-                f.write(line + "\n")
-        self.audit(actor, "export.labels", {"path": str(path), "format": "jsonl", "rows": len(recs), "run": run_id,
-                                            "sha256": _file_sha256(path)})
-        return len(recs)
-
-    def import_jsonl(self, path: str | Path, actor: str = "system", attest_consent: bool = False) -> int:
-        """Read rows written by :meth:`export_jsonl`; returns the number of answers added.
-
-        Every row is validated before anything is written. Annotators keep their kind; a row without
-        one counts as a person (the safe choice). A person's labels are taken only with a consent on
-        record: already in this store, carried in the file (imported and audited), or - with
-        ``attest_consent=True`` - an owner's attestation that they hold it, recorded as a consent by
-        ``actor`` and audited. Labels of people withdrawn in this store are skipped (and counted).
-        """
-        rows: list[tuple[Query, Feedback, dict[str, Any] | None]] = []
-        with Path(path).open() as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    d = json.loads(line)
-                    ann = d.get("annotator")
-                    if ann is not None and (not isinstance(ann, dict) or ann.get("kind") not in ("human", "simulated")):
-                        raise ValueError("annotator must be an object with kind 'human' or 'simulated'")
-                    rows.append((Query.from_dict(d["query"]), Feedback.from_dict(d["feedback"]), ann))
-                except (ValueError, KeyError, TypeError, AttributeError) as e:
-                    raise StoreError(f"{path}:{n}: not a feedback row ({e})") from e
-        kinds: dict[str, str] = {}
-        file_consents: dict[str, list[dict[str, Any]]] = {}
-        for _, fb, ann in rows:
-            kind = ann["kind"] if ann else "human"
-            if kinds.setdefault(fb.annotator_id, kind) != kind:
-                raise StoreError(f"{path}: annotator {fb.annotator_id!r} is both human and simulated in the file")
-            if ann and ann.get("consents"):
-                file_consents[fb.annotator_id] = ann["consents"]
-        withdrawn: set[str] = set()
-        attest: list[str] = []
-        missing: list[str] = []
-        for aid, kind in kinds.items():
-            row = self.annotator(aid)
-            if row is not None:
-                if row.kind != kind:
-                    raise StoreError(f"{path}: annotator {aid!r} is {kind} in the file but {row.kind} in this store")
-                if row.withdrawn_at is not None:
-                    withdrawn.add(aid)
-                    continue
-            if kind != "human" or self._consent_ok_after_import(aid, file_consents.get(aid, [])):
-                continue
-            (attest if attest_consent else missing).append(aid)
-        if missing:
-            raise ConsentError(f"{path}: no recorded consent for person(s) {', '.join(sorted(missing))} (none in "
-                               "this store, none in the file); nothing was imported. Import with "
-                               "--attest-consent only if you hold their consent: the attestation is audited")
-        n = 0
-        for aid, kind in kinds.items():
-            if aid in withdrawn:
-                continue
-            self.add_annotator(aid, kind=kind, actor=actor)
-            if aid in file_consents:
-                self._import_consents(aid, file_consents[aid], actor, str(path))
-            if aid in attest:
-                with self.session() as s, s.begin():
-                    version = self.consent_version or "attested"
-                    s.add(ConsentRow(annotator_id=aid, version=version, agreed=True, at=time.time(),
-                                     text_hash=hashlib.sha256(f"attested by {actor} on import of {path}".encode())
-                                     .hexdigest()))
-                    audit.append(s, actor, "consent.attest", {"annotator": aid, "version": version,
-                                                              "source": str(path)})
-        skipped = 0
-        for q, fb, _ in rows:
-            if fb.annotator_id in withdrawn:
-                skipped += 1
-                continue
-            self.add_queries([q], run_id=q.run_id)
-            if not self.has_answer(fb.query_id, fb.annotator_id, fb.answered_at):
-                self.add_feedback(Feedback(fb.query_id, fb.annotator_id, fb.value, fb.asked_at, fb.answered_at,
-                                           fb.step, fb.data))
-                n += 1
-        self.audit(actor, "import", {"path": str(path), "rows": n, "skipped_withdrawn": skipped,
-                                     "withdrawn_annotators": sorted(withdrawn), "attested": sorted(attest)})
-        return n
-
-    def _consent_ok_after_import(self, annotator_id: str, consents: list[dict[str, Any]]) -> bool:
-        """Would this person pass the consent rule with the store's records plus ``consents``?"""
-        if self.annotator(annotator_id) is not None:
-            with self.session() as s:
-                try:
-                    self._check_consent(s, annotator_id)
-                    return True
-                except ConsentError:
-                    pass
-        relevant = [c for c in consents if self.consent_version is None or c.get("version") == self.consent_version]
-        return bool(relevant) and bool(relevant[-1].get("agreed"))
-
-    @retry_conflicts
-    def _import_consents(self, annotator_id: str, consents: list[dict[str, Any]], actor: str, source: str) -> None:
-        with self.session() as s, s.begin():
-            have = {(c.version, c.at) for c in s.execute(
-                select(ConsentRow).where(ConsentRow.annotator_id == annotator_id)).scalars()}
-            for c in consents:
-                try:
-                    key = (str(c["version"]), float(c["at"]))
-                    agreed, text_hash = bool(c["agreed"]), str(c.get("text_hash", ""))
-                except (KeyError, TypeError, ValueError) as e:
-                    raise StoreError(f"{source}: bad consent record for {annotator_id!r} ({e})") from e
-                if key in have:
-                    continue
-                s.add(ConsentRow(annotator_id=annotator_id, version=key[0], agreed=agreed, at=key[1],
-                                 text_hash=text_hash))
-                audit.append(s, actor, "consent.import", {"annotator": annotator_id, "version": key[0],
-                                                          "agreed": agreed, "at": key[1], "source": source})
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
