@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from rlhf_gym.store import FeedbackStore
 
 
+def echo(text: str, limit: int = 40) -> str:
+    """A person's input quoted back to them, cut to ``limit`` characters (a pasted page must not flood the screen)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
 class StopFeedback(Exception):
     """Raised by a source when the person asked to stop (``q``, Ctrl-C); answers so far are kept."""
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rlhf_gym.feedback.sources import FeedbackSource
+from rlhf_gym.feedback.sources import FeedbackSource, echo
 from rlhf_gym.types import Feedback, Query, StepQuery
 
 if TYPE_CHECKING:
@@ -142,4 +142,4 @@ class TerminalSource(FeedbackSource):
                 return None
             if ans in ("q", "quit"):
                 return "quit"
-            self.out(f"Please type 1 or y (correct), 0 or n (wrong), s to skip or q to stop; got {ans!r}.")
+            self.out(f"Please type 1 or y (correct), 0 or n (wrong), s to skip or q to stop; got {echo(ans)}.")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rlhf_gym.feedback.sources import FeedbackSource
+from rlhf_gym.feedback.sources import FeedbackSource, echo
 from rlhf_gym.feedback.teachers_demonstration import trajectory_record
 from rlhf_gym.feedback.terminal import ACTION_NAMES, OBS_NAMES, _names_for
 from rlhf_gym.types import ActionQuery, DemoQuery, Feedback, Query, Trajectory
@@ -91,7 +91,7 @@ class TerminalDemoSource(FeedbackSource):
                 return SKIP
             if ans.isdigit() and 0 <= int(ans) < n:
                 return int(ans)
-            self.out(f"Please type an action number from 0 to {n - 1}{extra} or q to end; got {ans!r}.")
+            self.out(f"Please type an action number from 0 to {n - 1}{extra} or q to end; got {echo(ans)}.")
 
     def _frame(self, env: Any, tag: str) -> str | None:
         if self.frame_dir is None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rlhf_gym.feedback.sources import FeedbackSource, StopFeedback
+from rlhf_gym.feedback.sources import FeedbackSource, StopFeedback, echo
 from rlhf_gym.types import Feedback, PairQuery, Query, Segment, Trajectory, new_id
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class TerminalComparisonSource(FeedbackSource):
                 raise StopFeedback("stopped at the terminal")
             if ans in ANSWERS:
                 return ANSWERS[ans]
-            self.out(f"Please type 1, 2, =, s or q (got {ans!r}).")
+            self.out(f"Please type 1, 2, =, s or q (got {echo(ans)}).")
 
     def _collect(self, step: int | None) -> list[Feedback]:
         out: list[Feedback] = []

@@ -107,4 +107,6 @@ def ensure_terminal_consent(store: FeedbackStore, annotator_id: str, policy: Fee
             store.record_consent(annotator_id, policy.consent_version, policy.consent_record_text(), False)
             out("No consent given: no feedback will be asked or stored.")
             return False
-        out(f"Please answer yes or no (got {ans!r}).")
+        from rlhf_gym.feedback.sources import echo
+
+        out(f"Please answer yes or no (got {echo(ans)}).")
