@@ -184,3 +184,29 @@ def test_the_run_is_warned_when_every_answer_is_a_skip(server):
     assert len(src2.poll()) == 7 and said2 == []
     src.close()
     src2.close()
+
+
+def test_answers_from_earlier_pages_survive_a_failing_later_page(tmp_path):
+    """The cursor moves past each page as it is read: if a later page fails, the answers already read must
+    come with the next poll, not be lost."""
+    q = make_queries(run_id="run-6")["pair"][0]
+    pages = iter([
+        httpx.Response(200, json={"answers": [{"id": 1, "query_id": q.id, "annotator_id": "alice", "value": 1.0,
+                                               "asked_at": 1.0, "answered_at": 2.0}], "cursor": 1}),
+        httpx.Response(500, json={"detail": "down"}),
+        httpx.Response(200, json={"answers": [], "cursor": 1}),
+    ])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/admin/queries":
+            return httpx.Response(200, json={"added": [q.id], "existing": []})
+        return next(pages)
+
+    src = WebSource(server="http://test", token=ADMIN, run_id="run-6", retries=0, backoff=0.01, page_size=1)
+    src._http = httpx.Client(base_url="http://test", transport=httpx.MockTransport(handler))
+    src.post([q])
+    with pytest.raises(WebServerError):
+        src.poll()
+    got = src.poll()
+    assert [(f.annotator_id, f.query_id, f.value) for f in got] == [("alice", q.id, 1.0)]
+    src.close()

@@ -91,6 +91,8 @@ class WebSource(FeedbackSource):
         self._known: dict[str, Query] = {}
         self.cursor = 0
         self._seen_remote: set[int] = set()
+        #: answers taken from pages already read when a later page failed: handed over by the next poll
+        self._carry: list[Feedback] = []
         if store is not None and annotator_id is not None:
             store.add_annotator(annotator_id, kind="human")
         self.last_error: str | None = None
@@ -144,7 +146,7 @@ class WebSource(FeedbackSource):
 
     def _collect(self, step: int | None) -> list[Feedback]:
         self._flush()
-        out: list[Feedback] = []
+        out = self._carry  # the cursor is past these: keep them until they are handed over
         while True:
             params: dict[str, Any] = {"since": self.cursor, "limit": self.page_size}
             if self.run_id is not None:
@@ -156,6 +158,7 @@ class WebSource(FeedbackSource):
                     out.append(fb)
             self.cursor = max(self.cursor, int(page["cursor"]))
             if len(page["answers"]) < self.page_size:
+                self._carry = []
                 self._check_skips(out)
                 return out
 
