@@ -238,3 +238,16 @@ def test_sb3_leaves_no_log_folder_behind(tmp_path, monkeypatch):
     algo = make_algo("ppo", make_vec_env("CartPole-v1", n_envs=2, seed=0), 0, 128)
     algo.learn(128)
     assert not list(tmp_path.glob("SB3-*"))
+
+
+def test_every_job_hands_the_projects_consent_text_to_a_person(tmp_path):
+    """The jobs build their teacher through one helper, so no feedback type can drop ``--policy``."""
+    from rlhf_gym.jobs import teacher_for
+
+    (tmp_path / "p.toml").write_text('[feedback]\nconsent_text = "Project text XYZ."\n')
+    store = FeedbackStore(tmp_path / "s.db")
+    for feedback in ("evaluative", "preference", "demonstration", "tradeoff"):
+        cfg = TrainConfig(feedback=feedback, teacher="human", policy=str(tmp_path / "p.toml"), annotator=f"p-{feedback}")
+        src = teacher_for(cfg, store, None, tmp_path, **({"settings": {"n_objectives": 2}} if feedback == "tradeoff" else {}))
+        assert src.policy is not None and src.policy.consent_text == "Project text XYZ.", feedback
+    store.close()

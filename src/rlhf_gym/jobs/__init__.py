@@ -32,6 +32,18 @@ def consent_policy(path: str | None) -> Any:
     return load_policy(path)
 
 
+def teacher_for(cfg: TrainConfig, store: Any, run_id: str | None, out_dir: Any, **over: Any) -> Any:
+    """The run's feedback source from the registry, with everything the config says about who answers
+    (teacher, annotator, noise, server, consent text); ``over`` replaces fields (``settings``, ``log``)."""
+    from rlhf_gym.feedback.registry import TeacherRequest, make_teacher
+
+    return make_teacher(TeacherRequest(**{
+        "feedback": cfg.feedback, "name": cfg.teacher, "env_id": cfg.env, "seed": cfg.seed, "store": store,
+        "run_id": run_id, "annotator_id": cfg.annotator, "settings": cfg.extra, "noise": cfg.noise,
+        "server": cfg.server, "token": cfg.token, "out_dir": out_dir, "consent": consent_policy(cfg.policy),
+        **over}))
+
+
 def feedback_types() -> tuple[str, ...]:
     """Every feedback type a run can learn from."""
     return tuple(JOBS)

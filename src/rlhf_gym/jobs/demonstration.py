@@ -79,7 +79,7 @@ def _is_tabular(env: gym.Env) -> bool:
 
 def _train(cfg: TrainConfig, learner: str) -> dict[str, Any]:
     from rlhf_gym.envs import make_env
-    from rlhf_gym.feedback.registry import TeacherRequest, make_teacher
+    from rlhf_gym.jobs import teacher_for
     from rlhf_gym.runs import MetricsLogger, RunDir
     from rlhf_gym.store import FeedbackStore
 
@@ -104,10 +104,7 @@ def _train(cfg: TrainConfig, learner: str) -> dict[str, Any]:
     t0 = time.time()
     source = None
     if learner == "dagger" or not cfg.demos:
-        source = make_teacher(TeacherRequest(
-            "demonstration", cfg.teacher, cfg.env, seed=cfg.seed, store=store, run_id=run_id,
-            annotator_id=cfg.annotator, settings=cfg.extra, noise=cfg.noise, server=cfg.server, token=cfg.token,
-            out_dir=run.path))
+        source = teacher_for(cfg, store, run_id, run.path)
     try:
         demos = _gather(cfg, learner, store, run_id, source)
         metrics = MetricsLogger(run)

@@ -14,7 +14,7 @@ import numpy as np
 from rlhf_gym.config import TrainConfig
 from rlhf_gym.envs import make_env, require_discrete
 from rlhf_gym.governance.weighting import AnnotatorWeighting
-from rlhf_gym.jobs import consent_policy
+from rlhf_gym.jobs import teacher_for
 from rlhf_gym.learners.common import LearnerSettings
 from rlhf_gym.learners.evaluative_loop import TeachStats, learner_class, make_learner, teach
 from rlhf_gym.rollouts import evaluate_policy
@@ -48,7 +48,7 @@ def _train_evaluative(cfg: TrainConfig, settings: LearnerSettings) -> dict[str, 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rlhf_gym.feedback.registry import TeacherRequest, is_person, make_teacher
+    from rlhf_gym.feedback.registry import is_person
     from rlhf_gym.governance.bias import WeightPolicy
     from rlhf_gym.runs import MetricsLogger, RunDir, plot_curve
     from rlhf_gym.store import FeedbackStore
@@ -60,10 +60,7 @@ def _train_evaluative(cfg: TrainConfig, settings: LearnerSettings) -> dict[str, 
     store = FeedbackStore(cfg.db or run.db_path)
     run_id = store.add_run(f"run-{Path(cfg.out).resolve().name}-{int(time.time())}", asdict(cfg))
     rng = np.random.default_rng(cfg.seed)
-    source = make_teacher(TeacherRequest(
-        "evaluative", cfg.teacher, cfg.env, seed=cfg.seed, store=store, run_id=run_id, annotator_id=cfg.annotator,
-        settings=cfg.extra, noise=cfg.noise, server=cfg.server, token=cfg.token, out_dir=run.path, consent=consent_policy(cfg.policy),
-        log=lambda m: console.print(m)))
+    source = teacher_for(cfg, store, run_id, run.path, log=lambda m: console.print(m))
     human = is_person("evaluative", cfg.teacher)
     env = make_env(cfg.env, seed=cfg.seed, render_mode="rgb_array" if human else None)
     learner = make_learner(cfg.learner, spec.obs_shape[0], int(spec.n_actions or 0), rng, settings)

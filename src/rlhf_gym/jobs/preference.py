@@ -16,7 +16,7 @@ from rlhf_gym.config import TrainConfig
 from rlhf_gym.envs import make_env, spec_of
 from rlhf_gym.feedback.selection import sample_segments
 from rlhf_gym.governance.bias import WeightPolicy
-from rlhf_gym.jobs import consent_policy
+from rlhf_gym.jobs import teacher_for
 from rlhf_gym.learners.preference import (
     PreferenceLoop,
     PreferenceSettings,
@@ -49,7 +49,6 @@ def train_preference(cfg: TrainConfig) -> dict[str, Any]:
 def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
     from stable_baselines3.common.env_util import make_vec_env
 
-    from rlhf_gym.feedback.registry import TeacherRequest, make_teacher
     from rlhf_gym.store import FeedbackStore
 
     st, _ = PreferenceSettings.from_extra(dict(cfg.extra))
@@ -74,10 +73,7 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
     else:
         reward = RewardModel.for_spaces(probe.observation_space, probe.action_space, seed=cfg.seed,
                                         ensemble=st.ensemble, inputs=st.inputs)
-        source = make_teacher(TeacherRequest(
-            "preference", cfg.teacher, cfg.env, seed=cfg.seed, store=store, run_id=run_id,
-            annotator_id=cfg.annotator, settings=cfg.extra, noise=cfg.noise, server=cfg.server, token=cfg.token,
-            out_dir=run.path, consent=consent_policy(cfg.policy))) if cfg.budget > 0 else None
+        source = teacher_for(cfg, store, run_id, run.path) if cfg.budget > 0 else None
     probe.close()
     if 0 < cfg.budget < 5 and not cfg.reward:
         msg = f"budget {cfg.budget} is tiny: the reward model will be a rough guess (and may come out inverted)"

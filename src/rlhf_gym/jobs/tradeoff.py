@@ -98,8 +98,9 @@ def train_tradeoff(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
-    from rlhf_gym.feedback.registry import TeacherRequest, is_person, make_teacher
+    from rlhf_gym.feedback.registry import is_person
     from rlhf_gym.feedback.teachers_tradeoff import PopulationSource, SimulatedTradeoffTeacher
+    from rlhf_gym.jobs import teacher_for
     from rlhf_gym.learners.tradeoff import answered_outcomes, learn_weights, posterior_from
     from rlhf_gym.morl import policies as P
     from rlhf_gym.morl.envs import make_vector_env, n_objectives, objective_names
@@ -127,10 +128,7 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
     logger = MetricsLogger(run, tensorboard=False)
     log = print
     try:
-        source = make_teacher(TeacherRequest("tradeoff", cfg.teacher, cfg.env, seed=cfg.seed, store=store,
-                                             run_id=run_id, annotator_id=cfg.annotator,
-                                             settings={**cfg.extra, "n_objectives": k}, noise=cfg.noise,
-                                             server=cfg.server, token=cfg.token, out_dir=run.path))
+        source = teacher_for(cfg, store, run_id, run.path, settings={**cfg.extra, "n_objectives": k})
         hidden: dict[str, list[float]] = {}
         if isinstance(source, SimulatedTradeoffTeacher) and not source.random:
             hidden = {source.annotator_id: source.weights.tolist()}
