@@ -82,10 +82,9 @@ class TerminalComparisonSource(FeedbackSource):
         if self._consented or not self.ask_consent or self.store is None:
             self._consented = True
             return
-        from rlhf_gym.governance.consent import ensure_terminal_consent
+        from rlhf_gym.governance.consent import person_consents
 
-        if not ensure_terminal_consent(self.store, self.annotator_id, self.policy, input_fn=self.input_fn,
-                                       out=self.out):
+        if not person_consents(self.store, self.annotator_id, self.policy, self.input_fn, self.out):
             self.stopped = True
             raise StopFeedback("no consent given")
         self._consented = True

@@ -230,10 +230,10 @@ def train_adversarial(env_id: str, demos: Sequence[Trajectory], make_disc: Calla
     expert = demo_rows(demos)
     # input scaling from demonstrated *and* random-policy states: from the demonstrations alone (a balanced
     # pole barely moves) every state the generator reaches would be clipped to the same far-away corner
-    from rlhf_gym.rollouts import rollout
+    from rlhf_gym.rollouts import random_policy, rollout
 
     env = make_env(env_id, seed=seed)
-    rand = [rollout(env, lambda _o: env.action_space.sample(), seed=seed + i, max_steps=200).obs for i in range(10)]
+    rand = [rollout(env, random_policy(env), seed=seed + i, max_steps=200).obs for i in range(10)]
     env.close()
     reward.fit_input_normalisation(np.concatenate([expert.obs[~expert.absorbing], *rand]))
     disc = make_disc(reward)

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 SESSION_TTL = 7 * 24 * 3600.0
 
 
-def hash_secret(secret: str) -> str:
+def hash_token(secret: str) -> str:
+    """How invite tokens and session secrets are kept: only their SHA-256."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -41,7 +42,7 @@ class SessionsMixin:
         now = time.time() if now is None else now
         with self.session() as s:
             return s.execute(select(AnnotatorRow).where(
-                AnnotatorRow.token_hash == hash_secret(token),
+                AnnotatorRow.token_hash == hash_token(token),
                 or_(AnnotatorRow.token_expires_at.is_(None), AnnotatorRow.token_expires_at > now))
             ).scalar_one_or_none()
 
@@ -60,7 +61,7 @@ class SessionsMixin:
             expires = now + ttl
             if ann.token_expires_at is not None:
                 expires = min(expires, ann.token_expires_at)
-            s.add(SessionRow(id=hash_secret(secret), annotator_id=annotator_id, created_at=now, expires_at=expires))
+            s.add(SessionRow(id=hash_token(secret), annotator_id=annotator_id, created_at=now, expires_at=expires))
         return secret, expires
 
     def annotator_by_session(self, secret: str, now: float | None = None) -> AnnotatorRow | None:
@@ -68,7 +69,7 @@ class SessionsMixin:
         now = time.time() if now is None else now
         with self.session() as s:
             return s.execute(select(AnnotatorRow).join(SessionRow, SessionRow.annotator_id == AnnotatorRow.id).where(
-                SessionRow.id == hash_secret(secret), SessionRow.ended_at.is_(None), SessionRow.expires_at > now,
+                SessionRow.id == hash_token(secret), SessionRow.ended_at.is_(None), SessionRow.expires_at > now,
                 AnnotatorRow.withdrawn_at.is_(None))).scalar_one_or_none()
 
     @retry_conflicts
@@ -105,7 +106,7 @@ class SessionsMixin:
                 from rlhf_gym.store.errors import StoreError
 
                 raise StoreError(f"annotator {annotator_id!r} is unknown or has withdrawn; no new invite")
-            ann.token_hash = hash_secret(token)
+            ann.token_hash = hash_token(token)
             ann.token_expires_at = None if ttl is None else time.time() + ttl
             audit.append(s, actor, "invite.reissue", {"annotator": annotator_id,
                                                       "expires_at": ann.token_expires_at})

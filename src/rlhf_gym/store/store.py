@@ -32,7 +32,7 @@ from rlhf_gym.store.schema import (
     QueryRow,
     RunRow,
 )
-from rlhf_gym.store.sessions import SessionsMixin
+from rlhf_gym.store.sessions import SessionsMixin, hash_token
 from rlhf_gym.store.transfer import TransferMixin
 from rlhf_gym.types import Feedback, PairQuery, Query, new_id
 
@@ -47,10 +47,6 @@ def _check(value: Any, where: str) -> None:
         check_json(value, where)
     except UnsafeValue as e:
         raise UnsafeInputError(e) from None
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def resolve_url(db: str | Path) -> str:
