@@ -83,3 +83,14 @@ def test_four_of_five_against_one_of_three_does_not_count():
     assert v["solved_clears"] is False and v["counts"] is False
     assert stats.clears((0.5, 0.9), (0.1, 0.4)) and not stats.clears((0.3, 0.9), (0.1, 0.4))
     assert stats.clears((1.0, 2.0), (3.0, 4.0), higher_is_better=False)
+
+
+def test_compare_follows_the_metrics_direction():
+    """A lower-is-better metric (answers to solve) clears its control when its interval lies wholly below."""
+    from rlhf_gym import stats
+
+    few = stats.summarise([20, 30, 30, 25, 30])
+    many = stats.summarise([400, 500, 450, 600, 550])
+    assert stats.compare(few, many, higher_is_better=False)["iqm_clears"]
+    assert not stats.compare(few, many)["iqm_clears"]
+    assert stats.compare(many, few)["iqm_clears"]

@@ -165,12 +165,13 @@ def clears(headline: tuple[float, float], control: tuple[float, float], higher_i
     return headline[1] < control[0]
 
 
-def compare(headline: Summary, control: Summary) -> dict[str, Any]:
-    """Verdicts of a headline row against its control: on the IQM interval, and on the solved-share interval.
+def compare(headline: Summary, control: Summary, higher_is_better: bool = True) -> dict[str, Any]:
+    """Verdicts of a headline row against its control: on the IQM interval (in the metric's direction), and on
+    the solved-share interval (more solved is always better).
 
     ``counts`` is True only where every interval available to both rows clears the control's.
     """
-    out: dict[str, Any] = {"iqm_clears": clears(headline.iqm_ci, control.iqm_ci)}
+    out: dict[str, Any] = {"iqm_clears": clears(headline.iqm_ci, control.iqm_ci, higher_is_better)}
     if headline.solved_ci is not None and control.solved_ci is not None:
         out["solved_clears"] = clears(headline.solved_ci, control.solved_ci)
     out["counts"] = all(out.values())

@@ -413,7 +413,7 @@ def table(sweep: Sweep, records: list[dict[str, Any]], reps: int = 2000) -> list
             continue
         line["control"] = ctrl.name
         if row.name in summaries and ctrl.name in summaries:
-            line["vs_control"] = stats.compare(summaries[row.name], summaries[ctrl.name])
+            line["vs_control"] = stats.compare(summaries[row.name], summaries[ctrl.name], sweep.higher_is_better)
     return out
 
 
