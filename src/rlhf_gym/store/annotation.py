@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, or_, select, update
 
 from rlhf_gym.store import audit
+from rlhf_gym.store.access import AccessCache, QueryMeta
 from rlhf_gym.store.audit import retry_conflicts
+from rlhf_gym.store.batch import read_query_metas
 from rlhf_gym.store.jsonsafe import clean_json
 from rlhf_gym.store.schema import ConsentRow, FeedbackRow, QueryRow, RunRow
 from rlhf_gym.types import Query
@@ -48,8 +50,25 @@ def _open_filter(aid: str) -> list[Any]:
 class AnnotationMixin:
     """Annotation-app reads; the host class provides ``session()``."""
 
+    access: AccessCache
+
     def session(self) -> Session:  # pragma: no cover - provided by FeedbackStore
         raise NotImplementedError
+
+    def query_meta(self, query_id: str) -> QueryMeta | None:
+        """Kind, owner, run, time and (step queries) step of a query, without decoding its payload.
+
+        Kept in memory once read (queries never change); None for an unknown id (never cached).
+        """
+        meta = self.access.query(query_id)
+        if meta is None:
+            with self.session() as s:
+                found = read_query_metas(s, {query_id})
+            if not found:
+                return None
+            meta = found[0]
+            self.access.put_query(meta)
+        return meta
 
     def stored_query(self, query_id: str) -> StoredQuery | None:
         with self.session() as s:
@@ -105,11 +124,13 @@ class AnnotationMixin:
             if run_id is not None:
                 q = q.where(QueryRow.run_id == run_id)
             rows = s.execute(q.order_by(FeedbackRow.id).limit(limit)).all()
+            # the version each person last agreed to, for every annotator on the page in one query
             consent: dict[str, str | None] = {}
-            for aid in {r.annotator_id for r, _ in rows}:
-                consent[aid] = s.execute(select(ConsentRow.version).where(
-                    ConsentRow.annotator_id == aid, ConsentRow.agreed.is_(True))
-                    .order_by(ConsentRow.id.desc()).limit(1)).scalar_one_or_none()
+            aids = {r.annotator_id for r, _ in rows}
+            if aids:
+                for aid, version in s.execute(select(ConsentRow.annotator_id, ConsentRow.version).where(
+                        ConsentRow.annotator_id.in_(aids), ConsentRow.agreed.is_(True)).order_by(ConsentRow.id)):
+                    consent[aid] = version  # later rows overwrite: the latest agreement counts
         out = [clean_json({"id": r.id, "query_id": r.query_id, "annotator_id": r.annotator_id, "value": r.value,
                            "asked_at": r.asked_at, "answered_at": r.answered_at, "step": r.step, "data": r.data,
                            "run_id": rid, "consent_version": consent.get(r.annotator_id)}) for r, rid in rows]

@@ -122,27 +122,35 @@ def append(session: Session, actor: str, action: str, payload: dict[str, Any] | 
     return row
 
 
-def append_many(session: Session, entries: list[tuple[str, str, dict[str, Any]]]) -> None:
+def append_many(session: Session, entries: list[tuple[str, str, dict[str, Any]]],
+                head: tuple[int, str] | None = None) -> None:
     """Append several entries in the caller's transaction with one insert (group commit of labels).
 
     Takes the write lock first (as :func:`append` does), reads the chain's head once from the signed
     checkpoint row (kept in the same transaction as every append, so it is the database's own
     head), computes the new entries in memory and writes them and the new checkpoint at once.
+    ``head=(seq, hash)``: the caller already holds the write lock and read the checkpoint in this
+    transaction (the label writer does, with its generation check), so neither is done again.
     """
     if not entries:
         return
     from sqlalchemy import insert, update
 
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+    row = None
+    if head is not None:
+        seq, prev = head
     else:
-        session.execute(text("UPDATE audit_head SET seq = seq WHERE id = 1"))
-    head = session.execute(select(AuditHeadRow.seq, AuditHeadRow.hash).where(AuditHeadRow.id == 1)).first()
-    if head is None:  # no checkpoint yet: fall back to the log itself (first entries of a store)
-        last = session.execute(select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)).first()
-        seq, prev = (0, GENESIS) if last is None else (last.seq, last.hash)
-    else:
-        seq, prev = head.seq, head.hash
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+        else:
+            session.execute(text("UPDATE audit_head SET seq = seq WHERE id = 1"))
+        row = session.execute(select(AuditHeadRow.seq, AuditHeadRow.hash).where(AuditHeadRow.id == 1)).first()
+        if row is None:  # no checkpoint yet: fall back to the log itself (first entries of a store)
+            last = session.execute(select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)).first()
+            seq, prev = (0, GENESIS) if last is None else (last.seq, last.hash)
+        else:
+            seq, prev = row.seq, row.hash
+    had_head = head is not None or row is not None
     rows = []
     for actor, action, payload in entries:
         seq += 1
@@ -153,7 +161,7 @@ def append_many(session: Session, entries: list[tuple[str, str, dict[str, Any]]]
                      "prev_hash": prev, "hash": h})
         prev = h
     session.execute(insert(AuditRow), rows)
-    if head is None:
+    if not had_head:
         session.add(AuditHeadRow(id=1, seq=seq, hash=prev, mac=head_mac(seq, prev)))
     else:
         session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1)

@@ -1,144 +1,233 @@
-"""Group commit of answers: many labels, one transaction, set-based checks and plain Core inserts.
+"""Storing answers: the one place where the rules for a label are checked, for one label or a batch.
 
-Part of :class:`~rlhf_gym.store.FeedbackStore`. The web app's writer drains the labels queued while
-the previous batch was being written and stores them with :meth:`BatchMixin.add_feedback_many`:
-the checks (annotator known and not withdrawn, consent, assignment, idempotency key, one answer per
-person and query) are a handful of queries for the whole batch, made after the write lock is taken
-(so a withdrawal committed by another process is seen), the rows go in with one insert, and the
-audit chain is continued in memory from the signed head and written with one insert as well.
-Each item gets its own outcome: a stored :class:`~rlhf_gym.types.Feedback` or the
-:class:`~rlhf_gym.store.StoreError` that refused it; one bad item never fails the others.
+Part of :class:`~rlhf_gym.store.FeedbackStore`. :meth:`BatchMixin.add_feedback_many` stores many
+answers in one transaction (the web app's writer drains the labels queued while the previous batch
+was written and hands them over at once); :meth:`~rlhf_gym.store.FeedbackStore.add_feedback` is the
+same call with one item. Under the database's write lock (so every change committed by any process
+is seen) it runs one generation check (:mod:`rlhf_gym.store.access`): while nothing but labels was
+audited since the last batch, the annotators' standing (kind, withdrawn, consent) and the queries'
+owners come from memory; otherwise they are read again, with a handful of set-based statements for
+the whole batch. Earlier answers (client keys, one answer per person and query) are one statement,
+the rows go in with one Core insert, and the audit chain is continued from the head read by the
+generation check and written with one insert. Each item gets its own outcome: a stored
+:class:`~rlhf_gym.types.Feedback` or the :class:`~rlhf_gym.store.StoreError` that refused it; one bad
+item never fails the others.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, literal, null, or_, select, text, union_all
 
 from rlhf_gym.store import audit
+from rlhf_gym.store.access import AccessCache, QueryMeta, Standing, changed_since
 from rlhf_gym.store.audit import retry_conflicts
-from rlhf_gym.store.schema import AnnotatorRow, ConsentRow, FeedbackRow, QueryRow
+from rlhf_gym.store.errors import (
+    AlreadyAnswered,
+    ConsentError,
+    CredentialEnded,
+    KeyConflict,
+    KeyUsed,
+    NotAssigned,
+    StoreError,
+    UnknownAnnotator,
+    UnknownQuery,
+    UnsafeInputError,
+    Withdrawn,
+)
+from rlhf_gym.store.jsonsafe import UnsafeValue, check_json
+from rlhf_gym.store.schema import AnnotatorRow, ConsentRow, FeedbackRow, QueryRow, SessionRow
 from rlhf_gym.types import Feedback
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 
+@dataclass(frozen=True)
+class Credential:
+    """How a label's sender was signed in: ``kind`` "token" (invite) or "session", the secret's hash,
+    and the cache epoch in which it was last found live (see :class:`~rlhf_gym.store.access.AccessCache`)."""
+
+    kind: str
+    secret_hash: str
+    epoch: int
+
+
+def check_input(fb: Feedback, client_key: str | None) -> None:
+    """Refuse values that are not storable JSON (NaN, Infinity, NUL, lone surrogates), naming the field."""
+    try:
+        check_json({"query_id": fb.query_id, "annotator_id": fb.annotator_id, "value": fb.value, "step": fb.step,
+                    "asked_at": fb.asked_at, "answered_at": fb.answered_at, "client_key": client_key}, "feedback")
+        check_json(fb.data, "data")
+    except UnsafeValue as e:
+        raise UnsafeInputError(e) from None
+
+
+def consent_refusal(annotator_id: str, version: str | None, declined: bool) -> ConsentError:
+    which = f"consent version {version!r}" if version else "any consent text"
+    state = "declined" if declined else "has not agreed to"
+    return ConsentError(f"annotator {annotator_id!r} {state} {which}; no label is accepted without a recorded "
+                        "consent (show the purpose and consent text first)")
+
+
 class BatchMixin:
-    """``add_feedback_many``; the host class provides ``session()``, ``consent_version`` and the errors."""
+    """``add_feedback_many``; the host class provides ``session()``, ``consent_version`` and ``access``."""
 
     consent_version: str | None
+    access: AccessCache
 
     def session(self) -> Session:  # pragma: no cover - provided by FeedbackStore
         raise NotImplementedError
 
     @retry_conflicts
-    def add_feedback_many(self, items: Sequence[tuple[Feedback, str | None]]) -> list[Feedback | Exception]:
+    def add_feedback_many(self, items: Sequence[tuple[Feedback, str | None]],
+                          credentials: Sequence[Credential | None] | None = None) -> list[Feedback | Exception]:
         """Store many answers in one transaction; returns, per item, the stored answer or why it was refused.
 
-        Same rules as :meth:`~rlhf_gym.store.FeedbackStore.add_feedback`, except that a repeated client
-        key (already stored, or earlier in the batch) is refused with :class:`~rlhf_gym.store.KeyUsed`
-        naming the answer stored with it.
+        Refusals (nothing written for that item): :class:`UnknownAnnotator`, :class:`Withdrawn`,
+        :class:`UnknownQuery`, :class:`NotAssigned` (the query is someone else's), :class:`ConsentError`,
+        :class:`UnsafeInputError`, :class:`KeyUsed` (this client key was stored before, or earlier in the
+        batch: it names that answer), :class:`KeyConflict` (the key was used for another query),
+        :class:`AlreadyAnswered` (a second answer with a client key to the same query), and, when
+        ``credentials`` are given, :class:`CredentialEnded` for a token or session revoked meanwhile.
         """
-        from rlhf_gym.store.errors import AlreadyAnswered, ConsentError, KeyUsed, StoreError, UnsafeInputError
-        from rlhf_gym.store.store import _check
-
         out: list[Feedback | Exception | None] = [None] * len(items)
         todo: list[int] = []
         for i, (fb, key) in enumerate(items):
             try:
-                _check({"query_id": fb.query_id, "annotator_id": fb.annotator_id, "value": fb.value, "step": fb.step,
-                        "asked_at": fb.asked_at, "answered_at": fb.answered_at, "client_key": key}, "feedback")
-                _check(fb.data, "data")
+                check_input(fb, key)
                 todo.append(i)
             except UnsafeInputError as e:
                 out[i] = e
         if not todo:
             return out  # type: ignore[return-value]
+        cache = self.access
         with self.session() as s, s.begin():
             _write_lock(s)
+            started = time.monotonic()
+            seq, head_hash, changed = changed_since(s, cache.generation)
+            epoch = cache.observe(seq, changed, started)
             aids = {items[i][0].annotator_id for i in todo}
             qids = {items[i][0].query_id for i in todo}
+            people = self._standings(s, aids, epoch)
+            queries = self._query_metas(s, qids)
+            if credentials is not None:
+                stale = {(c.kind, c.secret_hash) for i in todo if (c := credentials[i]) is not None and c.epoch != epoch}
+                live = _live_credentials(s, stale) if stale else {}
             keys = {items[i][1] for i in todo if items[i][1] is not None}
-            anns = {r.id: r for r in s.execute(select(AnnotatorRow.id, AnnotatorRow.kind, AnnotatorRow.withdrawn_at)
-                                               .where(AnnotatorRow.id.in_(aids)))}
-            queries = {r.id: r.assigned_to for r in s.execute(select(QueryRow.id, QueryRow.assigned_to)
-                                                              .where(QueryRow.id.in_(qids)))}
-            agreed = self._consents_of(s, {a for a, r in anns.items() if r.kind == "human"})
-            cols = (FeedbackRow.id, FeedbackRow.query_id, FeedbackRow.annotator_id, FeedbackRow.value,
-                    FeedbackRow.asked_at, FeedbackRow.answered_at, FeedbackRow.step, FeedbackRow.data,
-                    FeedbackRow.client_key)
-            by_key: dict[tuple[str, str], Feedback] = {}
-            answered: set[tuple[str, str]] = set()
-            if keys:
-                for r in s.execute(select(*cols).where(FeedbackRow.annotator_id.in_(aids),
-                                                       FeedbackRow.client_key.in_(keys))):
-                    by_key[(r.annotator_id, r.client_key)] = _fb(r)
-            for r in s.execute(select(FeedbackRow.query_id, FeedbackRow.annotator_id).where(
-                    FeedbackRow.query_id.in_(qids), FeedbackRow.annotator_id.in_(aids),
-                    FeedbackRow.client_key.is_not(None))):
-                answered.add((r.query_id, r.annotator_id))
-            new_rows: list[dict] = []
-            new_idx: list[int] = []
-            same_key_later: dict[int, int] = {}  # item -> the item of this batch first stored with its key
+            by_key, answered = _earlier(s, aids, qids, keys)
+            keyed: list[int] = []
+            keyless: list[int] = []
+            rows: dict[int, dict[str, Any]] = {}
             pending_keys: dict[tuple[str, str], int] = {}
+            same_key_later: dict[int, int] = {}  # item -> the item of this batch first stored with its key
+            pending_pairs: dict[tuple[str, str], int] = {}
+            same_pair_later: dict[int, int] = {}  # item -> the item of this batch that answered its query first
             for i in todo:
                 fb, key = items[i]
-                ann = anns.get(fb.annotator_id)
+                ann = people.get(fb.annotator_id)
                 if ann is None:
-                    out[i] = StoreError(f"unknown annotator {fb.annotator_id!r}")
+                    out[i] = UnknownAnnotator(fb.annotator_id)
                     continue
-                if ann.withdrawn_at is not None:
-                    out[i] = StoreError(f"annotator {fb.annotator_id!r} has withdrawn; no feedback is accepted")
+                if ann.withdrawn:
+                    out[i] = Withdrawn(fb.annotator_id)
+                    continue
+                cred = credentials[i] if credentials is not None else None
+                if cred is not None and cred.epoch != epoch and live.get((cred.kind, cred.secret_hash)) != fb.annotator_id:
+                    out[i] = CredentialEnded(f"the {'session' if cred.kind == 'session' else 'invite token'} of "
+                                             f"{fb.annotator_id!r} was ended, revoked or expired; nothing stored")
                     continue
                 if key is not None:
                     prev = by_key.get((fb.annotator_id, key))
                     if prev is not None:
-                        out[i] = KeyUsed(key, prev) if prev.query_id == fb.query_id else StoreError(
-                            f"client key {key!r} was already used for another query")
+                        out[i] = KeyUsed(key, prev) if prev.query_id == fb.query_id else KeyConflict(key)
                         continue
                     if (fb.annotator_id, key) in pending_keys:
                         same_key_later[i] = pending_keys[(fb.annotator_id, key)]
                         continue
-                if fb.query_id not in queries:
-                    out[i] = StoreError(f"unknown query id {fb.query_id!r}")
+                q = queries.get(fb.query_id)
+                if q is None:
+                    out[i] = UnknownQuery(fb.query_id)
                     continue
-                owner = queries[fb.query_id]
-                if owner is not None and owner != fb.annotator_id:
-                    out[i] = StoreError(f"query {fb.query_id!r} is not assigned to annotator {fb.annotator_id!r}")
+                if q.assigned_to is not None and q.assigned_to != fb.annotator_id:
+                    out[i] = NotAssigned(fb.query_id, fb.annotator_id)
                     continue
-                if ann.kind == "human" and not agreed.get(fb.annotator_id, False):
-                    which = f"consent version {self.consent_version!r}" if self.consent_version else "any consent text"
-                    out[i] = ConsentError(f"annotator {fb.annotator_id!r} has not agreed to {which}; no label is "
-                                          "accepted without a recorded consent")
+                if ann.kind == "human" and not ann.consented:
+                    out[i] = consent_refusal(fb.annotator_id, self.consent_version, declined=ann.consented is False)
                     continue
                 if key is not None:
-                    if (fb.query_id, fb.annotator_id) in answered:
-                        out[i] = AlreadyAnswered(fb.query_id, fb.annotator_id)
+                    pair = (fb.query_id, fb.annotator_id)
+                    if pair in answered:
+                        out[i] = AlreadyAnswered(fb.query_id, fb.annotator_id, answered[pair])
                         continue
-                    answered.add((fb.query_id, fb.annotator_id))
+                    if pair in pending_pairs:
+                        same_pair_later[i] = pending_pairs[pair]
+                        continue
+                    pending_pairs[pair] = i
                     pending_keys[(fb.annotator_id, key)] = i
-                new_idx.append(i)
-                new_rows.append({"query_id": fb.query_id, "annotator_id": fb.annotator_id, "value": fb.value,
-                                 "data": fb.data, "asked_at": fb.asked_at, "answered_at": fb.answered_at,
-                                 "step": fb.step, "client_key": key, "withdrawn": False})
-            if new_rows:
-                ids = list(s.execute(insert(FeedbackRow).returning(FeedbackRow.id, sort_by_parameter_order=True),
-                                     new_rows).scalars())
-                entries = []
-                for i, fid in zip(new_idx, ids, strict=True):
-                    fb = items[i][0]
-                    out[i] = Feedback(fb.query_id, fb.annotator_id, fb.value, fb.asked_at, fb.answered_at, fb.step,
-                                      fb.data, fid)
-                    entries.append((fb.annotator_id, "feedback.add",
-                                    {"feedback": fid, "query": fb.query_id, "value": fb.value}))
-                audit.append_many(s, entries)
+                    keyed.append(i)
+                else:
+                    keyless.append(i)
+                rows[i] = {"query_id": fb.query_id, "annotator_id": fb.annotator_id, "value": fb.value,
+                           "data": _plain(fb.data), "asked_at": fb.asked_at, "answered_at": fb.answered_at,
+                           "step": fb.step, "client_key": key, "withdrawn": False}
+            ids: dict[int, int] = {}
+            if keyed:
+                got = {(r.annotator_id, r.client_key): r.id for r in s.execute(
+                    insert(FeedbackRow).returning(FeedbackRow.id, FeedbackRow.annotator_id, FeedbackRow.client_key),
+                    [rows[i] for i in keyed])}
+                ids.update({i: got[(items[i][0].annotator_id, items[i][1])] for i in keyed})
+            for i in keyless:  # no key to match a multi-row insert's ids by (simulated teachers, one at a time)
+                ids[i] = s.execute(insert(FeedbackRow).returning(FeedbackRow.id), rows[i]).scalar_one()
+            entries = []
+            for i in sorted(ids):
+                fb = items[i][0]
+                out[i] = Feedback(fb.query_id, fb.annotator_id, fb.value, fb.asked_at, fb.answered_at, fb.step,
+                                  rows[i]["data"], ids[i])
+                entries.append((fb.annotator_id, "feedback.add", {"feedback": ids[i], "query": fb.query_id,
+                                                                   "value": fb.value}))
+            audit.append_many(s, entries, head=(seq, head_hash) if head_hash is not None else None)
             for i, first in same_key_later.items():
                 done = out[first]
                 out[i] = KeyUsed(items[i][1] or "", done) if isinstance(done, Feedback) else done
+            for i, first in same_pair_later.items():
+                fb = items[i][0]
+                out[i] = AlreadyAnswered(fb.query_id, fb.annotator_id, ids[first])
+        cache.advance(seq + len(entries), epoch)
         return out  # type: ignore[return-value]
+
+    def _standings(self, s: Session, aids: set[str], epoch: int) -> dict[str, Standing]:
+        """Each annotator's standing: from memory when known in this epoch, else read (two statements)."""
+        cache = self.access
+        out = {a: st for a in aids if (st := cache.standing(a)) is not None}
+        missing = aids - out.keys()
+        if missing:
+            for st in self._read_standings(s, missing):
+                out[st.id] = st
+                cache.put_standing(st, epoch)
+        return out
+
+    def _read_standings(self, s: Session, aids: set[str]) -> list[Standing]:
+        rows = list(s.execute(select(AnnotatorRow.id, AnnotatorRow.kind, AnnotatorRow.withdrawn_at)
+                              .where(AnnotatorRow.id.in_(aids))))
+        latest = self._consents_of(s, {r.id for r in rows if r.kind == "human"})
+        return [Standing(r.id, r.kind, r.withdrawn_at is not None, latest.get(r.id)) for r in rows]
+
+    def _query_metas(self, s: Session, qids: set[str]) -> dict[str, QueryMeta]:
+        """Kind, owner and step of each query, from memory (queries never change) or one statement."""
+        cache = self.access
+        out = {q: m for q in qids if (m := cache.query(q)) is not None}
+        missing = qids - out.keys()
+        if missing:
+            for m in read_query_metas(s, missing):
+                out[m.id] = m
+                cache.put_query(m)
+        return out
 
     def _consents_of(self, s: Session, people: set[str]) -> dict[str, bool]:
         """Whether each person's latest consent decision (for the current version) is an agreement."""
@@ -153,6 +242,63 @@ class BatchMixin:
         return latest
 
 
+def read_query_metas(s: Any, qids: set[str]) -> list[QueryMeta]:
+    """Query metadata without the payload (only a step query's ``step`` and ``episode`` are read from it)."""
+    step = QueryRow.payload["step"].as_integer()
+    episode = QueryRow.payload["episode"].as_integer()
+    rows = s.execute(select(QueryRow.id, QueryRow.kind, QueryRow.run_id, QueryRow.created_at, QueryRow.assigned_to,
+                            step, episode).where(QueryRow.id.in_(qids)))
+    return [QueryMeta(r[0], r[1], r[2], r[3], r[4], r[5] if r[1] == "step" else None,
+                      r[6] if r[1] == "step" else None) for r in rows]
+
+
+def _earlier(s: Session, aids: set[str], qids: set[str], keys: set[str]) -> tuple[
+        dict[tuple[str, str], Feedback], dict[tuple[str, str], int]]:
+    """Stored answers that clash with the batch, in one statement: by client key, and (query, person) pairs."""
+    if not keys:
+        return {}, {}
+    cols = (FeedbackRow.id, FeedbackRow.query_id, FeedbackRow.annotator_id, FeedbackRow.value, FeedbackRow.asked_at,
+            FeedbackRow.answered_at, FeedbackRow.step, FeedbackRow.data, FeedbackRow.client_key)
+    by_key_q = select(literal(1).label("why"), *cols).where(FeedbackRow.annotator_id.in_(aids),
+                                                           FeedbackRow.client_key.in_(keys))
+    pair_q = select(literal(2).label("why"), FeedbackRow.id, FeedbackRow.query_id, FeedbackRow.annotator_id,
+                    null().label("value"), null().label("asked_at"), null().label("answered_at"),
+                    null().label("step"), null().label("data"), FeedbackRow.client_key).where(
+        FeedbackRow.query_id.in_(qids), FeedbackRow.annotator_id.in_(aids), FeedbackRow.client_key.is_not(None))
+    by_key: dict[tuple[str, str], Feedback] = {}
+    answered: dict[tuple[str, str], int] = {}
+    for r in s.execute(union_all(by_key_q, pair_q)):
+        if r.why == 1:
+            by_key[(r.annotator_id, r.client_key)] = Feedback(r.query_id, r.annotator_id, r.value, r.asked_at,
+                                                              r.answered_at, r.step, r.data, r.id)
+        else:
+            answered[(r.query_id, r.annotator_id)] = r.id
+    return by_key, answered
+
+
+def _live_credentials(s: Session, creds: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(kind, secret hash) -> annotator id, for the credentials still live now (read under the write lock)."""
+    now = time.time()
+    out: dict[tuple[str, str], str] = {}
+    sessions = {h for k, h in creds if k == "session"}
+    tokens = {h for k, h in creds if k != "session"}
+    if sessions:
+        for sid, aid in s.execute(select(SessionRow.id, SessionRow.annotator_id).where(
+                SessionRow.id.in_(sessions), SessionRow.ended_at.is_(None), SessionRow.expires_at > now)):
+            out[("session", sid)] = aid
+    if tokens:
+        for th, aid in s.execute(select(AnnotatorRow.token_hash, AnnotatorRow.id).where(
+                AnnotatorRow.token_hash.in_(tokens),
+                or_(AnnotatorRow.token_expires_at.is_(None), AnnotatorRow.token_expires_at > now))):
+            out[("token", th)] = aid
+    return out
+
+
+def _plain(data: dict | None) -> dict | None:
+    """The answer's data as the database gives it back (plain JSON types), so the returned answer matches it."""
+    return None if data is None else json.loads(json.dumps(data))
+
+
 def _write_lock(s: Session) -> None:
     """Take the database's write lock before the checks, so they see every committed change."""
     if s.get_bind().dialect.name == "postgresql":
@@ -161,5 +307,4 @@ def _write_lock(s: Session) -> None:
         s.execute(text("UPDATE audit_head SET seq = seq WHERE id = 1"))
 
 
-def _fb(r: object) -> Feedback:
-    return Feedback(r.query_id, r.annotator_id, r.value, r.asked_at, r.answered_at, r.step, r.data, r.id)  # type: ignore[attr-defined]
+__all__ = ["BatchMixin", "Credential", "StoreError", "check_input", "consent_refusal", "read_query_metas"]

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import or_, select, update
 
 from rlhf_gym.store import audit
+from rlhf_gym.store.access import AccessCache, Holder
 from rlhf_gym.store.audit import retry_conflicts
+from rlhf_gym.store.errors import StoreError, UnknownAnnotator
 from rlhf_gym.store.schema import AnnotatorRow, SessionRow
 
 if TYPE_CHECKING:
@@ -33,6 +35,8 @@ def hash_token(secret: str) -> str:
 
 class SessionsMixin:
     """Session and invite methods; the host class provides ``session()`` (a SQLAlchemy session)."""
+
+    access: AccessCache
 
     def session(self) -> Session:  # pragma: no cover - provided by FeedbackStore
         raise NotImplementedError
@@ -72,12 +76,44 @@ class SessionsMixin:
                 SessionRow.id == hash_token(secret), SessionRow.ended_at.is_(None), SessionRow.expires_at > now,
                 AnnotatorRow.withdrawn_at.is_(None))).scalar_one_or_none()
 
+    def credential_holder(self, kind: str, secret: str) -> tuple[Holder | None, int]:
+        """Who a credential (``kind`` "token": an invite token, "session": a cookie secret) belongs to, if live,
+        and the cache epoch this answer belongs to (see :mod:`rlhf_gym.store.access`).
+
+        Kept in :attr:`access` and dropped there when a revocation, logout or withdrawal is audited;
+        the caller runs the generation check (``access.refresh``) when it needs one.
+        """
+        key = hash_token(secret)
+        now = time.time()
+        epoch = self.access.epoch  # taken first: a change observed meanwhile moves it, and the entry is dropped
+        hit = self.access.holder(kind, key, now)
+        if hit is not None:
+            return hit, epoch
+        if kind == "session":
+            with self.session() as s:
+                r = s.execute(select(AnnotatorRow.id, AnnotatorRow.kind, AnnotatorRow.withdrawn_at,
+                                     SessionRow.expires_at).join(SessionRow, SessionRow.annotator_id == AnnotatorRow.id)
+                              .where(SessionRow.id == key, SessionRow.ended_at.is_(None), SessionRow.expires_at > now,
+                                     AnnotatorRow.withdrawn_at.is_(None))).first()
+        else:
+            with self.session() as s:
+                r = s.execute(select(AnnotatorRow.id, AnnotatorRow.kind, AnnotatorRow.withdrawn_at,
+                                     AnnotatorRow.token_expires_at).where(
+                    AnnotatorRow.token_hash == key,
+                    or_(AnnotatorRow.token_expires_at.is_(None), AnnotatorRow.token_expires_at > now))).first()
+        if r is None:
+            return None, epoch  # unknown credentials are not cached (no memory growth from guessing)
+        h = Holder(r[0], r[1], r[2] is not None, r[3])
+        self.access.put_holder(kind, key, h, epoch)
+        return h, epoch
+
     @retry_conflicts
     def end_sessions(self, annotator_id: str, actor: str, reason: str = "logout") -> int:
         """End every live session of this person (all browsers); audited. Returns how many ended."""
         with self.session() as s, s.begin():
             n = _end_sessions(s, annotator_id)
             audit.append(s, actor, "session.end", {"annotator": annotator_id, "sessions": n, "reason": reason})
+        self.access.forget(annotator_id)
         return n
 
     @retry_conflicts
@@ -86,14 +122,13 @@ class SessionsMixin:
         with self.session() as s, s.begin():
             ann = s.get(AnnotatorRow, annotator_id)
             if ann is None:
-                from rlhf_gym.store.errors import StoreError
-
-                raise StoreError(f"unknown annotator {annotator_id!r}")
+                raise UnknownAnnotator(annotator_id)
             had = ann.token_hash is not None
             ann.token_hash = None
             n = _end_sessions(s, annotator_id)
             audit.append(s, actor, "invite.revoke", {"annotator": annotator_id, "had_token": had, "sessions": n,
                                                      "reason": reason})
+        self.access.forget(annotator_id)
         return n
 
     @retry_conflicts
@@ -103,13 +138,12 @@ class SessionsMixin:
         with self.session() as s, s.begin():
             ann = s.get(AnnotatorRow, annotator_id)
             if ann is None or ann.withdrawn_at is not None:
-                from rlhf_gym.store.errors import StoreError
-
                 raise StoreError(f"annotator {annotator_id!r} is unknown or has withdrawn; no new invite")
             ann.token_hash = hash_token(token)
             ann.token_expires_at = None if ttl is None else time.time() + ttl
             audit.append(s, actor, "invite.reissue", {"annotator": annotator_id,
                                                       "expires_at": ann.token_expires_at})
+        self.access.forget(annotator_id)
         return token
 
 

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rlhf_gym.store import audit, migrate
+from rlhf_gym.store.access import AccessCache
 from rlhf_gym.store.annotation import AnnotationMixin
 from rlhf_gym.store.audit import retry_conflicts
-from rlhf_gym.store.batch import BatchMixin
-from rlhf_gym.store.errors import AlreadyAnswered, ConsentError, StoreError, UnsafeInputError
+from rlhf_gym.store.batch import BatchMixin, consent_refusal
+from rlhf_gym.store.errors import KeyUsed, StoreError, UnknownAnnotator, UnknownQuery, UnsafeInputError
 from rlhf_gym.store.jsonsafe import UnsafeValue, check_json, clean_json
 from rlhf_gym.store.lineage import LineageMixin
 from rlhf_gym.store.schema import (
@@ -35,11 +35,6 @@ from rlhf_gym.store.schema import (
 from rlhf_gym.store.sessions import SessionsMixin, hash_token
 from rlhf_gym.store.transfer import TransferMixin
 from rlhf_gym.types import Feedback, PairQuery, Query, new_id
-
-
-def _is_second_answer(err: IntegrityError) -> bool:
-    msg = str(err.orig).lower()
-    return "uq_feedback_one_answer" in msg or "feedback.query_id, feedback.annotator_id" in msg
 
 
 def _check(value: Any, where: str) -> None:
@@ -84,8 +79,21 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
         if check_schema:
             migrate.ensure(self.engine, self.display_url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        #: who may answer what, kept in memory and checked against the audit log (see store/access.py)
+        self.access = AccessCache()
         #: when set, people (kind="human") need a consent to this version before any label is taken
         self.consent_version = consent_version
+
+    @property
+    def consent_version(self) -> str | None:
+        """The consent text version a person must have agreed to (None: any recorded agreement)."""
+        return self._consent_version
+
+    @consent_version.setter
+    def consent_version(self, v: str | None) -> None:
+        if getattr(self, "_consent_version", object()) != v:
+            self.access.clear()  # cached consent standings were about another version
+        self._consent_version = v
 
     @property
     def display_url(self) -> str:
@@ -137,11 +145,12 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
         _check({"annotator_id": annotator_id, "version": version}, "consent")
         with self.session() as s, s.begin():
             if s.get(AnnotatorRow, annotator_id) is None:
-                raise StoreError(f"unknown annotator {annotator_id!r}")
+                raise UnknownAnnotator(annotator_id)
             s.add(ConsentRow(annotator_id=annotator_id, version=version, agreed=agreed, at=time.time(),
                              text_hash=hashlib.sha256(text.encode()).hexdigest()))
             audit.append(s, annotator_id, "consent.agree" if agreed else "consent.decline",
                          {"annotator": annotator_id, "version": version})
+        self.access.forget(annotator_id)
 
     def _check_consent(self, s: Session, annotator_id: str) -> None:
         """Raise ConsentError unless this person's latest decision (for the current version) is yes.
@@ -150,15 +159,9 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
         be about that version, so a changed text asks again; without it any recorded agreement counts,
         so a person never gives a label with no consent on record at all.
         """
-        q = select(ConsentRow).where(ConsentRow.annotator_id == annotator_id)
-        if self.consent_version is not None:
-            q = q.where(ConsentRow.version == self.consent_version)
-        c = s.execute(q.order_by(ConsentRow.at.desc(), ConsentRow.id.desc()).limit(1)).scalar_one_or_none()
-        if c is None or not c.agreed:
-            which = f"consent version {self.consent_version!r}" if self.consent_version else "any consent text"
-            state = "declined" if c is not None else "has not agreed to"
-            raise ConsentError(f"annotator {annotator_id!r} {state} {which}; no label is accepted without a "
-                               "recorded consent (show the purpose and consent text first)")
+        decision = self._consents_of(s, {annotator_id}).get(annotator_id)
+        if not decision:
+            raise consent_refusal(annotator_id, self.consent_version, declined=decision is False)
 
     def consent_status(self, annotator_id: str) -> dict[str, Any] | None:
         """The latest consent decision of this person (version, agreed, time), or None."""
@@ -229,7 +232,7 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
                     s.add(RunRow(id=rid, created_at=time.time()))
                     s.flush()
                 if assigned_to is not None and s.get(AnnotatorRow, assigned_to) is None:
-                    raise StoreError(f"unknown annotator {assigned_to!r}")
+                    raise UnknownAnnotator(assigned_to)
                 s.add(QueryRow(id=q.id, run_id=rid, kind=q.kind, payload=q.payload(self.frames), created_at=q.created_at,
                                assigned_to=assigned_to))
                 new.append(q.id)
@@ -243,7 +246,7 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
         with self.session() as s, s.begin():
             row = s.get(QueryRow, query_id)
             if row is None:
-                raise StoreError(f"unknown query id {query_id!r}")
+                raise UnknownQuery(query_id)
             row.gold_value = None if value is None else float(value)
             audit.append(s, actor, "gold.set", {"query": query_id, "value": row.gold_value})
 
@@ -257,7 +260,7 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
         with self.session() as s:
             row = s.get(QueryRow, query_id)
             if row is None:
-                raise StoreError(f"unknown query id {query_id!r}")
+                raise UnknownQuery(query_id)
             return _query_from_row(row, self.frames)
 
     def queries(self, run_id: str | None = None, kind: str | None = None) -> list[Query]:
@@ -270,57 +273,20 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
             return [_query_from_row(r, self.frames) for r in s.execute(q.order_by(QueryRow.created_at)).scalars()]
 
     # -- feedback -------------------------------------------------------------------------------
-    @retry_conflicts
     def add_feedback(self, fb: Feedback, client_key: str | None = None) -> Feedback:
         """Commit one answer (with its audit entry) and return it with its row id.
 
-        Refused with :class:`StoreError` (nothing written) for an unknown query or annotator, a
-        withdrawn annotator, a query assigned to someone else, or a person without consent. A repeated
+        The rules are those of :meth:`add_feedback_many` (one place): refused with a
+        :class:`StoreError` subclass, nothing written, for an unknown query or annotator, a withdrawn
+        annotator, a query assigned to someone else, or a person without consent. A repeated
         ``client_key`` from the same annotator returns the first stored answer instead of a duplicate.
         """
-        _check({"query_id": fb.query_id, "annotator_id": fb.annotator_id, "value": fb.value, "step": fb.step,
-                "asked_at": fb.asked_at, "answered_at": fb.answered_at, "client_key": client_key}, "feedback")
-        _check(fb.data, "data")
-        try:
-            with self.session() as s, s.begin():
-                ann = s.get(AnnotatorRow, fb.annotator_id)
-                if ann is None:
-                    raise StoreError(f"unknown annotator {fb.annotator_id!r}")
-                if ann.withdrawn_at is not None:
-                    raise StoreError(f"annotator {fb.annotator_id!r} has withdrawn; no feedback is accepted")
-                if client_key is not None:
-                    prev = s.execute(select(FeedbackRow).where(FeedbackRow.annotator_id == fb.annotator_id,
-                                                               FeedbackRow.client_key == client_key)).scalar_one_or_none()
-                    if prev is not None:
-                        if prev.query_id != fb.query_id:
-                            raise StoreError(f"client key {client_key!r} was already used for another query")
-                        return _feedback_from_row(prev)
-                q = s.get(QueryRow, fb.query_id)
-                if q is None:
-                    raise StoreError(f"unknown query id {fb.query_id!r}")
-                if q.assigned_to is not None and q.assigned_to != fb.annotator_id:
-                    raise StoreError(f"query {fb.query_id!r} is not assigned to annotator {fb.annotator_id!r}")
-                if ann.kind == "human":
-                    self._check_consent(s, ann.id)
-                row = FeedbackRow(query_id=fb.query_id, annotator_id=fb.annotator_id, value=fb.value,
-                                  data=None if fb.data is None else json.loads(json.dumps(fb.data)), asked_at=fb.asked_at, answered_at=fb.answered_at,
-                                  step=fb.step, client_key=client_key)
-                s.add(row)
-                s.flush()
-                audit.append(s, fb.annotator_id, "feedback.add",
-                             {"feedback": row.id, "query": fb.query_id, "value": fb.value})
-                return _feedback_from_row(row)
-        except IntegrityError as e:  # a concurrent duplicate client key lost the race: return the winner
-            if audit.is_conflict(e):
-                raise  # lost the race for the audit chain: retry_conflicts runs the write again
-            if _is_second_answer(e):
-                raise AlreadyAnswered(fb.query_id, fb.annotator_id) from None
-            if client_key is None:
-                raise StoreError(f"could not store feedback: {e.orig}") from e
-            with self.session() as s:
-                prev = s.execute(select(FeedbackRow).where(FeedbackRow.annotator_id == fb.annotator_id,
-                                                           FeedbackRow.client_key == client_key)).scalar_one()
-                return _feedback_from_row(prev)
+        res = self.add_feedback_many([(fb, client_key)])[0]
+        if isinstance(res, KeyUsed):
+            return res.feedback
+        if isinstance(res, Exception):
+            raise res
+        return res
 
     def feedback(self, run_id: str | None = None, kind: str | None = None, annotator_id: str | None = None,
                  include_withdrawn: bool = False, include_skipped: bool = True) -> list[Feedback]:

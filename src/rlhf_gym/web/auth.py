@@ -12,16 +12,17 @@ tricked into making admin calls.
 from __future__ import annotations
 
 import hmac
-import threading
 import time
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 
-from rlhf_gym.store import FeedbackStore
+from rlhf_gym.store import FeedbackStore, hash_token
+from rlhf_gym.store.batch import Credential
 from rlhf_gym.web.guard import COOKIE
 
-__all__ = ["COOKIE", "Annotator", "TokenCache", "bearer", "credential", "require_admin", "require_annotator"]
+__all__ = ["COOKIE", "Annotator", "TokenCache", "bearer", "credential", "require_admin", "require_annotator",
+           "require_sender"]
 #: longest token accepted; anything longer is refused before hashing.
 MAX_TOKEN_LEN = 256
 
@@ -51,7 +52,7 @@ def is_admin_token(token: str | None, admin_token: str) -> bool:
 
 
 def lookup_annotator(store: FeedbackStore, token: str) -> Annotator | None:
-    """The annotator of an invite token (Bearer header), unless expired or revoked."""
+    """The annotator of an invite token (Bearer header), unless expired or revoked (read from the store)."""
     if len(token) > MAX_TOKEN_LEN:
         return None
     row = store.annotator_by_token(token)
@@ -61,7 +62,7 @@ def lookup_annotator(store: FeedbackStore, token: str) -> Annotator | None:
 
 
 def lookup_session(store: FeedbackStore, secret: str) -> Annotator | None:
-    """The annotator signed in with this session cookie, if the session is live."""
+    """The annotator signed in with this session cookie, if the session is live (read from the store)."""
     if len(secret) > MAX_TOKEN_LEN:
         return None
     row = store.annotator_by_session(secret)
@@ -71,50 +72,55 @@ def lookup_session(store: FeedbackStore, secret: str) -> Annotator | None:
 
 
 class TokenCache:
-    """Credential -> annotator lookups kept for a few seconds, so a busy page does not hit the store each time.
+    """Credential -> annotator, kept in the store's access cache and checked against the audit log.
 
-    Keys are ``("token", invite token)`` or ``("session", cookie secret)``. Logging out or withdrawing
-    through this process drops that person's entries at once; another worker process notices within
-    ``ttl`` seconds (the store itself refuses labels from a withdrawn person in any case).
+    A credential seen before is answered from memory as long as no logout, withdrawal, revocation or
+    consent change has been audited since (by any process): :meth:`get` first runs the store's
+    generation check (:meth:`~rlhf_gym.store.access.AccessCache.refresh`, one cheap statement,
+    coalesced across concurrent requests), so a credential ended before the request arrived is
+    refused at once, in every worker. The label route skips that check (``fresh=False``): the label
+    writer re-checks the credential under the database's write lock instead (see
+    :class:`~rlhf_gym.store.batch.Credential`). ``ttl`` bounds how long any entry is kept regardless.
     """
 
-    def __init__(self, store: FeedbackStore, ttl: float = 5.0, size: int = 4096) -> None:
-        self.store, self.ttl, self.size = store, ttl, size
-        self._d: dict[tuple[str, str], tuple[float, Annotator | None]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, store: FeedbackStore) -> None:
+        self.store = store
 
-    def get(self, token: str, kind: str = "token") -> Annotator | None:
-        now = time.monotonic()
-        key = (kind, token)
-        with self._lock:
-            hit = self._d.get(key)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
-        ann = (lookup_session if kind == "session" else lookup_annotator)(self.store, token)
-        with self._lock:
-            if len(self._d) >= self.size:
-                self._d.clear()
-            if ann is not None:  # unknown credentials are not cached (no memory growth from guessing)
-                self._d[key] = (now, ann)
-            else:
-                self._d.pop(key, None)
-        return ann
+    @property
+    def ttl(self) -> float:
+        return self.store.access.ttl
+
+    @ttl.setter
+    def ttl(self, v: float) -> None:
+        self.store.access.ttl = v
+
+    def vouch(self, token: str, kind: str = "token", fresh: bool = True,
+              arrived: float | None = None) -> tuple[Annotator | None, Credential | None]:
+        """The annotator of a credential and the :class:`Credential` the label writer re-checks."""
+        if len(token) > MAX_TOKEN_LEN:
+            return None, None
+        if fresh:
+            self.store.access.refresh(self.store.engine.connect, time.monotonic() if arrived is None else arrived)
+        h, epoch = self.store.credential_holder(kind, token)
+        if h is None:
+            return None, None
+        return Annotator(h.id, h.kind, h.withdrawn), Credential(kind, hash_token(token), epoch)
+
+    def get(self, token: str, kind: str = "token", fresh: bool = True, arrived: float | None = None) -> Annotator | None:
+        """The annotator of an invite token (``kind="token"``) or session secret (``"session"``), or None."""
+        return self.vouch(token, kind, fresh, arrived)[0]
 
     def peek(self, token: str, kind: str = "token") -> Annotator | None:
-        """The cached annotator of a credential seen in the last ``ttl`` seconds, without asking the store."""
-        with self._lock:
-            hit = self._d.get((kind, token))
-        return hit[1] if hit is not None and time.monotonic() - hit[0] < self.ttl else None
+        """The cached annotator of a credential, without asking the store (no generation check)."""
+        h = self.store.access.holder(kind, hash_token(token), time.time())
+        return None if h is None else Annotator(h.id, h.kind, h.withdrawn)
 
     def forget(self, annotator_id: str) -> None:
         """Drop every cached credential of this person (after logout, withdrawal or a revoked invite)."""
-        with self._lock:
-            for k in [k for k, (_t, a) in self._d.items() if a is not None and a.id == annotator_id]:
-                del self._d[k]
+        self.store.access.forget(annotator_id)
 
     def clear(self) -> None:
-        with self._lock:
-            self._d.clear()
+        self.store.access.clear()
 
 
 def credential(request: Request) -> tuple[str, str] | None:
@@ -127,16 +133,24 @@ def credential(request: Request) -> tuple[str, str] | None:
 
 
 def require_annotator(request: Request, store: FeedbackStore, admin_token: str,
-                      cache: TokenCache | None = None) -> Annotator:
+                      cache: TokenCache | None = None, fresh: bool = True,
+                      arrived: float | None = None) -> Annotator:
     """The annotator of this request, or 401/403 with a message saying what is missing."""
+    return require_sender(request, store, admin_token, cache, fresh, arrived)[0]
+
+
+def require_sender(request: Request, store: FeedbackStore, admin_token: str, cache: TokenCache | None = None,
+                   fresh: bool = True, arrived: float | None = None) -> tuple[Annotator, Credential | None]:
+    """The annotator of this request and the credential they came with (for the label writer to re-check)."""
     cred = credential(request)
     if cred is None:
         raise HTTPException(401, "missing token: open your invite link, or send 'Authorization: Bearer <token>'")
     kind, token = cred
     if is_admin_token(token, admin_token):
         raise HTTPException(403, "the admin token cannot give labels; use an annotator token")
+    via: Credential | None = None
     if cache is not None:
-        ann = cache.get(token, kind)
+        ann, via = cache.vouch(token, kind, fresh, arrived)
     else:
         ann = (lookup_session if kind == "session" else lookup_annotator)(store, token)
     if ann is None:
@@ -144,7 +158,7 @@ def require_annotator(request: Request, store: FeedbackStore, admin_token: str,
             raise HTTPException(401, "your session has ended (logged out, withdrawn or expired): open your invite "
                                      "link again")
         raise HTTPException(401, "unknown, expired or revoked annotator token")
-    return ann
+    return ann, via
 
 
 def require_admin(request: Request, store: FeedbackStore, admin_token: str, cache: TokenCache | None = None) -> None:

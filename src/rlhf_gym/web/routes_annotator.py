@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from rlhf_gym.types import StepQuery
+from rlhf_gym.store.batch import Credential
+from rlhf_gym.types import Feedback, StepQuery
 from rlhf_gym.web import auth
 from rlhf_gym.web.bodies import ActionIn, ConsentIn, FeedbackIn, WithdrawIn
 from rlhf_gym.web.service import WebApp
 
 
 async def annotator_dep(request: Request) -> auth.Annotator:
-    """The annotator making the request (401/403 otherwise)."""
+    """The annotator making the request (401/403 otherwise), checked against every change audited before it came."""
     web: WebApp = request.app.state.web
-    # Fast path without a thread hop when the credential was seen in the last seconds; else ask the store.
-    cred = auth.credential(request)
-    if cred and not auth.is_admin_token(cred[1], web.admin_token):
-        hit = web.token_cache.peek(cred[1], cred[0])
-        if hit is not None:
-            return hit
-    return await run_in_threadpool(web.annotator, request)
+    return await run_in_threadpool(web.annotator, request, time.monotonic())
 
 
 #: route parameter type: the annotator making the request (401/403 otherwise).
@@ -112,13 +108,18 @@ def build(web: WebApp) -> APIRouter:
         path = web.clips.step_frame(q, web.env_of_run(sq.run_id))
         return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
+    def check_label(request: Request, body: FeedbackIn) -> tuple[auth.Annotator, Credential | None, Feedback]:
+        ann, cred = web.sender(request)
+        return ann, cred, web.prepare(ann, body)
+
     @router.post("/api/feedback", status_code=201)
-    async def feedback(body: FeedbackIn, ann: AnnotatorDep,
+    async def feedback(request: Request, body: FeedbackIn,
                        progress: bool = Query(False, description="also return my progress counter")) -> JSONResponse:
-        # Checked in a pool thread, then stored by the group-commit writer (one transaction per batch);
-        # the answer goes out only once this label is committed or refused.
-        fb = await run_in_threadpool(web.prepare, ann, body)
-        res = await asyncio.wrap_future(web.labels.put(fb, body.client_key))
+        # Who is asking and whether the query may be answered so come from memory (one pool thread hop);
+        # the group-commit writer then re-checks everything under the database's write lock and stores
+        # the batch in one transaction. The answer goes out only once this label is committed or refused.
+        ann, cred, fb = await run_in_threadpool(check_label, request, body)
+        res = await asyncio.wrap_future(web.labels.put(fb, body.client_key, cred))
         code, out = web.label_response(fb, res)
         if progress:
             out["progress"] = await run_in_threadpool(web.progress, ann.id)

@@ -22,8 +22,9 @@ import numpy as np
 from fastapi import HTTPException, Request
 
 from rlhf_gym.governance.consent import FeedbackPolicy
-from rlhf_gym.store import AlreadyAnswered, ConsentError, FeedbackStore, KeyUsed, StoreError, UnsafeInputError
+from rlhf_gym.store import AlreadyAnswered, ConsentError, FeedbackStore, KeyUsed, StoreError
 from rlhf_gym.store.annotation import StoredQuery
+from rlhf_gym.store.batch import Credential
 from rlhf_gym.types import DemoQuery, Feedback, PairQuery, StepQuery
 from rlhf_gym.types import Query as RQuery
 from rlhf_gym.web import auth
@@ -93,14 +94,19 @@ class LabelWriter:
 
     def __init__(self, store: FeedbackStore, max_batch: int = 256) -> None:
         self.store, self.max_batch = store, max_batch
-        self._q: queue.SimpleQueue[tuple[Feedback, str | None, Future]] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[tuple[Feedback, str | None, Credential | None, Future]] = queue.SimpleQueue()
         self.batches = 0
         self.labels = 0
         threading.Thread(target=self._run, name="rlhf-label-writer", daemon=True).start()
 
-    def put(self, fb: Feedback, client_key: str | None) -> Future:
+    def put(self, fb: Feedback, client_key: str | None, credential: Credential | None = None) -> Future:
+        """Queue one label; the future gets the stored answer or the error that refused it.
+
+        ``credential``: the token or session it came with, re-checked under the write lock when any
+        revocation was audited since it was last found live.
+        """
         fut: Future = Future()
-        self._q.put((fb, client_key, fut))
+        self._q.put((fb, client_key, credential, fut))
         return fut
 
     def _run(self) -> None:
@@ -112,12 +118,13 @@ class LabelWriter:
                 except queue.Empty:
                     break
             try:
-                results: list[Any] = self.store.add_feedback_many([(fb, key) for fb, key, _ in batch])
+                results: list[Any] = self.store.add_feedback_many([(fb, key) for fb, key, _c, _f in batch],
+                                                                  credentials=[c for _fb, _k, c, _f in batch])
             except Exception as e:  # the database failed the whole batch: every label in it is refused
                 results = [e] * len(batch)
             self.batches += 1
             self.labels += len(batch)
-            for (_fb, _key, fut), res in zip(batch, results, strict=True):
+            for (_fb, _key, _c, fut), res in zip(batch, results, strict=True):
                 fut.set_result(res)
 
 
@@ -147,8 +154,13 @@ class WebApp:
         self.clip_mem = _LRU(max_bytes=64 * 1024 * 1024)
 
     # -- auth helpers --------------------------------------------------------------------------
-    def annotator(self, request: Request) -> auth.Annotator:
-        return auth.require_annotator(request, self.store, self.admin_token, self.token_cache)
+    def annotator(self, request: Request, arrived: float | None = None) -> auth.Annotator:
+        """The annotator of a request, with credentials checked against every change audited before ``arrived``."""
+        return auth.require_annotator(request, self.store, self.admin_token, self.token_cache, arrived=arrived)
+
+    def sender(self, request: Request) -> tuple[auth.Annotator, Credential | None]:
+        """The annotator of a label request, from memory when seen before (the label writer re-checks it)."""
+        return auth.require_sender(request, self.store, self.admin_token, self.token_cache, fresh=False)
 
     def admin(self, request: Request) -> None:
         auth.require_admin(request, self.store, self.admin_token, self.token_cache)
@@ -220,39 +232,34 @@ class WebApp:
 
     # -- labels --------------------------------------------------------------------------------
     def prepare(self, ann: auth.Annotator, body: FeedbackIn) -> Feedback:
-        """Check one label against its query (who may answer it, allowed values, not answered before)."""
-        sq = self.visible_query(ann, body.query_id)
-        q = sq.query
-        if isinstance(q, DemoQuery):
+        """Check one label against its query (who may answer it, allowed values); no payload is decoded.
+
+        Whether the person may still give labels (withdrawal, consent) and whether this is a second
+        answer or a resend are decided by the label writer, under the database's write lock.
+        """
+        meta = self.store.query_meta(body.query_id)
+        if meta is None:
+            raise HTTPException(404, f"unknown query id {body.query_id!r}")
+        if meta.assigned_to is not None and meta.assigned_to != ann.id:
+            raise HTTPException(403, f"query {body.query_id!r} is not assigned to you")
+        if meta.kind == "demo":
             raise HTTPException(400, "demonstrations are recorded by playing them: POST /api/demo/{id}/start")
-        allowed = {0.0, 1.0} if isinstance(q, StepQuery) else {0.0, 0.5, 1.0}
+        allowed = {0.0, 1.0} if meta.kind == "step" else {0.0, 0.5, 1.0}
         if body.value is not None and body.value not in allowed:
-            raise HTTPException(422, f"value for a {q.kind} query must be one of {sorted(allowed)} or null (skip), "
+            raise HTTPException(422, f"value for a {meta.kind} query must be one of {sorted(allowed)} or null (skip), "
                                      f"got {body.value}")
         now = time.time()
-        asked = now if body.shown_at is None else min(max(body.shown_at, q.created_at), now)
+        asked = now if body.shown_at is None else min(max(body.shown_at, meta.created_at), now)
         data = dict(body.data or {})
-        if isinstance(q, StepQuery):
-            data.setdefault("query_step", q.step)
-            data.setdefault("episode", q.episode)
-        # one look for either kind of double submit: the same client key, or this query answered before
-        # (only a fast path for the usual resend: the database enforces both, also across processes)
-        prev = self.store.earlier_answers(ann.id, q.id, body.client_key)
-        for p in prev:
-            if p["client_key"] == body.client_key:
-                raise HTTPException(409, {"message": f"client key {body.client_key!r} was already used: this "
-                                                     f"answer is stored once, as feedback {p['id']}",
-                                          "feedback_id": p["id"], "query_id": p["query_id"]})
-        if prev:
-            raise HTTPException(409, {"message": f"query {q.id!r} was already answered by you "
-                                                 f"(feedback {prev[0]['id']}); nothing stored",
-                                      "feedback_id": prev[0]["id"], "query_id": q.id})
-        return Feedback(q.id, ann.id, body.value, asked, now, body.step, data or None)
+        if meta.kind == "step":
+            data.setdefault("query_step", meta.step)
+            data.setdefault("episode", meta.episode)
+        return Feedback(meta.id, ann.id, body.value, asked, now, body.step, data or None)
 
-    def submit(self, ann: auth.Annotator, body: FeedbackIn) -> tuple[int, dict[str, Any]]:
+    def submit(self, ann: auth.Annotator, body: FeedbackIn, credential: Credential | None = None) -> tuple[int, dict[str, Any]]:
         """Check and store one label through the group-commit writer (blocking; the route awaits instead)."""
         fb = self.prepare(ann, body)
-        res = self.labels.put(fb, body.client_key).result()
+        res = self.labels.put(fb, body.client_key, credential).result()
         return self.label_response(fb, res)
 
     def label_response(self, fb: Feedback, res: Feedback | Exception) -> tuple[int, dict[str, Any]]:
@@ -268,21 +275,17 @@ class WebApp:
             raise self._http_error(e, fb) from e
 
     def _http_error(self, e: Exception, fb: Feedback) -> HTTPException:
+        """The HTTP answer to a refused label: the store's error types carry their status."""
         if isinstance(e, ConsentError):
-            return HTTPException(403, f"{e}. Read and agree to the consent text first (POST /api/consent).")
-        if isinstance(e, UnsafeInputError):
-            return HTTPException(422, str(e))
+            return HTTPException(e.http_status, f"{e}. Read and agree to the consent text first (POST /api/consent).")
         if isinstance(e, KeyUsed):  # a resend of a stored label: it counts as saved
-            return HTTPException(409, {"message": str(e), "feedback_id": e.feedback.id, "query_id": fb.query_id})
+            return HTTPException(e.http_status, {"message": str(e), "feedback_id": e.feedback.id,
+                                                 "query_id": fb.query_id})
         if isinstance(e, AlreadyAnswered):  # another request or server process stored this person's answer first
-            prev = self.store.earlier_answers(fb.annotator_id, fb.query_id)
-            fid = prev[0]["id"] if prev else None
-            return HTTPException(409, {"message": f"{e} (feedback {fid})", "feedback_id": fid,
-                                       "query_id": fb.query_id})
+            return HTTPException(e.http_status, {"message": f"{e} (feedback {e.feedback_id})",
+                                                 "feedback_id": e.feedback_id, "query_id": fb.query_id})
         if isinstance(e, StoreError):
-            msg = str(e)
-            code = 404 if "unknown query" in msg else 403 if ("withdrawn" in msg or "not assigned" in msg) else 400
-            return HTTPException(code, msg)
+            return HTTPException(e.http_status, str(e))
         return HTTPException(503, f"the label could not be stored ({type(e).__name__}); send it again with the "
                                   "same client key")
 
@@ -417,7 +420,7 @@ class WebApp:
             try:
                 added = set(self.store.add_queries(parsed, run_id=body.run_id, assigned_to=body.assigned_to))
             except StoreError as e:
-                raise HTTPException(400, str(e)) from e
+                raise HTTPException(e.http_status, str(e)) from e
         env_id = body.env_id or self.env_of_run(body.run_id)
         self.prerender([q for q in parsed if q.id in added], env_id)
         return {"added": [q.id for q in parsed if q.id in added],
