@@ -85,9 +85,6 @@ def train_tradeoff(cfg: TrainConfig) -> dict[str, Any]:
     from rlhf_gym.runtime import torch_threads
 
     cfg.validate()
-    if cfg.teacher == "web":
-        raise ValueError("--teacher web for --feedback tradeoff needs an outcome-comparison page in the annotation "
-                         "app, which is not built yet; use --teacher human (terminal) or a simulated teacher")
     # the weighting keys are accepted (the CLI adds them from rlhf-gym.toml) but not applied to trade-offs yet
     check_settings(cfg.extra, (*(f.name for f in fields(TradeoffSettings)), *WEIGHTING_SETTINGS,
                                *teacher_settings("tradeoff", cfg.teacher)),
@@ -179,14 +176,23 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
                 clips[i] = str(p) if p is not None else None
             return clips[i]
 
-        if is_person("tradeoff", cfg.teacher):
+        # a person at this terminal sees GIFs written here; the web app replays each episode from its seed
+        # and actions (sent with the query) on the server's own renderer
+        web = cfg.teacher == "web"
+        local_person = is_person("tradeoff", cfg.teacher) and not web
+        if local_person:
             run.file("clips").mkdir(exist_ok=True)
+
+        def meta(i: int) -> dict[str, Any]:
+            m: dict[str, Any] = {"policy": pool[i].policy, "seed": pool[i].seed, "epsilon": pool[i].epsilon}
+            if web:
+                m["actions"] = list(pool[i].actions)
+            return m
+
         t0 = time.time()
         res = learn_weights(source, outcomes, make_post, cfg.budget, st.selection,
-                            np.random.default_rng([cfg.seed, 10]), names, run_id, store,
-                            meta=lambda i: {"policy": pool[i].policy, "seed": pool[i].seed, "epsilon": pool[i].epsilon},
-                            timeout=st.answer_timeout, on_answer=on_answer,
-                            clip=clip if is_person("tradeoff", cfg.teacher) else None)
+                            np.random.default_rng([cfg.seed, 10]), names, run_id, store, meta=meta,
+                            timeout=st.answer_timeout, on_answer=on_answer, clip=clip if local_person else None)
         source.close()
         ask_s = time.time() - t0
         answers = answered_outcomes(store, run_id)  # the store's view: withdrawals honoured

@@ -78,7 +78,11 @@ def train_policy(env_id: str, weights: Any, timesteps: int, seed: int = 0, algo:
     return model
 
 
-def act_fn(model: Any, discrete: bool = True) -> Callable[[np.ndarray], Any]:
+def act_fn(model: Any, discrete: bool | None = None) -> Callable[[np.ndarray], Any]:
+    """The model's greedy action as the environment takes it (``discrete``: from its action space)."""
+    if discrete is None:
+        discrete = hasattr(model.action_space, "n")
+
     def act(obs: np.ndarray) -> Any:
         a, _ = model.predict(np.asarray(obs), deterministic=True)
         return int(a) if discrete else np.asarray(a)
@@ -140,17 +144,65 @@ class ParetoSet:
 def build_pareto_set(env_id: str, objectives: Sequence[str], weights: np.ndarray, timesteps: int, out_dir: Path,
                      seed: int = 0, algo: str = "ppo", eval_episodes: int = 5,
                      log: Callable[[str], None] = print) -> ParetoSet:
-    """Train one policy per row of ``weights`` and measure its per-objective returns (saved under ``out_dir``)."""
+    """A weight sweep: one policy per row of ``weights``, each trained from scratch, with its
+    per-objective returns (saved under ``out_dir``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     ps = ParetoSet(env_id, tuple(objectives))
     for i, w in enumerate(weights):
         model = train_policy(env_id, w, timesteps, seed=seed + i, algo=algo)
-        path = out_dir / f"policy-{i:02d}.zip"
-        model.save(str(path))
-        rets = objective_returns(env_id, act_fn(model), eval_episodes).mean(axis=0)
-        ps.entries.append(PolicyEntry([float(x) for x in w], [float(x) for x in rets], str(path.name)))
-        log(f"  policy {i + 1}/{len(weights)} for weights {np.round(w, 2).tolist()}: returns {np.round(rets, 2).tolist()}")
+        _add_policy(ps, model, w, out_dir, eval_episodes, log, f"{i + 1}/{len(weights)}")
     return ps
+
+
+def build_pareto_set_ols(env_id: str, objectives: Sequence[str], n_policies: int, timesteps: int, out_dir: Path,
+                         seed: int = 0, algo: str = "ppo", eval_episodes: int = 5,
+                         log: Callable[[str], None] = print, rng: np.random.Generator | None = None,
+                         reuse: bool = True, attempts: int = 2) -> ParetoSet:
+    """Optimistic linear support (:mod:`rlhf_gym.morl.ols`): up to ``n_policies`` policies, each at the
+    corner weight where the set can still improve the most.
+
+    The simplex's corners are trained from scratch. At any other corner the first attempt fine-tunes the
+    set's best policy for that weight (``reuse``); RL is an approximate solver, so a corner where the new
+    policy does not improve the set is tried again from scratch (``attempts`` in all) before its value is
+    trusted as the bound OLS relies on. Stops early when no corner can improve the set.
+    """
+    from rlhf_gym.morl.ols import next_weight, set_value
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ps = ParetoSet(env_id, tuple(objectives))
+    k = len(objectives)
+    trusted: list[np.ndarray] = []
+    tried: dict[tuple[float, ...], int] = {}
+    for i in range(int(n_policies)):
+        w, gain = next_weight(ps.returns if ps.entries else np.zeros((1, k)), trusted, rng)
+        if w is None:
+            log(f"  optimistic linear support: no corner weight can improve the set by more than {gain:.3g}; "
+                f"stopping at {i} policies")
+            break
+        key = tuple(np.round(w, 6))
+        attempt = tried.get(key, 0)
+        src = ps.best_for(w) if reuse and attempt == 0 and ps.entries and np.isfinite(gain) else None
+        init = None if src is None else out_dir / ps.entries[src].path
+        before = float(set_value(ps.returns, w)[0]) if ps.entries else -np.inf
+        model = train_policy(env_id, w, timesteps, seed=seed + i, algo=algo, init=init)
+        how = "from scratch" if src is None else f"fine-tuned from policy {src + 1}"
+        _add_policy(ps, model, w, out_dir, eval_episodes, log, f"{i + 1}/{n_policies}",
+                    f" ({how}; possible gain {gain:.3g})" if ps.entries else "")
+        span = float(np.ptp(ps.returns, axis=0).max()) if len(ps.entries) > 1 else 1.0
+        improved = float(ps.returns[-1] @ w) > before + 1e-4 * max(span, 1e-9)
+        tried[key] = attempt + 1
+        if improved or tried[key] >= attempts:
+            trusted.append(np.asarray(w, float))
+    return ps
+
+
+def _add_policy(ps: ParetoSet, model: Any, w: np.ndarray, out_dir: Path, eval_episodes: int,
+                log: Callable[[str], None], n: str, note: str = "") -> None:
+    path = out_dir / f"policy-{len(ps.entries):02d}.zip"
+    model.save(str(path))
+    rets = objective_returns(ps.env_id, act_fn(model), eval_episodes).mean(axis=0)
+    ps.entries.append(PolicyEntry([float(x) for x in w], [float(x) for x in rets], str(path.name)))
+    log(f"  policy {n} for weights {np.round(w, 3).tolist()}{note}: returns {np.round(rets, 2).tolist()}")
 
 
 @dataclass(frozen=True)

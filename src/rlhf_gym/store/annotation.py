@@ -92,7 +92,7 @@ class AnnotationMixin:
                                           .where(*_open_filter(annotator_id)).group_by(QueryRow.kind)).all())
         open_n = int(sum(open_by_kind.values()))
         return {"given": int(given), "open": open_n, "wanted": int(given) + open_n,
-                "open_by_kind": {k: int(open_by_kind.get(k, 0)) for k in ("pair", "step", "demo")}}
+                "open_by_kind": {k: int(open_by_kind.get(k, 0)) for k in ("pair", "step", "demo", "outcome")}}
 
     def earlier_answers(self, annotator_id: str, query_id: str, client_key: str | None = None) -> list[dict[str, Any]]:
         """This annotator's stored answers to this query or with this client key (id, query_id, client_key)."""

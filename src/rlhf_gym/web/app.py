@@ -9,7 +9,7 @@ wrong and stores nothing.
 Routes (all JSON unless said otherwise)::
 
     GET  /?token=T                 invite link: token -> session cookie, redirect to /
-    GET  /, /preference, /evaluative, /demo, /admin     pages (HTML)
+    GET  /, /preference, /evaluative, /demo, /tradeoff, /admin     pages (HTML)
     GET  /api/me                   who am I, consent state, progress
     POST /api/consent              {"agree": bool, "version": str}
     POST /api/withdraw             {"confirm": true}: withdraw myself and all my labels
@@ -17,6 +17,7 @@ Routes (all JSON unless said otherwise)::
     GET  /api/queries?kind=K       my open queries (assigned to me or to nobody, not yet answered by me)
     GET  /api/clips/{qid}/{side}   animated WebP of a pair's left/right clip
     GET  /api/frames/{qid}         PNG of an evaluative step
+    GET  /api/outcomes             my open trade-off questions; /api/outcomes/{qid}/clip/{side}: WebP
     POST /api/feedback             {"query_id", "value", "client_key", "step"?, "shown_at"?, "data"?}
     POST /api/demo/{qid}/start | /step {"action"} | /finish     play a demonstration
     POST /api/admin/queries        (admin) {"run_id", "env_id"?, "assigned_to"?, "queries": [...]}
@@ -42,7 +43,7 @@ from fastapi.staticfiles import StaticFiles
 
 from rlhf_gym.governance.consent import FeedbackPolicy
 from rlhf_gym.store import FeedbackStore
-from rlhf_gym.web import routes_admin, routes_annotator, routes_pages
+from rlhf_gym.web import routes_admin, routes_annotator, routes_outcomes, routes_pages
 from rlhf_gym.web.guard import MAX_ADMIN_BODY, MAX_BODY, Guard
 from rlhf_gym.web.service import WebApp
 
@@ -76,6 +77,7 @@ def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "c
               name="static")
     app.include_router(routes_pages.build(web, secure_cookie))
     app.include_router(routes_annotator.build(web))
+    app.include_router(routes_outcomes.build(web))
     app.include_router(routes_admin.build(web))
 
     @app.get("/api/health", include_in_schema=False)

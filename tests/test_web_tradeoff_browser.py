@@ -1,0 +1,99 @@
+"""The trade-off page in a real browser (Playwright driving Debian's chromium): a person choosing between
+two outcomes at their own pace with the keyboard, and on a phone by tapping. Screenshots go to
+``test-artifacts/``."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from _web_helpers import TOKENS, LiveServer, add_people, post_queries, tmp_app
+from test_web_browser import CHROMIUM, browser, shot, wait_js, wait_until  # noqa: F401 (the browser fixture)
+from test_web_tradeoff import ENV, outcome_queries
+
+pytestmark = [pytest.mark.browser]
+
+
+@pytest.fixture
+def site(tmp_path):
+    store, app = tmp_app(tmp_path)
+    add_people(store, consent=False)
+    qs = outcome_queries(n=3)
+    assert post_queries(TestClient(app), qs, run_id="run-t", assigned_to="alice", env_id=ENV).status_code == 200
+    srv = LiveServer(app)
+    yield srv, store, qs
+    srv.stop()
+    store.close()
+
+
+def test_outcomes_chosen_by_keyboard_at_a_persons_pace(browser, site):  # noqa: F811
+    srv, store, qs = site
+    ctx = browser.new_context(viewport={"width": 1000, "height": 760})
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{srv.url}/?token={TOKENS['alice']}")
+    page.wait_for_selector("#consent:not(.hidden)")  # consent first, as on every page
+    page.keyboard.press("a")
+    page.wait_for_selector("#home:not(.hidden)")
+    assert "(3 waiting)" in page.inner_text("#n-outcome")
+    page.keyboard.press("4")
+    page.wait_for_url("**/tradeoff")
+    wait_js(page, "document.body.dataset.state === 'showing'")
+    wait_js(page, "document.getElementById('left').complete && document.getElementById('left').naturalWidth > 0")
+    assert page.evaluate("document.body.dataset.clips") == "yes"
+    table = page.inner_text("#left-table")
+    assert "treasure" in table and "time" in table and f"{qs[0].left[1]:.2f}" in table
+    assert f"{qs[0].right[1]:.2f}" in page.inner_text("#right-table")
+    boxes = [page.locator(s).bounding_box() for s in ("#left-box", "#right-box")]
+    assert boxes[0]["x"] + boxes[0]["width"] <= boxes[1]["x"] and abs(boxes[0]["y"] - boxes[1]["y"]) < 2  # side by side
+    shot(page, "tradeoff")
+    time.sleep(2.0)  # a person thinking: nothing moves on, nothing is sent
+    assert store.feedback(kind="outcome", include_skipped=True) == []
+    assert page.evaluate("document.body.dataset.query") == qs[0].id
+    ids = []
+    for key, pause in (("ArrowRight", 1.2), ("=", 1.6), ("s", 1.0)):
+        wait_js(page, "document.body.dataset.state === 'showing'")
+        ids.append(page.evaluate("document.body.dataset.query"))
+        page.keyboard.press(key)
+        time.sleep(pause)
+    wait_js(page, "document.body.dataset.state === 'empty' && (window.labelsSaved || 0) >= 3")
+    assert ids == [q.id for q in qs]
+    got = {f.query_id: f.value for f in store.feedback(kind="outcome", include_skipped=True)}
+    assert got == {qs[0].id: 0.0, qs[1].id: 0.5, qs[2].id: None}
+    assert "No outcomes are waiting" in page.inner_text("#status")
+    assert errors == []
+    ctx.close()
+
+
+def test_phone_viewport_chooses_outcomes_by_tapping(browser, site):  # noqa: F811
+    srv, store, qs = site
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                              device_scale_factor=2)
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{srv.url}/?token={TOKENS['alice']}")
+    page.wait_for_selector("#consent:not(.hidden)")
+    page.tap("#agree")
+    page.wait_for_selector("#home:not(.hidden)")
+    page.tap("#go-outcome")
+    page.wait_for_url("**/tradeoff")
+    wait_js(page, "document.body.dataset.state === 'showing' && document.getElementById('left').naturalWidth > 0")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # nothing cut off
+    assert page.evaluate("document.getElementById('left').getBoundingClientRect().width") >= 0.85 * 390
+    for sel in ("#btn-left", "#btn-right", "#btn-equal", "#btn-skip"):
+        box = page.locator(sel).bounding_box()
+        assert box["height"] >= 44 and box["width"] >= 44, (sel, box)
+    assert page.locator("#right-table").is_visible()
+    shot(page, "phone-tradeoff")
+    first = page.evaluate("document.body.dataset.query")
+    page.tap("#btn-left")
+    wait_js(page, f"document.body.dataset.query !== '{first}'")
+    page.tap("#btn-equal")
+    wait_until(lambda: len(store.feedback(kind="outcome")) == 2)
+    assert {f.query_id: f.value for f in store.feedback(kind="outcome")} == {qs[0].id: 1.0, qs[1].id: 0.5}
+    assert errors == []
+    ctx.close()
