@@ -10,6 +10,11 @@ held-out episodes, seeds 10 000+):
 * PPO on the true reward (this project's SB3 settings, :func:`rlhf_gym.learners.preference.make_algo`) in the
   same run: the environment steps it needs to first reach 475 (20-episode check every 10k steps), the
   baseline for GAIL/AIRL's steps.
+* Demonstrations + preferences on CartPole-v1 (``cartpole-pref-demos``): 5 expert episodes pre-train the
+  preference reward model (D-REX-ranked comparisons), then 10 oracle labels refine it; controls with the
+  same seeds: 5 random-policy "demonstrations" + 10 labels, and 10 labels without demonstrations.
+  ``cartpole-pref-demos-bc`` adds ``demo_bc=true`` (the policy cloned first); its controls: random
+  "demonstrations" + BC + 10 labels, and expert demonstrations + BC with no labels (what the labels add).
 * FrozenLake-v1 (4x4 and 8x8, slippery), 100 expert episodes (the exact optimal policy of the transition
   table): ``maxent-irl``; reported: agreement of the recovered reward's optimal policy with the expert's on
   every non-terminal state, and its success rate as a share of the expert's. Control: 100 random episodes.
@@ -44,7 +49,8 @@ from rlhf_gym.rollouts import evaluate_policy
 
 RESULTS = Path(__file__).parent / "results" / "demonstrations.json"
 CARTPOLE_ROWS = ("bc", "dagger", "gail", "airl")
-ROWS = (*(f"cartpole-{x}" for x in CARTPOLE_ROWS), "cartpole-ppo", "frozenlake4-maxent", "frozenlake8-maxent")
+PREF_ROWS = ("cartpole-pref-demos", "cartpole-pref-demos-bc")
+ROWS = (*(f"cartpole-{x}" for x in CARTPOLE_ROWS), "cartpole-ppo", "frozenlake4-maxent", "frozenlake8-maxent", *PREF_ROWS)
 BAR = 475.0
 
 
@@ -115,6 +121,57 @@ def cartpole_row(learner: str, seeds: list[int], tmp: Path, save: Any) -> dict[s
             "expert_demo_return": summary([r["demo_return"] for r in exp if r.get("demo_return") is not None]),
             "env_steps": summary([float(r["env_steps"] or 0) for r in exp]),
             "wall_s": summary([r["wall_s"] for r in exp]), "runs": runs}
+
+
+def pref_job(seed: int, out: Path, demos: Path | None, budget: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """One preference run (oracle teacher) through the product's path, optionally from ``--demos``."""
+    cfg = TrainConfig(env="CartPole-v1", feedback="preference", teacher="oracle", budget=budget, seed=seed,
+                      out=str(out), demos=str(demos) if demos else None, eval_episodes=20, progress=False,
+                      extra=dict(extra))
+    t0 = time.time()
+    res = train(cfg)
+    res["wall_s"] = round(time.time() - t0, 2)
+    return res
+
+
+PREF_DEMOS, PREF_LABELS = 5, 10
+
+
+def pref_row(row: str, seeds: list[int], tmp: Path, save: Any) -> dict[str, Any]:
+    """Demonstrations + preferences on CartPole: 5 expert demonstrations then 10 oracle labels, against the same
+    with 5 random-policy "demonstrations" and (the plain row) with none, or (the BC row) with no labels."""
+    bc = row.endswith("-bc")
+    extra = {"demo_bc": True} if bc else {}
+    arms = {"expert": ("expert", PREF_LABELS), "random": ("random", PREF_LABELS)}
+    arms.update({"no_labels": ("expert", 0)} if bc else {"no_demos": (None, PREF_LABELS)})
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in arms}
+    for seed in seeds:
+        for arm, (source, budget) in arms.items():
+            demos = None
+            if source is not None:
+                folder = tmp / f"pref-{source}-{seed}"
+                folder.mkdir(exist_ok=True)
+                demos = folder / "demos.jsonl"
+                if not demos.exists():
+                    record("CartPole-v1", source, seed, PREF_DEMOS, folder)
+            res = pref_job(seed, tmp / f"{row}-{arm}-{seed}", demos, budget, extra if demos else {})
+            runs[arm].append({k: res.get(k) for k in ("mean_return", "std_return", "feedback_used", "timesteps",
+                                                      "wall_s", "prequential_accuracy", "demo_pairs",
+                                                      "demo_level_returns", "demo_fit_accuracy")} | {"seed": seed})
+            print(f"  {row} {arm} seed {seed}: return {res['mean_return']:.1f} ({res['wall_s']:.0f}s)", flush=True)
+            save()
+    out: dict[str, Any] = {"env": "CartPole-v1", "learner": "preference (ppo) + demos" + (" + BC" if bc else ""),
+                           "seeds": len(runs["expert"]), "bar": BAR,
+                           "demos": f"{PREF_DEMOS} expert episodes + {PREF_LABELS} oracle labels",
+                           "settings": extra, "runs": runs}
+    for arm, rs in runs.items():
+        out[f"{arm}_return"] = summary([r["mean_return"] for r in rs])
+        out[f"{arm}_solved"] = sum(r["mean_return"] >= BAR for r in rs)
+    out["return"], out["solved"] = out["expert_return"], out["expert_solved"]
+    out["control_return"], out["control_solved"] = out["random_return"], out["random_solved"]
+    out["env_steps"] = summary([float(r["timesteps"] or 0) for r in runs["expert"]])
+    out["wall_s"] = summary([r["wall_s"] for r in runs["expert"]])
+    return out
 
 
 def ppo_row(seeds: list[int], save: Any, timesteps: int = 100_000) -> dict[str, Any]:
@@ -211,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.time()
             if row == "cartpole-ppo":
                 out = ppo_row(seeds, save)
+            elif row in PREF_ROWS:
+                out = pref_row(row, seeds, tmp, save)
             elif row.startswith("cartpole-"):
                 out = cartpole_row(row.split("-", 1)[1], seeds, tmp, save)
             else:
@@ -234,6 +293,11 @@ def print_table(data: dict[str, Any]) -> None:
             res = f"agree {fmt(r['agreement'], 2)}, succ {fmt(r['success_vs_expert'], 2)}"
             ctl = f"agree {fmt(r['control_agreement'], 2)}"
             print(f"{name:<22} {r['seeds']:>5}  {res:<36} {ctl:<30} {'-':<26} {fmt(r['wall_s'], 0)}")
+        elif name in PREF_ROWS:
+            res = f"{fmt(r['return'])} ({r['solved']}/{r['seeds']} >= 475)"
+            ctl = "; ".join(f"{arm} {fmt(r[f'{arm}_return'])} ({r[f'{arm}_solved']}/{r['seeds']})"
+                            for arm in ("random", "no_demos", "no_labels") if f"{arm}_return" in r)
+            print(f"{name:<22} {r['seeds']:>5}  {res:<36} {ctl}")
         else:
             res = f"{fmt(r['return'])} ({r['solved']}/{r['seeds']} >= 475)"
             ctl = f"{fmt(r['control_return'])} ({r['control_solved']}/{r['seeds']})"

@@ -129,7 +129,7 @@ def _train(cfg: TrainConfig, learner: str) -> dict[str, Any]:
 def _gather(cfg: TrainConfig, learner: str, store: Any, run_id: str, source: Any) -> list[Demo]:
     """The run's demonstrations: from ``--demos``, or recorded from the teacher (not for DAgger)."""
     if cfg.demos:
-        demos = _from_path(cfg.demos, cfg, store, run_id)
+        demos = demos_for_run(cfg.demos, cfg, store, run_id)
     elif learner == "dagger":
         return []
     else:
@@ -141,7 +141,9 @@ def _gather(cfg: TrainConfig, learner: str, store: Any, run_id: str, source: Any
     return demos
 
 
-def _from_path(path: str, cfg: TrainConfig, store: Any, run_id: str) -> list[Demo]:
+def demos_for_run(path: str, cfg: TrainConfig, store: Any, run_id: str) -> list[Demo]:
+    """The demonstrations of ``--demos PATH`` in the run's store (imported or copied there; read in place when
+    ``--db`` is their own store), each with the feedback id that lineage and withdrawal follow."""
     from rlhf_gym.store import FeedbackStore
     from rlhf_gym.store.store import resolve_url
 
@@ -187,7 +189,8 @@ def _spaces(env_id: str) -> tuple[bool, int | None, np.ndarray | None, np.ndarra
     return False, None, np.asarray(sp.low, np.float32), np.asarray(sp.high, np.float32)
 
 
-def _stack(demos: list[Demo]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def stack_demos(demos: list[Demo]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """States, actions and the episode index of every demonstrated step (for BC and its held-out episodes)."""
     obs = np.concatenate([d.traj.obs[:-1] for d in demos])
     acts = np.concatenate([np.asarray(d.traj.acts) for d in demos])
     groups = np.concatenate([np.full(len(d.traj), i) for i, d in enumerate(demos)])
@@ -213,7 +216,7 @@ def _learn_bc(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, sour
         return _learn_tabular_bc(cfg, demos, store, run_id, run)
     probe.close()
     discrete, n, lo, hi = _spaces(cfg.env)
-    obs, acts, groups = _stack(demos)
+    obs, acts, groups = stack_demos(demos)
     fit = train_bc(obs, acts, discrete=discrete, n_actions=n, act_low=lo, act_high=hi, groups=groups, seed=cfg.seed,
                    settings=bc_settings(cfg.extra))
     for e, (tl, vl) in enumerate(zip(fit.train_loss, fit.val_loss, strict=True), 1):
@@ -257,7 +260,7 @@ def _learn_dagger(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, 
     discrete, n, lo, hi = _spaces(cfg.env)
     init_obs = init_acts = None
     if demos:
-        init_obs, init_acts, _ = _stack(demos)
+        init_obs, init_acts, _ = stack_demos(demos)
     env = make_env(cfg.env, seed=cfg.seed)
     eval_env = make_env(cfg.env, seed=20_000)
 

@@ -65,6 +65,15 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
 
     store = FeedbackStore(cfg.db or run.db_path)
     run_id = store.add_run(None, asdict(cfg))
+    demos: list[Any] = []
+    if cfg.demos:
+        if cfg.reward:
+            raise ValueError("--demos pre-trains the reward model that --reward replaces; give one of them")
+        from rlhf_gym.demos.data import check_demos
+        from rlhf_gym.jobs.demonstration import demos_for_run
+
+        demos = demos_for_run(cfg.demos, cfg, store, run_id)
+        check_demos([d.traj for d in demos], cfg.env, cfg.demos)
     if cfg.reward:
         reward = RewardModel.load(cfg.reward)
         source = None
@@ -87,7 +96,8 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
     loop = PreferenceLoop(env_id=cfg.env, seed=cfg.seed, budget=cfg.budget, segment_length=cfg.segment_length,
                           eval_episodes=cfg.eval_episodes, st=st, algo_name=algo_name, timesteps=timesteps, run=run,
                           store=store, run_id=run_id, source=source, reward=reward, venv=venv, threshold=threshold,
-                          weighting=WeightPolicy.from_settings(cfg.extra), learn_reward=cfg.reward is None)
+                          weighting=WeightPolicy.from_settings(cfg.extra), learn_reward=cfg.reward is None,
+                          demos=demos)
     from rlhf_gym.devices import resolve_device
 
     loop.algo = make_algo(algo_name, venv, cfg.seed, timesteps, device=resolve_device(cfg.device))
@@ -95,12 +105,16 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
         from rlhf_gym.rewards.exploration import StateEntropyReward
 
         venv.explore = StateEntropyReward(int(np.prod(venv.observation_space.shape)))
+    demo_info: dict[str, Any] = {}
     if not cfg.reward:
         # before any label: fit input normalisation on random-policy states; an untrained model gives a
         # zero-mean random reward (the zero-label control)
         init = loop.collect()
-        reward.fit_input_normalisation(np.concatenate([t.obs for t in init]))
-        normalise_output(reward, [], sample_segments(init, 32, cfg.segment_length, loop.rng))
+        if demos:
+            demo_info = pretrain_from_demos(loop, init, demos, st)
+        else:
+            reward.fit_input_normalisation(np.concatenate([t.obs for t in init]))
+            normalise_output(reward, [], sample_segments(init, 32, cfg.segment_length, loop.rng))
     t_learn = time.time()
     try:
         try:
@@ -120,7 +134,10 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
         loop.algo.save(run.file("policy.zip"))
         run.save_policy_info("sb3", "policy.zip", algo=algo_name, discrete=spec.discrete)
         # the policy's lineage: every reward model it was trained on, hence every label behind them
-        store.record_model(run.file("policy.zip"), [], kind="policy", run_id=run_id, derived_from=loop.model_ids)
+        # (and, when it was cloned from them, the demonstrations themselves)
+        bc_ids = [int(d.feedback_id) for d in demos if d.feedback_id is not None] if demo_info.get("bc") else []
+        store.record_model(run.file("policy.zip"), bc_ids, kind="policy", run_id=run_id,
+                           derived_from=loop.model_ids)
         t0 = time.time()
         final = loop.evaluate(cfg.eval_episodes)
         loop.t["eval"] += time.time() - t0
@@ -152,8 +169,29 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
         "inverted_rounds": loop.inverted_rounds, "warnings": loop.warnings, "model_ids": loop.model_ids,
         "run_id": run_id, "wall_s": total_s, "learn_s": learn_s, "eval_s": loop.t["eval"],
         "reward_train_s": loop.t["reward_train"], "query_s": loop.t["queries"],
-        "sb3_s": sb3_s, "reward_inference_s": venv.reward_s,
+        "sb3_s": sb3_s, "reward_inference_s": venv.reward_s, **demo_info,
     }
+
+
+def pretrain_from_demos(loop: PreferenceLoop, init: list[Any], demos: list[Any], st: PreferenceSettings
+                        ) -> dict[str, Any]:
+    """Before the first query: the reward model fitted on comparisons ranked from the demonstrations (D-REX,
+    :meth:`PreferenceLoop.build_demo_pairs`) and, with ``demo_bc``, the policy cloned from them."""
+    n = loop.build_demo_pairs()
+    # input scaling from every state the ranking shows (demonstrations, noisy clones, random play)
+    loop.reward.fit_input_normalisation(np.concatenate([t.obs for t in init] +
+                                                       [np.asarray(t.obs) for ts in loop.demo_levels for t in ts]))
+    loop.train_reward(0)
+    out: dict[str, Any] = {"demos": len(demos), "demo_pairs": n,
+                           "demo_level_returns": [float(np.mean([t.ret for t in ts])) for ts in loop.demo_levels],
+                           "demo_fit_accuracy": (getattr(loop, "last_fit", None) or {}).get("train_accuracy")}
+    if st.demo_bc:
+        from rlhf_gym.jobs.demonstration import stack_demos
+        from rlhf_gym.learners.bc import pretrain_sb3_policy
+
+        obs, acts, groups = stack_demos(demos)
+        out["bc"] = pretrain_sb3_policy(loop.algo, obs, acts, groups=groups, seed=loop.seed)
+    return out
 
 
 def reward_path(p: str | Path) -> Path:
@@ -162,5 +200,3 @@ def reward_path(p: str | Path) -> Path:
     if p.is_dir():
         p = p / "reward_model.safetensors"
     return p if p.suffix == ".safetensors" else p.with_suffix(".safetensors")
-
-

@@ -168,3 +168,61 @@ def train_bc(obs: np.ndarray, acts: np.ndarray, *, discrete: bool, n_actions: in
     res.best_epoch = best_epoch
     model.eval()
     return res
+
+
+def pretrain_sb3_policy(algo: Any, obs: np.ndarray, acts: np.ndarray, *, groups: np.ndarray | None = None,
+                        seed: int = 0, settings: BCSettings | None = None) -> dict[str, Any]:
+    """Behavioural cloning of an SB3 policy in place (PPO or SAC): maximum likelihood of the demonstrated
+    actions under its own action distribution, whole episodes held out, early stopping on their loss.
+
+    Used to start RL from the demonstrator's behaviour (``--feedback preference --demos ... --set
+    demo_bc=true``). The critic is left as it is. Returns the epochs run, the best epoch and its held-out loss.
+    """
+    from stable_baselines3 import SAC
+
+    st = settings or BCSettings()
+    policy = algo.policy
+    obs_t = torch.as_tensor(np.asarray(obs, np.float32).reshape(len(obs), *algo.observation_space.shape))
+    acts_np = np.asarray(acts)
+    if isinstance(algo, SAC):
+        actor = policy.actor
+        scaled = torch.as_tensor(policy.scale_action(acts_np.astype(np.float32).reshape(len(obs), -1)))
+        params = list(actor.parameters())
+
+        def nll(idx: torch.Tensor) -> torch.Tensor:
+            mean, log_std, kw = actor.get_action_dist_params(obs_t[idx])
+            dist = actor.action_dist.proba_distribution(mean, log_std, **kw)
+            return -dist.log_prob(scaled[idx].clamp(-0.999, 0.999)).mean()
+    else:
+        acts_t = torch.as_tensor(acts_np)
+        if acts_t.dim() == 1 and algo.action_space.shape:
+            acts_t = acts_t[:, None]
+        params = [p for n, p in policy.named_parameters() if not n.startswith("value_net")]
+
+        def nll(idx: torch.Tensor) -> torch.Tensor:
+            _v, lp, _e = policy.evaluate_actions(obs_t[idx].to(policy.device), acts_t[idx].to(policy.device))
+            return -lp.mean()
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(int(seed))
+    tr, va = _split(len(obs_t), groups, st.val_frac, rng)
+    opt = torch.optim.Adam(params, lr=st.lr, weight_decay=st.weight_decay)
+    best, best_epoch, best_state, epoch = np.inf, 0, None, 0
+    policy.set_training_mode(True)
+    for epoch in range(1, st.max_epochs + 1):
+        perm = torch.as_tensor(tr)[torch.randperm(len(tr), generator=gen)]
+        for i in range(0, len(perm), st.batch_size):
+            loss = nll(perm[i:i + st.batch_size])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            val = float(nll(torch.as_tensor(va if len(va) else tr)))
+        if val < best - 1e-6:
+            best, best_epoch = val, epoch
+            best_state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
+        elif epoch - best_epoch >= st.patience:
+            break
+    if best_state is not None:
+        policy.load_state_dict(best_state)
+    policy.set_training_mode(False)
+    return {"epochs": epoch, "best_epoch": best_epoch, "val_nll": float(best)}

@@ -24,7 +24,7 @@ from torch import nn
 
 from rlhf_gym.rewards import models
 from rlhf_gym.rewards.models import PixelFeatures, RewardModel
-from rlhf_gym.types import Feedback, PairQuery, Segment
+from rlhf_gym.types import Feedback, PairQuery, Segment, Trajectory
 
 if TYPE_CHECKING:
     from rlhf_gym.store import FeedbackStore
@@ -410,3 +410,45 @@ def retrain_from_store(store: FeedbackStore, out_dir: str | Path, run_id: str | 
     model_id = store.record_model(path, ids, kind="reward", run_id=run_id)
     metrics.update(model_id=model_id, path=str(path), feedback_ids=len(ids))
     return model_id, metrics
+
+
+@dataclass(frozen=True)
+class DemoPair:
+    """A synthetic comparison derived from demonstrations (see :func:`ranked_pairs`).
+
+    ``sources`` are the feedback ids of the demonstrations it was derived from (its provenance): a fit uses
+    the pair only while every one of them is still in the store, and records them in the model's lineage.
+    """
+
+    left: Segment
+    right: Segment
+    label: float
+    sources: tuple[int, ...]
+
+
+def ranked_pairs(levels: Sequence[Sequence[Trajectory]], n: int, length: int, rng: np.random.Generator,
+                 sources: tuple[int, ...] = ()) -> list[DemoPair]:
+    """``n`` synthetic comparisons between clips of episodes ranked by level: a clip of level ``i`` is
+    preferred over a clip of level ``j > i``. Each pair's two levels are drawn uniformly among the
+    non-empty ones; sides are shuffled.
+
+    D-REX (Brown, Goo and Niekum 2019): level 0 are the demonstrations, the next levels the cloned policy
+    with more and more random actions, so the ranking needs no labels and reaches states the
+    demonstrations never visit (drifting, falling, ending early).
+    """
+    from rlhf_gym.feedback.selection import sample_segments
+
+    ranked = [list(ts) for ts in levels if ts]
+    if len(ranked) < 2 or n <= 0:
+        return []
+    length = min(length, max(len(t) for ts in ranked for t in ts))
+    out = []
+    for _ in range(n):
+        i, j = sorted(rng.choice(len(ranked), size=2, replace=False))
+        better = sample_segments(ranked[i], 1, length, rng)[0]
+        worse = sample_segments(ranked[j], 1, length, rng)[0]
+        if rng.random() < 0.5:
+            out.append(DemoPair(better, worse, 1.0, sources))
+        else:
+            out.append(DemoPair(worse, better, 0.0, sources))
+    return out
