@@ -216,6 +216,8 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert _cli(*base, "--env", "CartPole-v1") == 2
     assert "scalar reward" in capsys.readouterr().err
     assert _cli(*base, "--env", "deep-sea-treasure-v0", "--set", "selection=best") == 2
+    assert _cli(*base, "--env", "deep-sea-treasure-v0", "--set", "pareto=grid") == 2
+    assert "pareto must be one of ols, sweep" in capsys.readouterr().err
     assert _cli(*base, "--env", "deep-sea-treasure-v0", "--set", "model_beta=sure") == 2
     assert "model_beta" in capsys.readouterr().err
     assert _cli(*base, "--env", "deep-sea-treasure-v0", "--teacher", "stochastic") == 2
