@@ -50,6 +50,8 @@ ROWS = {  # name -> (selection, teacher kind)
     "active, random teacher (control)": ("info", "random"),
 }
 DST_TRUE_HV = 401.8
+DST = "deep-sea-treasure-v0"
+DST_REF = (0.0, -25.0)
 
 
 def outcome_set(env_id: str, random_episodes: int = 40) -> tuple[np.ndarray, dict[str, Any]]:
@@ -122,13 +124,52 @@ def policy_run(seed: int, budget: int, workdir: Path, policy_timesteps: int) -> 
             "final_s": res["final_s"]}
 
 
+def pareto_run(seed: int, method: str, workdir: Path, policy_timesteps: int, n_policies: int = 11) -> dict[str, Any]:
+    """One policy set on deep-sea-treasure by ``method`` (``ols`` or ``sweep``): its hypervolume over the
+    true front's, the policies trained (OLS may stop early) and the wall-clock."""
+    t0 = time.time()
+    names = ("treasure", "time")
+    out = workdir / f"pareto-{method}-{seed}"
+    if method == "ols":
+        ps = P.build_pareto_set_ols(DST, names, n_policies, policy_timesteps, out, seed=seed,
+                                    rng=np.random.default_rng([seed, 7]), log=lambda _m: None)
+    else:
+        ps = P.build_pareto_set(DST, names, P.weight_grid(2, n_policies), policy_timesteps, out, seed=seed,
+                                log=lambda _m: None)
+    hv = P.hypervolume_2d(ps.front(), DST_REF)
+    return {"seed": seed, "method": method, "hypervolume": hv, "coverage": hv / DST_TRUE_HV,
+            "policies": len(ps.entries), "front": ps.front().tolist(),
+            "weights": [e.weights for e in ps.entries], "wall_s": time.time() - t0}
+
+
+def exact_solver_coverage(n_policies: int = 11) -> dict[str, Any]:
+    """The same weight choices with a perfect solver (each weight's best point of the true front, no RL):
+    how much of the gap is the weight choice's and how much the RL's."""
+    from rlhf_gym.jobs.tradeoff import _true_front
+    from rlhf_gym.morl.ols import next_weight
+
+    tf = _true_front(DST)
+    assert tf is not None
+    sweep = [tf[np.argmax(tf @ w)] for w in P.weight_grid(2, n_policies)]
+    found: list[np.ndarray] = []
+    trained: list[np.ndarray] = []
+    for _ in range(n_policies):
+        w, _gain = next_weight(np.array(found) if found else np.zeros((1, 2)), trained)
+        if w is None:
+            break
+        found.append(tf[np.argmax(tf @ w)])
+        trained.append(w)
+    return {m: {"coverage": P.hypervolume_2d(np.array(v), DST_REF) / DST_TRUE_HV, "policies": len(v)}
+            for m, v in (("sweep", sweep), ("ols", found))}
+
+
 def _med(xs: list[float]) -> float:
     return float(np.median(xs)) if xs else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("weights", "policy", "all"), default="all")
+    ap.add_argument("--part", choices=("weights", "pareto", "policy", "all"), default="all")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=30)
     ap.add_argument("--policy-budget", type=int, default=15)
@@ -140,10 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                            "machine": platform.platform(), "complete": False, "weights": {}, "policy": None}
     if RESULTS.exists():  # keep the other part's numbers when only one part is rerun
         old = json.loads(RESULTS.read_text())
-        if args.part == "policy":
-            doc["weights"], doc["weights_command"] = old.get("weights", {}), old.get("weights_command")
-        if args.part == "weights":
-            doc["policy"], doc["policy_command"] = old.get("policy"), old.get("policy_command")
+        for part, keys in (("weights", ("weights", "weights_command")), ("pareto", ("pareto", "pareto_command")),
+                           ("policy", ("policy", "policy_command"))):
+            if args.part not in (part, "all"):
+                for key in keys:
+                    doc[key] = old.get(key, doc.get(key))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
@@ -165,6 +207,21 @@ def main(argv: list[str] | None = None) -> int:
                                           "mean_q_to_095": float(np.mean([r["q_to_095"] for r in runs])),
                                           "median_final_cosine": _med([r["final_cosine"] for r in runs]),
                                           "median_prior_cosine": _med([r["prior_cosine"] for r in runs])}
+                    save()
+        if args.part in ("pareto", "all"):
+            doc["pareto_command"] = doc["command"]
+            doc["pareto"] = {"env": DST, "policy_timesteps": args.policy_timesteps, "n_policies": 11,
+                             "true_hypervolume": DST_TRUE_HV, "reference_point": list(DST_REF),
+                             "exact_solver": exact_solver_coverage(), "rows": {}}
+            for method in ("ols", "sweep"):
+                runs = []
+                doc["pareto"]["rows"][method] = {"runs": runs}
+                for s in range(args.seeds):
+                    runs.append(pareto_run(s, method, work, args.policy_timesteps))
+                    doc["pareto"]["rows"][method].update(
+                        {f"{k}_{stat}": f(r[k] for r in runs) for k in ("coverage", "hypervolume", "wall_s", "policies")
+                         for stat, f in (("median", lambda x: _med(list(x))), ("min", min), ("max", max))},
+                        reached_095=sum(r["coverage"] >= 0.95 for r in runs))
                     save()
         if args.part in ("policy", "all"):
             runs = []
@@ -191,6 +248,15 @@ def print_table(doc: dict[str, Any]) -> None:
         for row, r in e["rows"].items():
             print(f"{env_id:22} {row:38} {r['median_q_to_095']:7.1f} {r['median_q_to_099']:7.1f} "
                   f"{r['reached_095']:>4}/{len(r['runs']):<3} {r['median_final_cosine']:6.3f} {r['median_prior_cosine']:6.3f}")
+    pa = doc.get("pareto")
+    if pa:
+        print(f"\nPareto coverage on {pa['env']} (hypervolume / {pa['true_hypervolume']}, reference "
+              f"{tuple(pa['reference_point'])}; up to {pa['n_policies']} PPO policies of {pa['policy_timesteps']} steps):")
+        print(f"{'method':8} {'median':>7} {'[min, max]':>16} {'>= 0.95':>8} {'policies':>9} {'wall s':>7} {'exact solver':>13}")
+        for m, r in pa["rows"].items():
+            ex = pa["exact_solver"][m]["coverage"]
+            print(f"{m:8} {r['coverage_median']:7.3f} [{r['coverage_min']:.3f}, {r['coverage_max']:.3f}] "
+                  f"{r['reached_095']:>4}/{len(r['runs']):<3} {r['policies_median']:9.0f} {r['wall_s_median']:7.0f} {ex:13.3f}")
     p = doc.get("policy")
     if p:
         print(f"\ndeep-sea-treasure-v0, whole loop, oracle, {p['budget']} questions ({p.get('seeds_run', 0)} seeds, medians):")

@@ -183,6 +183,24 @@ def test_population_per_annotator_weights_and_withdrawal_mid_run(store):
     assert abs(res.posterior.mean[0] - 0.9) < 0.05  # only p-0's weights are left in the posterior
 
 
+def test_question_loop_reads_each_answer_from_the_store_once(store, monkeypatch):
+    """Incremental reads: n questions read n answers in all (not every answer again at each question)."""
+    rng = np.random.default_rng(0)
+    outcomes = rng.random((30, 2)) * 10
+    store.add_run("r")
+    store.add_annotator("sim", kind="simulated")
+    teacher = SimulatedTradeoffTeacher([0.3, 0.7], np.random.default_rng(1), "sim", store, "r")
+    read: list[int] = []
+    since = store.answers_since
+    monkeypatch.setattr(store, "answers_since", lambda *a, **k: (r := since(*a, **k), read.append(len(r["answers"])))[0])
+    monkeypatch.setattr(store, "feedback", lambda *a, **k: pytest.fail("the loop read every answer again"))
+    res = learn_weights(teacher, outcomes, lambda: WeightPosterior(2, outcome_scale(outcomes), n_samples=1000,
+                                                                    rng=np.random.default_rng(2)),
+                        12, "info", np.random.default_rng(3), run_id="r", store=store)
+    assert sum(read) == 12 and len(read) == 12 and len(res.answers) == 12
+    assert cosine(res.posterior.mean, [0.3, 0.7]) > 0.99
+
+
 def _cli(*args: str) -> int:
     from rlhf_gym.cli import main
 
@@ -198,6 +216,8 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert _cli(*base, "--env", "CartPole-v1") == 2
     assert "scalar reward" in capsys.readouterr().err
     assert _cli(*base, "--env", "deep-sea-treasure-v0", "--set", "selection=best") == 2
+    assert _cli(*base, "--env", "deep-sea-treasure-v0", "--set", "pareto=grid") == 2
+    assert "pareto must be one of ols, sweep" in capsys.readouterr().err
     assert _cli(*base, "--env", "deep-sea-treasure-v0", "--set", "model_beta=sure") == 2
     assert "model_beta" in capsys.readouterr().err
     assert _cli(*base, "--env", "deep-sea-treasure-v0", "--teacher", "stochastic") == 2

@@ -27,14 +27,19 @@ from rlhf_gym.morl.weights import SELECTIONS, WeightPosterior, cosine, outcome_s
 from rlhf_gym.runs import RunDir
 
 AGGREGATES = ("pooled", "mean")
+PARETO_METHODS = ("ols", "sweep")
 
 
 @dataclass(frozen=True)
 class TradeoffSettings:
     """``--set`` keys of the trade-off job (the same defaults for every task)."""
 
+    pareto: str = "ols"
+    """How the policy set's weights are chosen: ols (optimistic linear support: each next policy at the
+    corner weight where the set can improve the most, fine-tuned from the set's best policy there) or
+    sweep (a fixed grid of weights, each policy from scratch)."""
     n_policies: int | None = None
-    """Policies in the weight sweep; default 4 * objectives + 3."""
+    """Policies in the set (OLS may stop sooner, when no corner can improve); default 4 * objectives + 3."""
     policy_timesteps: int = 20_000
     """SB3 steps per policy of the sweep."""
     final_timesteps: int | None = None
@@ -58,6 +63,8 @@ class TradeoffSettings:
     """Seconds to wait for a person's answer (None: until it comes)."""
 
     def __post_init__(self) -> None:
+        if self.pareto not in PARETO_METHODS:
+            raise ValueError(f"pareto must be one of {', '.join(PARETO_METHODS)}, got {self.pareto!r}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
         if self.policy_algo not in ("ppo", "dqn"):
@@ -136,10 +143,18 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
         # 1. the policy set (a weight sweep) and the outcomes to ask about
         t0 = time.time()
         n_pol = st.n_policies or 4 * k + 3
-        grid = P.weight_grid(k, n_pol, np.random.default_rng([cfg.seed, 7]))
-        log(f"training {n_pol} policies on scalarised rewards ({st.policy_algo}, {st.policy_timesteps} steps each)")
-        pset = P.build_pareto_set(cfg.env, names, grid, st.policy_timesteps, run.file("pareto"), seed=cfg.seed,
-                                  algo=st.policy_algo, eval_episodes=min(cfg.eval_episodes, 5), log=log)
+        how = "optimistic linear support" if st.pareto == "ols" else "a weight sweep"
+        log(f"training up to {n_pol} policies on scalarised rewards by {how} ({st.policy_algo}, "
+            f"{st.policy_timesteps} steps each)")
+        set_args: dict[str, Any] = {"seed": cfg.seed, "algo": st.policy_algo, "log": log,
+                                    "eval_episodes": min(cfg.eval_episodes, 5)}
+        if st.pareto == "ols":
+            pset = P.build_pareto_set_ols(cfg.env, names, n_pol, st.policy_timesteps, run.file("pareto"),
+                                          rng=np.random.default_rng([cfg.seed, 7]), **set_args)
+        else:
+            grid = P.weight_grid(k, n_pol, np.random.default_rng([cfg.seed, 7]))
+            pset = P.build_pareto_set(cfg.env, names, grid, st.policy_timesteps, run.file("pareto"), **set_args)
+        n_pol = len(pset.entries)
         from rlhf_gym.learners.sb3_policy import _algo_class
 
         models = [_algo_class(st.policy_algo).load(str(run.file("pareto") / e.path), device="cpu")
@@ -149,7 +164,8 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
         if len(outcomes) < 2:
             raise RuntimeError(f"the policies of {cfg.env} produced a single distinct outcome: nothing to compare")
         set_s = time.time() - t0
-        run.file("pareto_set.json").write_text(json.dumps({**pset.to_dict(), "outcomes": outcomes.tolist()}, indent=1))
+        run.file("pareto_set.json").write_text(json.dumps({**pset.to_dict(), "method": st.pareto,
+                                                            "outcomes": outcomes.tolist()}, indent=1))
 
         # 2. questions and the posterior
         scale = outcome_scale(outcomes)

@@ -2,9 +2,10 @@
 
 :func:`learn_weights` is the question loop: pick the next pair of outcomes from the posterior
 (:func:`rlhf_gym.morl.weights.select_pair`), post it to the feedback source, update the posterior with
-the answer. Answers are read back through the store when one is given, so a person who withdraws
-mid-run is out of the posterior from the next question on (the posterior is rebuilt from the store's
-non-withdrawn answers whenever one disappears).
+the answer. Answers are read back through the store when one is given, incrementally (only those after
+the last one read, :class:`OutcomeAnswers`), so a person who withdraws mid-run is out of the posterior
+from the next question on (the store withdraws per annotator; the posterior is rebuilt from the store's
+non-withdrawn answers when someone whose answers it used has withdrawn).
 """
 
 from __future__ import annotations
@@ -48,6 +49,58 @@ def answered_outcomes(store: FeedbackStore, run_id: str) -> list[tuple[OutcomeQu
     return out
 
 
+class OutcomeAnswers:
+    """A run's outcome answers read from the store incrementally: each :meth:`read` fetches only the
+    answers stored after the last one read (``answers_since``), so a loop of n questions reads each
+    answer once rather than every answer n times.
+
+    The store withdraws whole annotators; :meth:`withdrawn` says whether anyone whose answers are held
+    has withdrawn since (one look per annotator), and :meth:`drop_withdrawn` removes their answers.
+    """
+
+    PAGE = 500
+
+    def __init__(self, store: FeedbackStore, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self.cursor = 0
+        self.answers: list[tuple[OutcomeQuery, Feedback]] = []
+        self._queries: dict[str, OutcomeQuery | None] = {}
+
+    def _query(self, qid: str) -> OutcomeQuery | None:
+        if qid not in self._queries:
+            q = self.store.query(qid)
+            self._queries[qid] = q if isinstance(q, OutcomeQuery) else None
+        return self._queries[qid]
+
+    def read(self) -> list[tuple[OutcomeQuery, Feedback]]:
+        """Non-skipped outcome answers stored since the last read (also appended to :attr:`answers`)."""
+        new: list[tuple[OutcomeQuery, Feedback]] = []
+        while True:
+            page = self.store.answers_since(self.run_id, self.cursor, self.PAGE)
+            for a in page["answers"]:
+                q = self._query(a["query_id"])
+                fb = Feedback.from_dict(a)
+                if q is not None and not fb.skipped:
+                    new.append((q, fb))
+            self.cursor = int(page["cursor"])
+            if len(page["answers"]) < self.PAGE:
+                break
+        self.answers += new
+        return new
+
+    def withdrawn(self) -> set[str]:
+        """Annotators whose held answers are no longer theirs to give (withdrawn since they were read)."""
+        out = set()
+        for aid in {fb.annotator_id for _, fb in self.answers}:
+            row = self.store.annotator(aid)
+            if row is None or row.withdrawn_at is not None:
+                out.add(aid)
+        return out
+
+    def drop_withdrawn(self, who: set[str]) -> None:
+        self.answers = [(q, fb) for q, fb in self.answers if fb.annotator_id not in who]
+
+
 def posterior_from(answers: Sequence[tuple[OutcomeQuery, Feedback]], make: Callable[[], WeightPosterior]) -> WeightPosterior:
     """A fresh posterior (``make()``) updated with ``answers`` in order."""
     post = make()
@@ -82,6 +135,7 @@ def learn_weights(source: FeedbackSource, outcomes: np.ndarray, make_posterior: 
     rng = rng if rng is not None else np.random.default_rng(0)
     outcomes = np.asarray(outcomes, float)
     res = WeightLearningResult(make_posterior())
+    reader = OutcomeAnswers(store, run_id) if store is not None and run_id is not None else None
     asked: set[tuple[int, int]] = set()
     for t in range(1, int(budget) + 1):
         i, j = select_pair(res.posterior, outcomes, selection, rng, exclude=asked)
@@ -95,17 +149,17 @@ def learn_weights(source: FeedbackSource, outcomes: np.ndarray, make_posterior: 
             res.stopped = True
             break
         res.asked = t
-        if store is not None and run_id is not None:
-            current = answered_outcomes(store, run_id)
-            kept = {fb.id for _, fb in current}
-            if any(fb.id not in kept for _, fb in res.answers):  # someone withdrew: start again from the store
-                res.posterior = posterior_from(current, make_posterior)
+        if reader is not None:
+            new = reader.read()  # this answer, and any late answers to earlier questions
+            gone = reader.withdrawn()
+            if gone:  # someone withdrew: start again from the answers still held
+                reader.drop_withdrawn(gone)
+                res.posterior = posterior_from(reader.answers, make_posterior)
                 res.rebuilt += 1
             else:
-                for fb in got:
-                    if fb.id in kept:
-                        res.posterior.update(q.left, q.right, fb.value)
-            res.answers = current
+                for q_new, fb in new:
+                    res.posterior.update(q_new.left, q_new.right, fb.value)
+            res.answers = list(reader.answers)
         else:
             for fb in got:
                 res.posterior.update(q.left, q.right, fb.value)
