@@ -108,17 +108,20 @@ def test_changes_by_another_process_take_effect_at_once(url, tmp_path):
         assert _label(c, "alice", next(q), "a4").status_code == 201  # a cached refusal does not linger either
 
         assert _label(c, "bob", next(q), "b1").status_code == 201
+        assert c.get("/api/me", headers=headers("bob")).status_code == 200
         other.do("withdraw", "bob")
+        assert c.get("/api/me", headers=headers("bob")).status_code == 401  # a read sees it at once too
         assert _label(c, "bob", next(q), "b2").status_code in (401, 403)
 
+        assert _label(c, "alice", next(q), "a5").status_code == 201  # her credential is in memory again
         other.do("revoke", "alice")
-        r = _label(c, "alice", next(q), "a5")
+        r = _label(c, "alice", next(q), "a6")
         assert r.status_code == 401 and "revoked" in r.json()["detail"]
         assert c.get("/api/me", headers=headers("alice")).status_code == 401
     finally:
         other.close()
     keys = sorted(fb_key(store, f.id) for f in store.feedback(include_withdrawn=True))
-    assert keys == ["a1", "a4", "b1"]
+    assert keys == ["a1", "a4", "a5", "b1"]
     assert store.verify_audit().ok
     store.close()
 
