@@ -55,6 +55,14 @@ class QueryMeta:
     episode: int | None = None
 
 
+def query_meta_of(q: Any, run_id: str | None, assigned_to: str | None) -> QueryMeta:
+    """The metadata of a query object as stored with ``run_id`` and ``assigned_to``."""
+    step = getattr(q, "step", None) if q.kind == "step" else None
+    episode = getattr(q, "episode", None) if q.kind == "step" else None
+    return QueryMeta(q.id, q.kind, run_id, float(q.created_at), assigned_to,
+                     None if step is None else int(step), None if episode is None else int(episode))
+
+
 @dataclass(frozen=True)
 class Standing:
     """An annotator as far as labels go: kind, withdrawn, and their latest consent decision for the

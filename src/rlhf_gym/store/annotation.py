@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, or_, select, update
 
 from rlhf_gym.store import audit
-from rlhf_gym.store.access import AccessCache, QueryMeta
+from rlhf_gym.store.access import AccessCache, QueryMeta, query_meta_of
 from rlhf_gym.store.audit import retry_conflicts
 from rlhf_gym.store.batch import read_query_metas
 from rlhf_gym.store.jsonsafe import clean_json
@@ -80,7 +80,10 @@ class AnnotationMixin:
         with self.session() as s:
             q = (select(QueryRow).where(QueryRow.kind == kind, *_open_filter(annotator_id))
                  .order_by(QueryRow.created_at, QueryRow.id).limit(limit))
-            return [_stored(r, self.frames) for r in s.execute(q).scalars()]
+            out = [_stored(r, self.frames) for r in s.execute(q).scalars()]
+        for sq in out:  # the labels that follow need not read these again
+            self.access.put_query(query_meta_of(sq.query, sq.run_id, sq.assigned_to))
+        return out
 
     def progress(self, annotator_id: str) -> dict[str, Any]:
         """Labels given (skips do not count; a demonstration does) and queries still open, by kind."""

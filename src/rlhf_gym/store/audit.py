@@ -160,7 +160,7 @@ def append_many(session: Session, entries: list[tuple[str, str, dict[str, Any]]]
         rows.append({"seq": seq, "at": at, "actor": actor, "action": action, "payload": payload,
                      "prev_hash": prev, "hash": h})
         prev = h
-    session.execute(insert(AuditRow), rows)
+    session.execute(insert(AuditRow.__table__), rows)  # Core: no ORM bookkeeping per row
     if not had_head:
         session.add(AuditHeadRow(id=1, seq=seq, hash=prev, mac=head_mac(seq, prev)))
     else:

@@ -178,12 +178,12 @@ class BatchMixin:
                            "step": fb.step, "client_key": key, "withdrawn": False}
             ids: dict[int, int] = {}
             if keyed:
+                t = FeedbackRow.__table__  # the Core table: no ORM bookkeeping per row
                 got = {(r.annotator_id, r.client_key): r.id for r in s.execute(
-                    insert(FeedbackRow).returning(FeedbackRow.id, FeedbackRow.annotator_id, FeedbackRow.client_key),
-                    [rows[i] for i in keyed])}
+                    insert(t).returning(t.c.id, t.c.annotator_id, t.c.client_key), [rows[i] for i in keyed])}
                 ids.update({i: got[(items[i][0].annotator_id, items[i][1])] for i in keyed})
             for i in keyless:  # no key to match a multi-row insert's ids by (simulated teachers, one at a time)
-                ids[i] = s.execute(insert(FeedbackRow).returning(FeedbackRow.id), rows[i]).scalar_one()
+                ids[i] = s.execute(insert(FeedbackRow.__table__).returning(FeedbackRow.__table__.c.id), rows[i]).scalar_one()
             entries = []
             for i in sorted(ids):
                 fb = items[i][0]

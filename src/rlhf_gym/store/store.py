@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from rlhf_gym.store import audit, migrate
-from rlhf_gym.store.access import AccessCache
+from rlhf_gym.store.access import AccessCache, query_meta_of
 from rlhf_gym.store.annotation import AnnotationMixin
 from rlhf_gym.store.audit import retry_conflicts
 from rlhf_gym.store.batch import BatchMixin, consent_refusal
@@ -73,6 +73,10 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
             kwargs["pool_pre_ping"] = True
+        if ":memory:" not in self.url and self.url != "sqlite://":
+            # a web server's thread pool (40 threads) shares the engine: connections beyond the pool
+            # are opened and closed for each use, which costs more than the statement they run
+            kwargs.update(pool_size=20, max_overflow=20)
         self.engine = create_engine(self.url, **kwargs)
         if self.url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -223,6 +227,7 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
                     assigned_to: str | None = None) -> list[str]:
         """Store queries; ids already present are left as they are (re-posting is harmless)."""
         new: list[str] = []
+        metas = []
         with self.session() as s, s.begin():
             for q in queries:
                 if s.get(QueryRow, q.id) is not None:
@@ -236,6 +241,9 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
                 s.add(QueryRow(id=q.id, run_id=rid, kind=q.kind, payload=q.payload(self.frames), created_at=q.created_at,
                                assigned_to=assigned_to))
                 new.append(q.id)
+                metas.append(query_meta_of(q, rid, assigned_to))
+        for m in metas:  # committed: labels to them need not read them back
+            self.access.put_query(m)
         return new
 
     @retry_conflicts

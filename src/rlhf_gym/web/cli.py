@@ -12,6 +12,7 @@ import ipaddress
 import os
 import secrets
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -101,8 +102,96 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.update({_ENV_DB: args.db, "RLHF_GYM_ADMIN_TOKEN": token, _ENV_CLIPS: str(clip_dir),
                        _ENV_POLICY: args.policy or ""})
     print(f"{args.workers} worker processes", flush=True)
-    uvicorn.run("rlhf_gym.web.cli:app_from_env", factory=True, workers=args.workers, host=args.host, port=args.port,
-                log_level=args.log_level, access_log=False)
+    return run_workers(args.host, args.port, args.workers, args.log_level)
+
+
+def _reuseport_socket(host: str, port: int) -> socket.socket:
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(fam, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _worker(host: str, port: int, log_level: str, parent: int) -> None:  # pragma: no cover - a worker process
+    """One worker: its own listening socket on the shared port (SO_REUSEPORT), its own app and store.
+
+    It stops when its supervisor is gone (even killed with SIGKILL), so no orphan keeps the port.
+    """
+    import signal
+    import threading
+    import time
+
+    import uvicorn
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+    sock = _reuseport_socket(host, port)
+    sock.listen(2048)
+    config = uvicorn.Config("rlhf_gym.web.cli:app_from_env", factory=True, log_level=log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def run_workers(host: str, port: int, workers: int, log_level: str) -> int:
+    """Run ``workers`` server processes on one port, each with its own ``SO_REUSEPORT`` socket.
+
+    One socket shared by every worker (uvicorn's ``workers=N``) lets whichever worker wakes first
+    accept a whole burst of connections, so with keep-alive clients one worker ends up serving
+    nearly all of them; with a socket each, the kernel spreads new connections over the workers.
+    A worker that dies (even by SIGKILL) is replaced; SIGTERM or Ctrl-C stops them all.
+    """
+    import multiprocessing as mp
+    import signal
+    import time
+
+    if not hasattr(socket, "SO_REUSEPORT"):  # pragma: no cover - not Linux/BSD: one shared socket
+        import uvicorn
+
+        uvicorn.run("rlhf_gym.web.cli:app_from_env", factory=True, workers=workers, host=host, port=port,
+                    log_level=log_level, access_log=False)
+        return 0
+    try:
+        guard = _reuseport_socket(host, port)  # the port is free (or ours): fail here, not in every worker
+    except OSError as e:
+        print(f"cannot listen on {host}:{port}: {e}", file=sys.stderr)
+        return 2
+    ctx = mp.get_context("spawn")
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    procs = []
+    for _ in range(workers):
+        pr = ctx.Process(target=_worker, args=(host, port, log_level, os.getpid()), daemon=True)
+        pr.start()
+        procs.append(pr)
+    started = time.monotonic()
+    try:
+        while not stop:
+            time.sleep(0.2)
+            for i, pr in enumerate(procs):
+                if pr.is_alive():
+                    continue
+                if time.monotonic() - started < 5 and pr.exitcode not in (None, -signal.SIGKILL):
+                    print(f"worker exited at start (status {pr.exitcode}); stopping", file=sys.stderr)
+                    return 1
+                print(f"worker {pr.pid} died (status {pr.exitcode}); starting another", file=sys.stderr, flush=True)
+                procs[i] = ctx.Process(target=_worker, args=(host, port, log_level, os.getpid()), daemon=True)
+                procs[i].start()
+    finally:
+        for pr in procs:
+            if pr.is_alive():
+                pr.terminate()
+        for pr in procs:
+            pr.join(15)
+            if pr.is_alive():
+                pr.kill()
+        guard.close()
     return 0
 
 

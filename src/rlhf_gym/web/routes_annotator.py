@@ -115,10 +115,11 @@ def build(web: WebApp) -> APIRouter:
     @router.post("/api/feedback", status_code=201)
     async def feedback(request: Request, body: FeedbackIn,
                        progress: bool = Query(False, description="also return my progress counter")) -> JSONResponse:
-        # Who is asking and whether the query may be answered so come from memory (one pool thread hop);
-        # the group-commit writer then re-checks everything under the database's write lock and stores
-        # the batch in one transaction. The answer goes out only once this label is committed or refused.
-        ann, cred, fb = await run_in_threadpool(check_label, request, body)
+        # Who is asking and whether the query may be answered come from memory (else from the store, in a
+        # pool thread); the group-commit writer then re-checks everything under the database's write lock
+        # and stores the batch in one transaction. The answer goes out once this label is committed or refused.
+        checked = web.label_from_memory(request, body) or await run_in_threadpool(check_label, request, body)
+        ann, cred, fb = checked
         res = await asyncio.wrap_future(web.labels.put(fb, body.client_key, cred))
         code, out = web.label_response(fb, res)
         if progress:

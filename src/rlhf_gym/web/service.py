@@ -23,6 +23,7 @@ from fastapi import HTTPException, Request
 
 from rlhf_gym.governance.consent import FeedbackPolicy
 from rlhf_gym.store import AlreadyAnswered, ConsentError, FeedbackStore, KeyUsed, StoreError
+from rlhf_gym.store.access import QueryMeta
 from rlhf_gym.store.annotation import StoredQuery
 from rlhf_gym.store.batch import Credential
 from rlhf_gym.types import DemoQuery, Feedback, PairQuery, StepQuery
@@ -158,6 +159,19 @@ class WebApp:
         """The annotator of a request, with credentials checked against every change audited before ``arrived``."""
         return auth.require_annotator(request, self.store, self.admin_token, self.token_cache, arrived=arrived)
 
+    def label_from_memory(self, request: Request, body: FeedbackIn) -> tuple[auth.Annotator, Credential, Feedback] | None:
+        """Sender and checked label when both the credential and the query are in memory (no store call,
+        so the event loop can do it without a thread hop); None otherwise (then :meth:`sender` and
+        :meth:`prepare` in a pool thread)."""
+        cred = auth.credential(request)
+        if cred is None or auth.is_admin_token(cred[1], self.admin_token):
+            return None
+        hit = self.token_cache.vouch_cached(cred[1], cred[0])
+        meta = self.store.access.query(body.query_id)
+        if hit is None or meta is None:
+            return None
+        return hit[0], hit[1], self.prepare(hit[0], body, meta)
+
     def sender(self, request: Request) -> tuple[auth.Annotator, Credential | None]:
         """The annotator of a label request, from memory when seen before (the label writer re-checks it)."""
         return auth.require_sender(request, self.store, self.admin_token, self.token_cache, fresh=False)
@@ -231,13 +245,13 @@ class WebApp:
             threading.Thread(target=work, name="rlhf-prerender", daemon=True).start()
 
     # -- labels --------------------------------------------------------------------------------
-    def prepare(self, ann: auth.Annotator, body: FeedbackIn) -> Feedback:
+    def prepare(self, ann: auth.Annotator, body: FeedbackIn, meta: QueryMeta | None = None) -> Feedback:
         """Check one label against its query (who may answer it, allowed values); no payload is decoded.
 
         Whether the person may still give labels (withdrawal, consent) and whether this is a second
         answer or a resend are decided by the label writer, under the database's write lock.
         """
-        meta = self.store.query_meta(body.query_id)
+        meta = meta or self.store.query_meta(body.query_id)
         if meta is None:
             raise HTTPException(404, f"unknown query id {body.query_id!r}")
         if meta.assigned_to is not None and meta.assigned_to != ann.id:
