@@ -40,7 +40,7 @@ from rlhf_gym.feedback.teachers_evaluative import (
     load_or_train_expert,
 )
 from rlhf_gym.learners.common import LearnerSettings
-from rlhf_gym.learners.evaluative_loop import TeachStats, make_learner, teach
+from rlhf_gym.learners.evaluative_loop import TeachStats, learner_class, make_learner, teach
 from rlhf_gym.rollouts import evaluate_policy
 from rlhf_gym.sweep import map_tasks
 
@@ -134,10 +134,11 @@ def run_task(task: tuple) -> dict[str, Any]:
     if task[0] == "ppo":
         _, env_id, seed = task
         return {"kind": "ppo", "env": env_id, **ppo_run(env_id, seed, float(make_env(env_id).spec.reward_threshold))}
-    _, env_id, learner, teacher, seed, cap, stay = task
+    _, env_id, learner, teacher, seed, cap, stay, extra = task
     q_fn = expert_q_function(load_or_train_expert(env_id, log=lambda m: None))
+    settings = LearnerSettings.for_learner(learner_class(learner), dict(extra)) if extra else None
     return {"kind": "learner", **one_run(env_id, learner, teacher, seed, q_fn,
-                                         float(make_env(env_id).spec.reward_threshold), cap, stay)}
+                                         float(make_env(env_id).spec.reward_threshold), cap, stay, settings)}
 
 
 def table(results: dict[str, Any]) -> str:
@@ -203,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serial", action="store_true", help="run without Ray, one run after another")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
     p.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="learner settings for every run (an ablation, e.g. label_noise=0); default: the learners' own")
     args = p.parse_args(argv)
+    extra = tuple(tuple(kv.split("=", 1)) for kv in args.set)
     torch.set_num_threads(1)
     learners = ["tamer"] if args.quick else args.learners.split(",")
     teachers = args.teachers.split(",")
@@ -216,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.platform(), "python": platform.python_version(), "torch_threads": 1,
         "criterion": "first check with mean true return >= threshold over 20 episodes, confirmed over 100",
         "stay": f"{stay} more answers, a 20-episode check every {STAY_EVERY}; stays solved if >= 90% pass",
-        "seeds": seeds, "rows": [], "groups": [], "ppo": []}
+        "seeds": seeds, "settings": dict(extra), "rows": [], "groups": [], "ppo": []}
 
     def save() -> None:
         results["groups"] = group(results["rows"])
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in ss:
                     tasks.append(("run", env_id, learner, teacher, seed,
                                   CAP[learner] if env_id == "CartPole-v1" else HARD_CAP,
-                                  stay if env_id == "CartPole-v1" else 0))
+                                  stay if env_id == "CartPole-v1" else 0, extra))
     ppo_rows: list[dict[str, Any]] = []
 
     def done(r: dict[str, Any]) -> None:

@@ -65,4 +65,4 @@ class CoachLearner(FeedbackLearner):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         return clipped_feedback_pg_loss(self.model(batch.obs), batch.act, batch.value, batch.step_scale, self.s.clip,
-                                        batch.step_annotator_weight)
+                                        batch.step_annotator_weight, self.s.label_noise)

@@ -278,6 +278,10 @@ class LearnerSettings:
     """Decoupled weight decay (AdamW): keeps the net from memorising wrong answers as replay grows."""
     updates_per_answer: int = 10
     """Gradient steps on replayed answers after each new answer."""
+    anneal_after: int = 0
+    """From this many answers on, the step size falls as ``lr * anneal_after / answers`` (0: constant).
+    With a constant step the net keeps fitting replayed answers and ends up memorising the wrong ones; a
+    1/n step (as a running mean's) averages them out instead."""
     replay: bool = True
     """Update on minibatches of every answer so far; ``false`` updates on the newest answer alone (an
     ablation: without replay the net forgets earlier states, see tests/test_learning_checks.py)."""
@@ -304,6 +308,10 @@ class LearnerSettings:
     """Two actions (TAMER): also read "right" as "the other action was wrong" (not only "wrong" as "other right")."""
     clip: float = 0.05
     """Policy learners stop pushing a replayed answer once pi(a|s) is past 1 - clip (good) or below clip (bad)."""
+    label_noise: float = 0.0
+    """The rate of wrong answers the learner assumes: each answer is read as a noisy observation of whether
+    the action was right, so one answer contradicting a confident prediction barely moves it. 0: every
+    answer is taken at its word (the older losses)."""
 
     @classmethod
     def for_learner(cls, learner: type[FeedbackLearner], extra: Mapping[str, Any] | None = None) -> LearnerSettings:
@@ -328,6 +336,10 @@ class LearnerSettings:
                 setattr(s, k, v)
         if not 0 < s.ask_rate <= 1:
             raise ValueError(f"ask_rate must be in (0, 1], got {s.ask_rate}")
+        if not 0 <= s.label_noise < 0.5:
+            raise ValueError(f"label_noise must be in [0, 0.5), got {s.label_noise}")
+        if s.anneal_after < 0:
+            raise ValueError(f"anneal_after must be >= 0, got {s.anneal_after}")
         if s.updates_per_answer < 1 or s.batch_size < 1:
             raise ValueError("updates_per_answer and batch_size must be >= 1")
         return s
@@ -414,6 +426,8 @@ class FeedbackLearner:
         self._newest = len(records)
         if not self.scaler_frozen:
             self.model.set_scaler(self.scaler)
+        for group in self.opt.param_groups:
+            group["lr"] = self.step_size()
         for _ in range(self.s.updates_per_answer):
             batch = Batch.of([self.replay[i] for i in self._batch_indices()])
             loss = self.loss(batch)
@@ -421,6 +435,11 @@ class FeedbackLearner:
                 self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()
+
+    def step_size(self) -> float:
+        """The learning rate for the updates after the newest answer (see ``anneal_after``)."""
+        k = self.s.anneal_after
+        return self.s.lr if k <= 0 or self.answers <= k else self.s.lr * k / self.answers
 
     def replay_records(self, c: Credit) -> list[Credit]:
         """What one credited answer adds to the replay (learners may derive more records from it)."""

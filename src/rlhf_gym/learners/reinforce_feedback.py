@@ -32,15 +32,19 @@ from rlhf_gym.learners.common import Batch, FeedbackLearner
 
 
 def clipped_feedback_pg_loss(logits: torch.Tensor, act: torch.Tensor, val: torch.Tensor, w: torch.Tensor,
-                             clip: float, annotator_weight: torch.Tensor | None = None) -> torch.Tensor:
+                             clip: float, annotator_weight: torch.Tensor | None = None,
+                             label_noise: float = 0.0) -> torch.Tensor:
     """``-sum(w * f * log pi(a|s))`` over answers the policy does not yet agree with, good/bad balanced.
 
     ``annotator_weight`` (per step, 1 unless its annotator is flagged) multiplies each step's term *after*
     the good/bad balancing: balancing by weighted sums would hand a flagged annotator's answers back half
-    the minibatch whenever they are the only ones of their sign.
+    the minibatch whenever they are the only ones of their sign. ``label_noise`` > 0 also multiplies each
+    term by the probability that its answer is right (:func:`answer_reliability`).
     """
     logp = torch.log_softmax(logits, dim=-1).gather(1, act[:, None]).squeeze(1)
     p = logp.exp().detach()
+    if label_noise > 0:
+        w = w * answer_reliability(p, val, label_noise)
     active = ((val > 0) & (p < 1 - clip)) | ((val < 0) & (p > clip))
     pos, neg = val > 0, val < 0
     bal = torch.where(pos, 0.5 / (w * pos).sum().clamp_min(1e-8), 0.5 / (w * neg).sum().clamp_min(1e-8))
@@ -49,6 +53,18 @@ def clipped_feedback_pg_loss(logits: torch.Tensor, act: torch.Tensor, val: torch
     if annotator_weight is not None:
         w = w * annotator_weight
     return -(active * bal * w * val * logp).sum()
+
+
+def answer_reliability(p: torch.Tensor, val: torch.Tensor, noise: float) -> torch.Tensor:
+    """The probability that an answer is right, reading pi(a|s) as the policy's belief that a is right and
+    assuming answers are wrong at rate ``noise`` (Bayes' rule).
+
+    A "bad" about an action the policy takes 95% of the time is most likely a mistake (0.17 at noise 0.2),
+    so, after the good/bad balancing (which hands the rare "bad" answers half of each minibatch), the
+    mistakes of a teacher wrong one time in five no longer push a learned action away.
+    """
+    agree = torch.where(val > 0, p, 1 - p)
+    return (1 - noise) * agree / ((1 - noise) * agree + noise * (1 - agree)).clamp_min(1e-12)
 
 
 class ReinforceFeedbackLearner(FeedbackLearner):
@@ -63,4 +79,4 @@ class ReinforceFeedbackLearner(FeedbackLearner):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         return clipped_feedback_pg_loss(self.model(batch.obs), batch.act, batch.value, batch.step_scale, self.s.clip,
-                                        batch.step_annotator_weight)
+                                        batch.step_annotator_weight, self.s.label_noise)

@@ -55,6 +55,8 @@ class TamerLearner(FeedbackLearner):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         h = self.model(batch.obs).gather(1, batch.act[:, None]).squeeze(1)
+        if self.s.label_noise > 0:
+            return noisy_answer_nll(h, batch, self.s.label_noise)
         post = credit_posterior(h.detach(), batch)
         per_group = torch.zeros_like(batch.group_value).index_add(0, batch.group, post * (h - batch.value) ** 2)
         w = batch.group_scale * batch.group_annotator_weight  # weighted least squares, as the preference loss
@@ -70,3 +72,19 @@ def credit_posterior(h: torch.Tensor, batch: Batch) -> torch.Tensor:
     lik = batch.weight * torch.where(batch.value > 0, p_good, 1 - p_good)
     total = torch.zeros_like(batch.group_value).index_add(0, batch.group, lik)
     return lik / total[batch.group]
+
+
+def noisy_answer_nll(h: torch.Tensor, batch: Batch, noise: float) -> torch.Tensor:
+    """Negative log-likelihood of the answers when each is right with probability ``1 - noise``.
+
+    H(s, a) is the log-odds that a is right in s: P(answer "good") = noise + (1 - 2 noise) sigmoid(H). A
+    delayed answer's likelihood is the credit-weighted mixture over the steps of its window (its gradient
+    re-weights each step by how well it explains the answer, as :func:`credit_posterior` does). Unlike the
+    squared error, a contradicting answer's pull on a confident H fades (its likelihood cannot drop below
+    ``noise``), so one wrong answer cannot flip a well-supported action.
+    """
+    p_good = noise + (1 - 2 * noise) * torch.sigmoid(h)
+    lik = batch.weight * torch.where(batch.value > 0, p_good, 1 - p_good)
+    per_group = torch.zeros_like(batch.group_value).index_add(0, batch.group, lik)
+    w = batch.group_scale * batch.group_annotator_weight
+    return -(w * per_group.clamp_min(1e-12).log()).sum() / w.sum()
