@@ -310,3 +310,22 @@ def test_airl_with_a_sac_generator_on_continuous_actions():
     assert res.env_steps == 1200 and res.disc_steps > 0 and res.history[-1]["disc_loss"] > 0
     a, _ = res.algo.predict(trajs[0].obs[0], deterministic=True)
     assert np.asarray(a).shape == (1,)
+    # every reward in SAC's replay buffer is the current discriminator's, not the one it was stored under
+    buf = res.algo.replay_buffer
+    assert res.relabelled > 0
+    now = res.reward.reward(buf.observations[:buf.pos, 0], res.algo.policy.unscale_action(buf.actions[:buf.pos, 0]),
+                            buf.next_observations[:buf.pos, 0])
+    np.testing.assert_allclose(buf.rewards[:buf.pos, 0], now, rtol=1e-4, atol=1e-5)
+
+
+def test_gail_generator_acts_in_the_environment_make_env_builds(tmp_path):
+    """An environment given as ``file.py:Class`` (old gym API) is one gym.make cannot build: the generator
+    must get it through make_env, like every other part of the product."""
+    from pathlib import Path
+
+    from rlhf_gym.learners.gail import train_gail
+
+    env_id = f"{Path(__file__).parent.parent / 'examples' / 'old_gym_tutorial.py'}:CartPoleEnv"
+    trajs = demos(cartpole_expert, env_id, 2, max_steps=100)
+    res = train_gail(env_id, trajs, timesteps=512, seed=0)
+    assert res.env_steps == 512 and res.disc_steps > 0
