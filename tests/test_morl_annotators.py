@@ -169,3 +169,33 @@ def test_bad_aggregate_rule_is_a_usage_error(tmp_path, capsys):
     rc = main(["train", "--env", "deep-sea-treasure-v0", "--feedback", "tradeoff", "--teacher", "oracle",
                "--budget", "2", "--out", str(tmp_path / "r"), "--set", "aggregate=a:x", "--set", "teacher_weights=0.5,0.5"])
     assert rc == 2 and "must be a number" in capsys.readouterr().err
+
+
+def test_job_per_annotator_trains_each_persons_policy_and_the_report_reads_the_run(tmp_path, capsys):
+    from rlhf_gym.config import TrainConfig
+    from rlhf_gym.pipeline import train
+
+    out = tmp_path / "per"
+    res = train(TrainConfig(env="deep-sea-treasure-v0", feedback="tradeoff", teacher="population", budget=12,
+                            out=str(out), eval_episodes=1, progress=False,
+                            extra={"teacher_population": "0.9,0.1;0.1,0.9", "n_policies": 2, "policy_timesteps": 256,
+                                   "final_timesteps": 0, "aggregate": "per_annotator", "reference": False}))
+    info = json.loads((out / "tradeoff.json").read_text())
+    per = info["per_annotator_policies"]
+    assert set(per) == {"sim-population-00", "sim-population-01"}
+    for aid, p in per.items():
+        assert (out / p["path"]).exists() and np.allclose(p["weights"], res["annotator_weights"][aid])
+    assert np.allclose(res["learned_weights"], json.loads((out / "posterior.json").read_text())["pooled"]["mean"])
+    store = FeedbackStore(out / "feedback.db")
+    paths = {m.id: m.path for m in store.models()}
+    using = {aid: {paths[m].rsplit("/", 1)[-1] for m in store.models_using(aid)} for aid in per}
+    store.close()
+    # withdrawing one person flags the pooled policy and their own, not the other person's
+    assert using["sim-population-00"] == {"policy.zip", per["sim-population-00"]["path"]}
+    assert using["sim-population-01"] == {"policy.zip", per["sim-population-01"]["path"]}
+    capsys.readouterr()  # the training log
+    assert main(["report", "annotators", "--db", str(out), "--json"]) == 0
+    [sec] = json.loads(capsys.readouterr().out)["tradeoff"]
+    assert sec["aggregate_used"]["rule"] == "per_annotator"
+    assert {a["id"]: a["answers"] for a in sec["annotators"]} == {"sim-population-00": 6, "sim-population-01": 6}
+    assert all(np.isclose(sum(a["mean"]), 1.0) and len(a["sd"]) == 2 for a in sec["annotators"])
