@@ -99,6 +99,15 @@ def test_report_text_and_json_from_the_cli(population, capsys):
     assert {a["id"] for a in sec["annotators"]} == set(HIDDEN) and len(sec["disagreements"]) == 4
 
 
+def test_admin_page_shows_the_tradeoff_section(population):
+    from rlhf_gym.governance.admin import render_admin_html
+
+    _, _, rep, _ = population
+    page = render_admin_html(rep)
+    assert "Trade-off weights per annotator" in page and page.count('<li class="flag">') == 4
+    assert all(aid in page for aid in HIDDEN)
+
+
 def test_thresholds_come_from_the_monitoring_settings(population, tmp_path):
     store, rid, _, path = population
     [sec] = tradeoff_report(store, rid, BiasSettings(tradeoff_distance=0.99))
