@@ -235,7 +235,9 @@ def test_continuous_and_unknown_environments_are_refused_with_a_message(tmp_path
     assert act(c, "alice", pend[1].id, None).status_code == 201  # it can still be skipped
 
 
-def test_websource_post_of_a_continuous_query_stops_with_the_servers_message(tmp_path):
+def test_a_continuous_dagger_run_stops_with_the_servers_message(tmp_path, capsys):
+    from rlhf_gym.cli import main
+
     store, app = tmp_app(tmp_path)
     add_people(store)
     srv = LiveServer(app)
@@ -244,6 +246,12 @@ def test_websource_post_of_a_continuous_query_stops_with_the_servers_message(tmp
         with pytest.raises(WebSourceError, match="continuous"):
             src.post(visited_states(1, env_id="Pendulum-v1", run_id="run-p"))
         src.close()
+        rc = main(["train", "--env", "Pendulum-v1", "--feedback", "demonstration", "--learner", "dagger",
+                   "--teacher", "web", "--server", srv.url, "--token", ADMIN, "--budget", "3",
+                   "--out", str(tmp_path / "run"), "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 1 and "continuous actions" in err and "422" in err
+        assert store.queries(kind="action") == []
     finally:
         srv.stop()
         store.close()
