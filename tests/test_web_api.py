@@ -264,12 +264,12 @@ def test_demonstration_is_played_and_stored_as_a_trajectory(web):
 def test_progress_counts_given_and_wanted(web):
     _store, c, qs, _ = web
     p = c.get("/api/me", headers=headers("alice")).json()["progress"]
-    assert p == {"given": 0, "open": 5, "wanted": 5, "open_by_kind": {"pair": 1, "step": 3, "demo": 1, "outcome": 0}}
+    assert p == {"given": 0, "open": 5, "wanted": 5, "open_by_kind": {"pair": 1, "step": 3, "demo": 1, "outcome": 0, "action": 0}}
     label(c, "alice", qs["step"][0].id, None, key="skip")  # a skip is handled but is not a label
     r = c.post("/api/feedback?progress=true", headers=headers("alice"),
                json={"query_id": qs["pair"][0].id, "value": 1.0, "client_key": "p1"})
     assert "progress" not in label(c, "alice", qs["step"][1].id, 1.0).json()  # only when asked
-    assert r.json()["progress"] == {"given": 1, "open": 3, "wanted": 4, "open_by_kind": {"pair": 0, "step": 2, "demo": 1, "outcome": 0}}
+    assert r.json()["progress"] == {"given": 1, "open": 3, "wanted": 4, "open_by_kind": {"pair": 0, "step": 2, "demo": 1, "outcome": 0, "action": 0}}
 
 
 def test_withdrawal_excludes_my_labels_and_stops_new_ones(web):

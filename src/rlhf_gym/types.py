@@ -272,6 +272,9 @@ class DemoQuery(Query):
 class ActionQuery(Query):
     """Which action would you take in ``obs``? (DAgger: the learner visited it; the teacher labels it.)
 
+    ``seed`` (the episode's reset seed) and ``actions`` (every action taken in that episode before
+    ``obs``) let a viewer replay the episode to this state and draw it (:mod:`rlhf_gym.render`); both are
+    None in queries made before they were recorded. ``step`` counts environment steps over the whole run.
     The answer is a :class:`Feedback` with ``value=None`` and ``data={"action": ...}``.
     """
 
@@ -281,24 +284,38 @@ class ActionQuery(Query):
     step: int = 0
     episode: int = 0
     frame_path: str | None = None
+    seed: int | None = None
+    actions: tuple[Any, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "obs", _arr(self.obs))
+        if self.seed is not None:
+            if isinstance(self.seed, bool) or not float(self.seed).is_integer():
+                raise ValueError(f"ActionQuery.seed must be an integer or None, got {self.seed!r}")
+            object.__setattr__(self, "seed", int(self.seed))
+        if self.actions is not None:
+            object.__setattr__(self, "actions", tuple(_jsonable(np.asarray(a)) for a in self.actions))
 
     @classmethod
     def make(cls, obs: np.ndarray, env_id: str, step: int = 0, episode: int = 0, run_id: str | None = None,
-             frame_path: str | None = None) -> ActionQuery:
+             frame_path: str | None = None, seed: int | None = None,
+             actions: Any = None) -> ActionQuery:
         return cls(new_id("q"), run_id, time.time(), obs=obs, env_id=env_id, step=step, episode=episode,
-                   frame_path=frame_path)
+                   frame_path=frame_path, seed=seed, actions=None if actions is None else tuple(actions))
 
     def payload(self, codec: Any = None) -> dict[str, Any]:
         return {"obs": self.obs.tolist(), "env_id": self.env_id, "step": self.step, "episode": self.episode,
-                "frame_path": self.frame_path}
+                "frame_path": self.frame_path, "seed": self.seed,
+                "actions": None if self.actions is None else list(self.actions)}
 
     @classmethod
     def _from_payload(cls, id: str, run_id: str | None, created_at: float, p: dict[str, Any]) -> ActionQuery:
+        acts = p.get("actions")
+        if acts is not None and not isinstance(acts, list):
+            raise ValueError(f"ActionQuery.actions must be a list or null, got {type(acts).__name__}")
         return cls(id, run_id, created_at, obs=np.asarray(p["obs"]), env_id=str(p.get("env_id", "")),
-                   step=int(p.get("step", 0)), episode=int(p.get("episode", 0)), frame_path=p.get("frame_path"))
+                   step=int(p.get("step", 0)), episode=int(p.get("episode", 0)), frame_path=p.get("frame_path"),
+                   seed=p.get("seed"), actions=None if acts is None else tuple(acts))
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 Each round runs episodes with a mixture policy (the teacher's label is executed with probability
 ``beta``, the learner's action otherwise; ``beta`` halves each round, starting at ``beta0``) and asks the
 teacher "which action here?" (:class:`~rlhf_gym.types.ActionQuery`) at every visited state until the
-round's share of the budget is used. The budget counts labels asked: skipped answers count too, since
-the teacher's time was spent. After each round the BC learner is refit on the initial demonstrations
+round's share of the budget is used. Each query carries the episode's reset seed and the actions taken
+so far in it, so a viewer (the web app) can replay the episode to that state and draw it. The budget
+counts labels asked: skipped answers count too, since the teacher's time was spent. After each round the BC learner is refit on the initial demonstrations
 plus every label so far (Ross, Gordon and Bagnell 2011).
 """
 
@@ -56,13 +57,16 @@ def dagger(env: Any, source: FeedbackSource, budget: int, *, discrete: bool, n_a
     res = DaggerResult(bc=fit)  # type: ignore[arg-type]
     per_round = [budget // rounds + (1 if i < budget % rounds else 0) for i in range(rounds)]
     episode = 0
-    obs, _ = env.reset(seed=int(rng.integers(2**31)))
+    ep_seed = int(rng.integers(2**31))
+    ep_acts: list[Any] = []  # actions taken so far in this episode (with ep_seed: a replay to obs)
+    obs, _ = env.reset(seed=ep_seed)
     for r, quota in enumerate(q for q in per_round if q > 0):
         beta = beta0 * 0.5 ** r if fit is not None else 1.0
         learner = fit.policy() if fit is not None else None
         asked = 0
         while asked < quota and not source.stopped:
-            q = ActionQuery.make(np.asarray(obs), env_id, step=res.env_steps, episode=episode, run_id=run_id)
+            q = ActionQuery.make(np.asarray(obs), env_id, step=res.env_steps, episode=episode, run_id=run_id,
+                                 seed=ep_seed, actions=ep_acts)
             answers = source.ask([q], step=res.env_steps)
             asked += 1
             res.labels_asked += 1
@@ -82,11 +86,15 @@ def dagger(env: Any, source: FeedbackSource, budget: int, *, discrete: bool, n_a
                     a = int(label) if discrete else np.asarray(label, np.float32)
             else:
                 a = learner(obs)
+            if discrete:
+                a = int(a)
             obs, _r, term, trunc, _ = env.step(a)
+            ep_acts.append(a if discrete else np.asarray(a, np.float64).tolist())
             res.env_steps += 1
             if term or trunc:
                 episode += 1
-                obs, _ = env.reset(seed=int(rng.integers(2**31)))
+                ep_seed, ep_acts = int(rng.integers(2**31)), []
+                obs, _ = env.reset(seed=ep_seed)
         if source.stopped:
             res.stopped = True
         if obs_rows:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import String, and_, cast, func, or_, select, update
 
 from rlhf_gym.store import audit
 from rlhf_gym.store.access import AccessCache, QueryMeta, query_meta_of
@@ -86,16 +86,18 @@ class AnnotationMixin:
         return out
 
     def progress(self, annotator_id: str) -> dict[str, Any]:
-        """Labels given (skips do not count; a demonstration does) and queries still open, by kind."""
+        """Labels given (skips do not count; a demonstration and a chosen action do) and queries still open, by kind."""
+        # an action answer has value null and the action in data; a skip's data is JSON null (or SQL NULL)
+        chose = and_(QueryRow.kind == "action", func.coalesce(cast(FeedbackRow.data, String), "null") != "null")
         with self.session() as s:
             given = s.execute(select(func.count(FeedbackRow.id)).join(QueryRow, QueryRow.id == FeedbackRow.query_id)
                               .where(FeedbackRow.annotator_id == annotator_id, FeedbackRow.withdrawn.is_(False),
-                                     or_(FeedbackRow.value.is_not(None), QueryRow.kind == "demo"))).scalar_one()
+                                     or_(FeedbackRow.value.is_not(None), QueryRow.kind == "demo", chose))).scalar_one()
             open_by_kind = dict(s.execute(select(QueryRow.kind, func.count(QueryRow.id))
                                           .where(*_open_filter(annotator_id)).group_by(QueryRow.kind)).all())
         open_n = int(sum(open_by_kind.values()))
         return {"given": int(given), "open": open_n, "wanted": int(given) + open_n,
-                "open_by_kind": {k: int(open_by_kind.get(k, 0)) for k in ("pair", "step", "demo", "outcome")}}
+                "open_by_kind": {k: int(open_by_kind.get(k, 0)) for k in ("pair", "step", "demo", "outcome", "action")}}
 
     def earlier_answers(self, annotator_id: str, query_id: str, client_key: str | None = None) -> list[dict[str, Any]]:
         """This annotator's stored answers to this query or with this client key (id, query_id, client_key)."""

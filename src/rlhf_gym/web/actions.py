@@ -22,6 +22,18 @@ ACTION_MEANINGS: dict[str, tuple[str, ...]] = {
     "Blackjack": ("stick", "hit"),
 }
 
+#: environment id prefix -> the task in a person's words (shown above a state to label)
+TASKS: dict[str, str] = {
+    "CartPole": "Keep the pole upright and the cart near the middle of the track.",
+    "MountainCar-": "Drive the car up to the flag on the right hill (rock back and forth to gain speed).",
+    "Acrobot": "Swing the free end of the two-link arm up above the line.",
+    "LunarLander": "Land gently between the flags.",
+    "FrozenLake": "Walk to the goal without falling into a hole.",
+    "CliffWalking": "Walk to the goal without stepping off the cliff.",
+    "Taxi": "Pick the passenger up and drop them off at their destination.",
+    "Blackjack": "Beat the dealer without going over 21.",
+}
+
 #: keys for playing a demonstration, per environment id prefix: (key, action)
 DEMO_KEYS: dict[str, tuple[tuple[str, int], ...]] = {
     "CartPole": (("ArrowLeft", 0), ("ArrowRight", 1)),
@@ -55,6 +67,14 @@ def meanings(env_id: str | None) -> tuple[str, ...] | None:
         if env_id.startswith(prefix):
             return names
     return _ale_meanings(env_id)
+
+
+def task_text(env_id: str | None) -> str:
+    """What the task is, in a person's words, when known; else a generic line naming the environment."""
+    for prefix, text in TASKS.items():
+        if env_id and env_id.startswith(prefix):
+            return text
+    return f"Choose what the agent should do next in {env_id}." if env_id else ""
 
 
 def action_meaning(env_id: str | None, action: Any) -> str:

@@ -9,16 +9,18 @@ wrong and stores nothing.
 Routes (all JSON unless said otherwise)::
 
     GET  /?token=T                 invite link: token -> session cookie, redirect to /
-    GET  /, /preference, /evaluative, /demo, /tradeoff, /admin     pages (HTML)
+    GET  /, /preference, /evaluative, /demo, /tradeoff, /dagger, /admin     pages (HTML)
     GET  /api/me                   who am I, consent state, progress
     POST /api/consent              {"agree": bool, "version": str}
     POST /api/withdraw             {"confirm": true}: withdraw myself and all my labels
     POST /api/logout               end every session of mine
-    GET  /api/queries?kind=K       my open queries (assigned to me or to nobody, not yet answered by me)
+    GET  /api/queries?kind=K       my open queries (assigned to me or to nobody, not yet answered by me);
+                                   K = pair, step, demo or action (DAgger: which action here?)
     GET  /api/clips/{qid}/{side}   animated WebP of a pair's left/right clip
-    GET  /api/frames/{qid}         PNG of an evaluative step
+    GET  /api/frames/{qid}         PNG of an evaluative step, or of a DAgger state (replayed from seed and actions)
     GET  /api/outcomes             my open trade-off questions; /api/outcomes/{qid}/clip/{side}: WebP
     POST /api/feedback             {"query_id", "value", "client_key", "step"?, "shown_at"?, "data"?}
+                                   (action queries: value null, data {"action": a}; no data = skip)
     POST /api/demo/{qid}/start | /step {"action"} | /finish     play a demonstration
     POST /api/admin/queries        (admin) {"run_id", "env_id"?, "assigned_to"?, "queries": [...]}
     GET  /api/admin/answers        (admin) ?run_id=&since=&limit=  answers after a cursor

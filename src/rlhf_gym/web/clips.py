@@ -168,6 +168,26 @@ class Renderer:
                         return frames, "replay"
         return [chart_frame(o, env_id or "") for o in obs_seq], "chart"
 
+    def state_frame(self, env_id: str | None, obs: np.ndarray, seed: int | None = None,
+                    actions: Sequence[Any] | None = None) -> tuple[np.ndarray, str]:
+        """The frame of one state reached by ``actions`` from a reset with ``seed``, and how it was made.
+
+        Replayed with the one clip renderer (:func:`~rlhf_gym.render.replay_frames`) and kept only when the
+        replayed observation matches ``obs``; otherwise (no seed or actions, a drifting replay, an env that
+        cannot be made here) the stored observation is drawn as :meth:`frames_from_obs` does.
+        """
+        if seed is not None and actions is not None:
+            acts = list(actions)
+            with self.lock:
+                env = self._env(env_id)
+                if env is not None:
+                    frames = replay_frames(env, seed, acts, start=len(acts), expect_obs=[np.asarray(obs)],
+                                           render=self._render)
+                    if frames:
+                        return frames[-1], "replay"
+        frames, how = self.frames_from_obs(env_id, [obs])
+        return frames[0], how
+
     def _replay(self, env: Any, obs_seq: list[np.ndarray], seed: int, acts: Sequence[Any]) -> list[np.ndarray]:
         frames = replay_frames(env, seed, list(acts)[: max(len(obs_seq) - 1, 0)], expect_obs=obs_seq,
                                render=self._render)
@@ -256,6 +276,15 @@ class ClipCache:
             return encode_png(frames[0])
 
         return self._get(self.path(query.run_id, query.id, "step.png"), make)
+
+    def action_frame(self, query: Any, env_id: str | None) -> Path:
+        """PNG of the state an :class:`~rlhf_gym.types.ActionQuery` asks about (replayed from its seed and actions)."""
+
+        def make() -> bytes:
+            frame, _how = self.renderer.state_frame(env_id, query.obs, query.seed, query.actions)
+            return encode_png(frame)
+
+        return self._get(self.path(query.run_id, query.id, "action.png"), make)
 
     def cleanup_run(self, run_id: str | None) -> int:
         """Delete every cached picture of a run; returns how many files went."""

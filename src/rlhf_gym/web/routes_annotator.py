@@ -1,4 +1,8 @@
-"""The annotator API: who am I, consent, withdrawal, logout, open queries, clips, frames, labels, demos."""
+"""The annotator API: who am I, consent, withdrawal, logout, open queries, clips, frames, labels, demos.
+
+``/api/queries?kind=action`` lists DAgger's "which action here?" questions and ``/api/frames/{id}`` draws
+their state (:mod:`rlhf_gym.web.action_queries`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from rlhf_gym.store.batch import Credential
-from rlhf_gym.types import Feedback, StepQuery
+from rlhf_gym.types import ActionQuery, Feedback, StepQuery
 from rlhf_gym.web import auth
 from rlhf_gym.web.bodies import ActionIn, ConsentIn, FeedbackIn, WithdrawIn
 from rlhf_gym.web.service import WebApp
@@ -81,10 +85,10 @@ def build(web: WebApp) -> APIRouter:
         return resp
 
     @router.get("/api/queries")
-    def queries(ann: AnnotatorDep, kind: Literal["pair", "step", "demo"] = "pair",
+    def queries(ann: AnnotatorDep, kind: Literal["pair", "step", "demo", "action"] = "pair",
                 limit: int = Query(5, ge=1, le=200)) -> dict[str, Any]:
         rows = web.open_queries(ann.id, kind, limit)
-        envs = {rid: web.env_of_run(rid) for rid in {r.run_id for r in rows}} if kind == "step" else {}
+        envs = {rid: web.env_of_run(rid) for rid in {r.run_id for r in rows}} if kind in ("step", "action") else {}
         return {"queries": [web.describe(r, envs.get(r.run_id)) for r in rows], "progress": web.progress(ann.id)}
 
     @router.get("/api/clips/{query_id}/{side}", response_class=Response,
@@ -103,6 +107,9 @@ def build(web: WebApp) -> APIRouter:
     def frame(query_id: str, ann: AnnotatorDep) -> FileResponse:
         sq = web.visible_query(ann, query_id)
         q = sq.query
+        if isinstance(q, ActionQuery):  # DAgger's state: replayed from the episode's seed and actions
+            path = web.clips.action_frame(q, q.env_id or web.env_of_run(sq.run_id))
+            return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
         if not isinstance(q, StepQuery):
             raise HTTPException(400, f"query {query_id!r} is a {q.kind} query, not an evaluative step")
         path = web.clips.step_frame(q, web.env_of_run(sq.run_id))

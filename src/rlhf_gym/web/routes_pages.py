@@ -43,7 +43,7 @@ def build(web: WebApp, secure_cookie: bool = False) -> APIRouter:
 
         return show
 
-    for name in ("preference", "evaluative", "demo", "tradeoff"):
+    for name in ("preference", "evaluative", "demo", "tradeoff", "dagger"):
         router.add_api_route(f"/{name}", page_route(name), methods=["GET"], response_class=HTMLResponse,
                              include_in_schema=False)
 

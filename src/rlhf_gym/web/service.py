@@ -26,9 +26,9 @@ from rlhf_gym.store import AlreadyAnswered, ConsentError, FeedbackStore, KeyUsed
 from rlhf_gym.store.access import QueryMeta
 from rlhf_gym.store.annotation import StoredQuery
 from rlhf_gym.store.batch import Credential
-from rlhf_gym.types import DemoQuery, Feedback, PairQuery, StepQuery
+from rlhf_gym.types import ActionQuery, DemoQuery, Feedback, PairQuery, StepQuery
 from rlhf_gym.types import Query as RQuery
-from rlhf_gym.web import auth
+from rlhf_gym.web import action_queries, auth
 from rlhf_gym.web.actions import action_meaning, demo_keys
 from rlhf_gym.web.bodies import ID_PATTERN, FeedbackIn, PostQueriesIn
 from rlhf_gym.web.clips import CLIP_FPS, ClipCache, encode_png
@@ -168,7 +168,7 @@ class WebApp:
             return None
         hit = self.token_cache.vouch_cached(cred[1], cred[0])
         meta = self.store.access.query(body.query_id)
-        if hit is None or meta is None:
+        if hit is None or meta is None or meta.kind == "action":  # an action answer is checked against its env
             return None
         return hit[0], hit[1], self.prepare(hit[0], body, meta)
 
@@ -222,6 +222,8 @@ class WebApp:
                      obs=[round(float(x), 4) for x in np.asarray(q.obs, dtype=np.float64).ravel()[:16]])
         elif isinstance(q, DemoQuery):
             d.update(env_id=q.env_id, seed=q.seed, max_steps=q.max_steps)
+        elif isinstance(q, ActionQuery):
+            return action_queries.describe(sq, env_id)
         return d
 
     def prerender(self, queries: list[RQuery], env_id: str | None) -> None:
@@ -258,6 +260,8 @@ class WebApp:
             raise HTTPException(403, f"query {body.query_id!r} is not assigned to you")
         if meta.kind == "demo":
             raise HTTPException(400, "demonstrations are recorded by playing them: POST /api/demo/{id}/start")
+        if meta.kind == "action":
+            return self._prepare_action(ann, body, meta)
         allowed = {0.0, 1.0} if meta.kind == "step" else {0.0, 0.5, 1.0}
         if body.value is not None and body.value not in allowed:
             raise HTTPException(422, f"value for a {meta.kind} query must be one of {sorted(allowed)} or null (skip), "
@@ -269,6 +273,16 @@ class WebApp:
             data.setdefault("query_step", meta.step)
             data.setdefault("episode", meta.episode)
         return Feedback(meta.id, ann.id, body.value, asked, now, body.step, data or None)
+
+    def _prepare_action(self, ann: auth.Annotator, body: FeedbackIn, meta: QueryMeta) -> Feedback:
+        """An answer to a DAgger query: an action of the query's environment in ``data``, or a skip."""
+        sq = self.store.stored_query(meta.id)
+        if sq is None or not isinstance(sq.query, ActionQuery):
+            raise HTTPException(404, f"unknown query id {body.query_id!r}")
+        data = action_queries.answer_data(sq.query, self.env_of_run(sq.run_id), body.value, body.data)
+        now = time.time()
+        asked = now if body.shown_at is None else min(max(body.shown_at, meta.created_at), now)
+        return Feedback(meta.id, ann.id, None, asked, now, body.step, data)
 
     def submit(self, ann: auth.Annotator, body: FeedbackIn, credential: Credential | None = None) -> tuple[int, dict[str, Any]]:
         """Check and store one label through the group-commit writer (blocking; the route awaits instead)."""
@@ -410,6 +424,7 @@ class WebApp:
     # -- admin -----------------------------------------------------------------------------------
     def post_queries(self, body: PostQueriesIn) -> dict[str, Any]:
         parsed: list[RQuery] = []
+        run_env = body.env_id or self.env_of_run(body.run_id)
         for i, d in enumerate(body.queries):
             try:
                 q = RQuery.from_dict(d)
@@ -423,6 +438,8 @@ class WebApp:
                 raise HTTPException(422, f"queries[{i}].created_at must be a finite unix time")
             if q.run_id is not None and body.run_id is not None and q.run_id != body.run_id:
                 raise HTTPException(422, f"queries[{i}] belongs to run {q.run_id!r}, not {body.run_id!r}")
+            if isinstance(q, ActionQuery):  # a page must be able to show it: a known env with discrete actions
+                action_queries.check_postable(q, run_env, f"queries[{i}]")
             parsed.append(q)
         with self.write_lock:
             if body.assigned_to is not None and self.store.annotator(body.assigned_to) is None:
@@ -435,7 +452,7 @@ class WebApp:
                 added = set(self.store.add_queries(parsed, run_id=body.run_id, assigned_to=body.assigned_to))
             except StoreError as e:
                 raise HTTPException(e.http_status, str(e)) from e
-        env_id = body.env_id or self.env_of_run(body.run_id)
+        env_id = run_env or self.env_of_run(body.run_id)
         self.prerender([q for q in parsed if q.id in added], env_id)
         return {"added": [q.id for q in parsed if q.id in added],
                 "existing": [q.id for q in parsed if q.id not in added]}

@@ -16,6 +16,7 @@ async function load() {
   const o = me.progress.open_by_kind;
   $("n-pair").textContent = `(${o.pair} waiting)`; $("n-step").textContent = `(${o.step} waiting)`; $("n-demo").textContent = `(${o.demo} waiting)`;
   $("n-outcome").textContent = `(${o.outcome || 0} waiting)`;
+  $("n-action").textContent = `(${o.action || 0} waiting)`;
 }
 async function decide(agree) {
   try {
@@ -41,5 +42,6 @@ document.addEventListener("keydown", (ev) => {
   else if (!consentShown && ev.key === "2") window.location.href = "/evaluative";
   else if (!consentShown && ev.key === "3") window.location.href = "/demo";
   else if (!consentShown && ev.key === "4") window.location.href = "/tradeoff";
+  else if (!consentShown && ev.key === "5") window.location.href = "/dagger";
 });
 load();

@@ -1,0 +1,109 @@
+"""The DAgger page in a real browser (Playwright driving Debian's chromium): a person saying which action
+the agent should take in each state, at their own pace with the keyboard, and on a phone by tapping.
+Screenshots go to ``test-artifacts/``."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from _web_helpers import TOKENS, LiveServer, add_people, post_queries, tmp_app
+from test_web_browser import CHROMIUM, browser, shot, wait_js, wait_until  # noqa: F401 (the browser fixture)
+from test_web_dagger import visited_states
+
+pytestmark = [pytest.mark.browser]
+
+
+@pytest.fixture
+def site(tmp_path):
+    store, app = tmp_app(tmp_path)
+    add_people(store, consent=False)
+    qs = visited_states(3)
+    assert post_queries(TestClient(app), qs, run_id="run-d", assigned_to="alice").status_code == 200
+    srv = LiveServer(app)
+    yield srv, store, qs
+    srv.stop()
+    store.close()
+
+
+def answers(store) -> dict[str, object]:
+    return {f.query_id: (f.data or {}).get("action", "skip") for f in store.feedback(kind="action",
+                                                                                     include_skipped=True)}
+
+
+def test_actions_chosen_by_keyboard_at_a_persons_pace(browser, site):  # noqa: F811
+    srv, store, qs = site
+    ctx = browser.new_context(viewport={"width": 1000, "height": 760})
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{srv.url}/?token={TOKENS['alice']}")
+    page.wait_for_selector("#consent:not(.hidden)")  # consent first, as on every page
+    page.keyboard.press("a")
+    page.wait_for_selector("#home:not(.hidden)")
+    assert "(3 waiting)" in page.inner_text("#n-action")
+    page.keyboard.press("5")
+    page.wait_for_url("**/dagger")
+    wait_js(page, "document.body.dataset.state === 'showing'")
+    wait_js(page, "document.getElementById('frame').complete && document.getElementById('frame').naturalWidth > 100")
+    assert "pole" in page.inner_text("#task").lower()
+    buttons = page.inner_text("#actions")
+    assert "push cart left" in buttons and "push cart right" in buttons and "←" in buttons and "→" in buttons
+    assert page.locator("#btn-skip").is_visible() and "skip" in page.inner_text("#btn-skip").lower()
+    shot(page, "dagger")
+    time.sleep(2.0)  # a person looking: nothing moves on, nothing is sent
+    assert answers(store) == {}
+    assert page.evaluate("document.body.dataset.query") == qs[0].id
+    page.keyboard.press("x")  # a key that means nothing here sends nothing
+    time.sleep(1.0)
+    assert answers(store) == {} and page.evaluate("document.body.dataset.query") == qs[0].id
+    ids = []
+    for key, pause in (("ArrowRight", 1.2), ("s", 1.5), ("ArrowLeft", 1.0)):
+        wait_js(page, "document.body.dataset.state === 'showing'")
+        ids.append(page.evaluate("document.body.dataset.query"))
+        page.keyboard.press(key)
+        time.sleep(pause)
+    wait_js(page, "document.body.dataset.state === 'empty' && (window.labelsSaved || 0) >= 3")
+    assert ids == [q.id for q in qs]
+    assert answers(store) == {qs[0].id: 1, qs[1].id: "skip", qs[2].id: 0}
+    assert "No states are waiting" in page.inner_text("#status")
+    assert page.inner_text("#progress").startswith("2 labels given")  # the skip is not a label
+    assert errors == []
+    ctx.close()
+
+
+def test_phone_viewport_chooses_actions_by_tapping(browser, site):  # noqa: F811
+    srv, store, qs = site
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                              device_scale_factor=2)
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{srv.url}/?token={TOKENS['alice']}")
+    page.wait_for_selector("#consent:not(.hidden)")
+    page.tap("#agree")
+    page.wait_for_selector("#home:not(.hidden)")
+    page.tap("#go-action")
+    page.wait_for_url("**/dagger")
+    wait_js(page, "document.body.dataset.state === 'showing' && document.getElementById('frame').naturalWidth > 100")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # nothing cut off
+    assert page.evaluate("document.getElementById('frame').getBoundingClientRect().width") >= 0.85 * 390 - 30
+    for sel in ("#btn-action-0", "#btn-action-1", "#btn-skip"):
+        box = page.locator(sel).bounding_box()
+        assert box["height"] >= 44 and box["width"] >= 44, (sel, box)
+    shot(page, "phone-dagger")
+    first = page.evaluate("document.body.dataset.query")
+    page.tap("#btn-action-0")
+    wait_js(page, f"document.body.dataset.query !== '{first}'")
+    time.sleep(1.0)
+    second = page.evaluate("document.body.dataset.query")
+    page.tap("#btn-skip")
+    wait_js(page, f"document.body.dataset.query !== '{second}'")
+    time.sleep(1.0)
+    page.tap("#btn-action-1")
+    wait_until(lambda: len(store.feedback(kind="action", include_skipped=True)) == 3)
+    assert answers(store) == {qs[0].id: 0, qs[1].id: "skip", qs[2].id: 1}
+    assert errors == []
+    ctx.close()
