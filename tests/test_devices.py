@@ -31,12 +31,14 @@ def _is_cuda(d: object) -> bool:
 
 
 class CudaRequests:
-    """What was asked to go to a CUDA device: module class names, tensor moves, SB3 devices."""
+    """What was asked to go to a CUDA device: module class names, tensor moves; the devices SB3 models were
+    built on (fresh or loaded) and loaded on."""
 
     def __init__(self) -> None:
         self.modules: list[str] = []
         self.tensors = 0
         self.sb3: list[str] = []
+        self.sb3_loads: list[str] = []
 
 
 @pytest.fixture
@@ -74,10 +76,14 @@ def fake_cuda(monkeypatch):
         seen.sb3.append(str(device))
         return real_get_device("cpu")
 
+    def spy_load_device(device="auto"):
+        seen.sb3_loads.append(str(device))
+        return real_get_device("cpu")
+
     monkeypatch.setattr(torch.nn.Module, "to", spy_module_to)
     monkeypatch.setattr(torch.Tensor, "to", spy_tensor_to)
     monkeypatch.setattr(base_class, "get_device", spy_get_device)
-    monkeypatch.setattr(save_util, "get_device", spy_get_device)
+    monkeypatch.setattr(save_util, "get_device", spy_load_device)
     return seen
 
 
@@ -207,23 +213,25 @@ def _job(kind: str, out: str, device: str) -> TrainConfig:
     if kind in ("bc", "dagger"):
         return TrainConfig(feedback="demonstration", learner=kind, teacher="random", budget=2 if kind == "bc" else 6,
                            extra={"bc_max_epochs": 3, "rounds": 2, "max_steps": 30}, **base)
-    if kind == "gail":
-        return TrainConfig(feedback="demonstration", learner="gail", teacher="random", budget=2, timesteps=512,
+    if kind in ("gail", "airl"):
+        return TrainConfig(feedback="demonstration", learner=kind, teacher="random", budget=2, timesteps=512,
                            extra={"max_steps": 30}, **base)
-    assert kind == "tradeoff"
+    assert kind.startswith("tradeoff")  # "tradeoff": fresh policies only; "tradeoff-finetune": and a fine-tune
     return TrainConfig(**{**base, "env": "deep-sea-treasure-v0"}, feedback="tradeoff", teacher="oracle", budget=3,
                        extra={"teacher_weights": "0.3,0.7", "n_policies": 2, "policy_timesteps": 128,
-                              "final_timesteps": 128, "reference": False, "outcomes_per_policy": 2})
+                              "final_timesteps": 128 if kind.endswith("finetune") else 0, "reference": False,
+                              "outcomes_per_policy": 2})
 
 
 #: what each job must ask to put on the GPU: our modules by class name, and whether SB3 is built there
 EXPECTED = {"evaluative": ({"MLP"}, False), "preference": ({"RewardModel"}, True), "bc": ({"MLP"}, False),
-            "dagger": ({"MLP"}, False), "gail": ({"GAILDiscriminator"}, True), "tradeoff": (set(), True)}
+            "dagger": ({"MLP"}, False), "gail": ({"GAILDiscriminator"}, True),
+            "airl": ({"AIRLDiscriminator"}, True), "tradeoff": (set(), True), "tradeoff-finetune": (set(), True)}
 
 
 @pytest.mark.parametrize("kind", list(EXPECTED))
 def test_every_job_honours_cpu_and_records_it(tmp_path, kind):
-    if kind == "tradeoff":
+    if kind.startswith("tradeoff"):
         pytest.importorskip("mo_gymnasium")
     from rlhf_gym.pipeline import train
 
@@ -234,7 +242,7 @@ def test_every_job_honours_cpu_and_records_it(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", list(EXPECTED))
 def test_every_job_given_auto_on_a_gpu_machine_puts_its_models_there(tmp_path, kind, fake_cuda):
-    if kind == "tradeoff":
+    if kind.startswith("tradeoff"):
         pytest.importorskip("mo_gymnasium")
     from rlhf_gym.pipeline import train
 
@@ -245,5 +253,5 @@ def test_every_job_given_auto_on_a_gpu_machine_puts_its_models_there(tmp_path, k
     assert modules <= set(fake_cuda.modules), fake_cuda.modules
     if sb3:
         assert "cuda" in fake_cuda.sb3, fake_cuda.sb3
-    # the teachers' own models (a cached expert) and policies loaded only to act stay on the CPU
-    assert set(fake_cuda.sb3) <= {"cuda", "cpu"}
+    # SB3 models loaded to be trained further go to the GPU; those loaded only to act stay on the CPU
+    assert ("cuda" in fake_cuda.sb3_loads) == (kind == "tradeoff-finetune"), fake_cuda.sb3_loads
