@@ -7,9 +7,12 @@ held-out episodes, seeds 10 000+):
   learner): ``bc``, ``gail``, ``airl`` from those demonstrations; ``dagger`` with 200 expert labels. Bar: 475.
 * The same learners from 10 *random-policy* "demonstrations" (DAgger: 200 random labels), same seeds: the
   control; it must not reach the bar.
-* PPO on the true reward (this project's SB3 settings, :func:`rlhf_gym.learners.preference.make_algo`) in the
-  same run: the environment steps it needs to first reach 475 (20-episode check every 10k steps), the
-  baseline for GAIL/AIRL's steps.
+* The same on Pendulum-v1 (``pendulum-bc|gail|airl``, bar: -200; the cached SAC expert, SAC generators)
+  and InvertedPendulum-v5 (``invpend-bc|gail``, bar: 950; needs the ``mujoco`` extra). AIRL rows also train
+  a fresh policy on each recovered reward (``train --reward DIR``): the transfer inverse RL is for.
+* SB3 on the true reward (``cartpole-ppo``, ``pendulum-sac``, ``invpend-sac``; this project's settings,
+  :func:`rlhf_gym.learners.preference.make_algo`) in the same run: the environment steps it needs to first
+  reach the bar (20-episode check 10 times along GAIL's step budget), the baseline for GAIL/AIRL's steps.
 * Demonstrations + preferences on CartPole-v1 (``cartpole-pref-demos``): 5 expert episodes pre-train the
   preference reward model (D-REX-ranked comparisons), then 10 oracle labels refine it; controls with the
   same seeds: 5 random-policy "demonstrations" + 10 labels, and 10 labels without demonstrations.
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -48,9 +52,15 @@ from rlhf_gym.pipeline import train
 from rlhf_gym.rollouts import evaluate_policy
 
 RESULTS = Path(__file__).parent / "results" / "demonstrations.json"
-CARTPOLE_ROWS = ("bc", "dagger", "gail", "airl")
+#: row prefix -> (environment, bar on the median true return, learners, SB3 baseline on the true reward)
+TASKS = {"cartpole": ("CartPole-v1", 475.0, ("bc", "dagger", "gail", "airl"), "ppo"),
+         "pendulum": ("Pendulum-v1", -200.0, ("bc", "gail", "airl"), "sac"),
+         "invpend": ("InvertedPendulum-v5", 950.0, ("bc", "gail"), "sac")}
+CARTPOLE_ROWS = TASKS["cartpole"][2]
 PREF_ROWS = ("cartpole-pref-demos", "cartpole-pref-demos-bc")
-ROWS = (*(f"cartpole-{x}" for x in CARTPOLE_ROWS), "cartpole-ppo", "frozenlake4-maxent", "frozenlake8-maxent", *PREF_ROWS)
+BASELINE_ROWS = tuple(f"{k}-{v[3]}" for k, v in TASKS.items())
+ROWS = (*(f"{k}-{x}" for k, v in TASKS.items() for x in v[2]), *BASELINE_ROWS, "frozenlake4-maxent",
+        "frozenlake8-maxent", *PREF_ROWS)
 BAR = 475.0
 
 
@@ -92,35 +102,50 @@ def run_job(env_id: str, learner: str, seed: int, out: Path, demos: Path | None 
     return res
 
 
-def cartpole_row(learner: str, seeds: list[int], tmp: Path, save: Any) -> dict[str, Any]:
+def env_row(task: str, learner: str, seeds: list[int], tmp: Path, save: Any) -> dict[str, Any]:
+    """One learner on one task from 10 expert episodes (DAgger: 200 expert labels), against the same learner on
+    10 random-policy "demonstrations" (DAgger: a random labeller) with the same seeds. AIRL rows also train a
+    fresh SB3 policy on each recovered reward (``train --reward DIR``, the transfer inverse RL is for)."""
+    env_id, bar = TASKS[task][0], TASKS[task][1]
     runs: dict[str, list[dict[str, Any]]] = {"expert": [], "random": []}
     for seed in seeds:
         for source in ("expert", "random"):
-            folder = tmp / f"cp-{source}-{seed}"
+            folder = tmp / f"{task}-{source}-{seed}"
             folder.mkdir(exist_ok=True)
             if learner == "dagger":
-                res = run_job("CartPole-v1", "dagger", seed, folder / "dagger", teacher=source, budget=200)
+                res = run_job(env_id, "dagger", seed, folder / "dagger", teacher=source, budget=200)
             else:
                 demos = folder / "demos.jsonl"
                 if not demos.exists():
-                    record("CartPole-v1", source, seed, 10, folder)
-                res = run_job("CartPole-v1", learner, seed, folder / learner, demos=demos)
-            runs[source].append({k: res.get(k) for k in ("mean_return", "std_return", "feedback_used", "env_steps",
-                                                          "wall_s", "demo_return", "disc_accuracy", "labels_used")}
-                                | {"seed": seed})
-            print(f"  cartpole {learner} <- {source} seed {seed}: return {res['mean_return']:.1f} "
+                    record(env_id, source, seed, 10, folder)
+                res = run_job(env_id, learner, seed, folder / learner, demos=demos)
+            r = {k: res.get(k) for k in ("mean_return", "std_return", "feedback_used", "env_steps", "wall_s",
+                                         "demo_return", "disc_accuracy", "labels_used")} | {"seed": seed}
+            if learner == "airl" and source == "expert":
+                cfg = TrainConfig(env=env_id, feedback="preference", reward=str(folder / learner), seed=seed,
+                                  out=str(folder / "transfer"), eval_episodes=20, progress=False)
+                t0 = time.time()
+                tr = train(cfg)
+                r["transfer_return"], r["transfer_wall_s"] = tr["mean_return"], round(time.time() - t0, 2)
+            runs[source].append(r)
+            extra = f", transfer {r['transfer_return']:.1f}" if "transfer_return" in r else ""
+            print(f"  {task} {learner} <- {source} seed {seed}: return {res['mean_return']:.1f}{extra} "
                   f"({res.get('env_steps', 0)} env steps, {res['wall_s']:.0f}s)", flush=True)
             save()
     exp = runs["expert"]
-    return {"env": "CartPole-v1", "learner": learner, "seeds": len(exp), "bar": BAR,
-            "demos": "200 expert labels" if learner == "dagger" else "10 expert episodes",
-            "return": summary([r["mean_return"] for r in exp]),
-            "solved": sum(r["mean_return"] >= BAR for r in exp),
-            "control_return": summary([r["mean_return"] for r in runs["random"]]),
-            "control_solved": sum(r["mean_return"] >= BAR for r in runs["random"]),
-            "expert_demo_return": summary([r["demo_return"] for r in exp if r.get("demo_return") is not None]),
-            "env_steps": summary([float(r["env_steps"] or 0) for r in exp]),
-            "wall_s": summary([r["wall_s"] for r in exp]), "runs": runs}
+    out = {"env": env_id, "learner": learner, "seeds": len(exp), "bar": bar,
+           "demos": "200 expert labels" if learner == "dagger" else "10 expert episodes",
+           "return": summary([r["mean_return"] for r in exp]),
+           "solved": sum(r["mean_return"] >= bar for r in exp),
+           "control_return": summary([r["mean_return"] for r in runs["random"]]),
+           "control_solved": sum(r["mean_return"] >= bar for r in runs["random"]),
+           "expert_demo_return": summary([r["demo_return"] for r in exp if r.get("demo_return") is not None]),
+           "env_steps": summary([float(r["env_steps"] or 0) for r in exp]),
+           "wall_s": summary([r["wall_s"] for r in exp]), "runs": runs}
+    if learner == "airl":
+        out["transfer_return"] = summary([r["transfer_return"] for r in exp])
+        out["transfer_solved"] = sum(r["transfer_return"] >= bar for r in exp)
+    return out
 
 
 def pref_job(seed: int, out: Path, demos: Path | None, budget: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -174,34 +199,42 @@ def pref_row(row: str, seeds: list[int], tmp: Path, save: Any) -> dict[str, Any]
     return out
 
 
-def ppo_row(seeds: list[int], save: Any, timesteps: int = 100_000) -> dict[str, Any]:
-    """SB3 PPO on the true reward: env steps until the greedy policy first averages >= 475 over 20 episodes."""
+def baseline_row(task: str, seeds: list[int], save: Any) -> dict[str, Any]:
+    """SB3 on the true reward (PPO for discrete actions, SAC for continuous; this project's settings,
+    :func:`rlhf_gym.learners.preference.make_algo`) for the steps GAIL/AIRL get: the environment steps until
+    its greedy policy first averages the bar over 20 episodes (checked 10 times along the way)."""
     from stable_baselines3.common.env_util import make_vec_env
 
-    from rlhf_gym.learners.preference import PreferenceSettings, make_algo
+    from rlhf_gym.envs import env_spec
+    from rlhf_gym.learners.preference import PreferenceSettings, default_timesteps, make_algo
 
+    env_id, bar, _learners, algo = TASKS[task]
+    spec = env_spec(env_id)
+    timesteps = default_timesteps(algo, spec.max_episode_steps)
+    chunk = timesteps // 10
     runs = []
     for seed in seeds:
         t0 = time.time()
-        venv = make_vec_env("CartPole-v1", n_envs=PreferenceSettings().n_envs, seed=seed)
-        model = make_algo("ppo", venv, seed, timesteps)
-        env = make_env("CartPole-v1")
+        venv = make_vec_env(lambda: make_env(env_id), n_envs=PreferenceSettings().n_envs if algo == "ppo" else 1,
+                            seed=seed)
+        model = make_algo(algo, venv, seed, timesteps)
+        env = make_env(env_id)
         first = None
         done = 0
         while done < timesteps:
-            model.learn(10_000, reset_num_timesteps=False)
-            done += 10_000
-            ret = evaluate_policy(env, lambda o, m=model: int(m.predict(o, deterministic=True)[0]), 20,
-                                  seed=10_000).mean()
-            if ret >= BAR:
+            model.learn(chunk, reset_num_timesteps=False)
+            done += chunk
+            ret = evaluate_policy(env, lambda o, m=model: m.predict(o, deterministic=True)[0], 20, seed=10_000).mean()
+            if ret >= bar and first is None:
                 first = done
                 break
-        runs.append({"seed": seed, "steps_to_475": first, "wall_s": round(time.time() - t0, 2), "final_return": float(ret)})
-        print(f"  ppo true reward seed {seed}: 475 after {first} steps ({runs[-1]['wall_s']:.0f}s)", flush=True)
+        runs.append({"seed": seed, "steps_to_bar": first, "wall_s": round(time.time() - t0, 2), "final_return": float(ret)})
+        print(f"  {algo} true reward {env_id} seed {seed}: {bar} after {first} steps ({runs[-1]['wall_s']:.0f}s)",
+              flush=True)
         save()
-    got = [r["steps_to_475"] for r in runs if r["steps_to_475"] is not None]
-    return {"env": "CartPole-v1", "learner": "ppo (true reward)", "seeds": len(runs),
-            "steps_to_475": summary([float(x) for x in got]), "solved": len(got), "runs": runs}
+    got = [r["steps_to_bar"] for r in runs if r["steps_to_bar"] is not None]
+    return {"env": env_id, "learner": f"{algo} (true reward)", "seeds": len(runs), "bar": bar, "timesteps": timesteps,
+            "steps_to_bar": summary([float(x) for x in got]), "solved": len(got), "runs": runs}
 
 
 def frozenlake_row(size: int, seeds: list[int], tmp: Path, save: Any) -> dict[str, Any]:
@@ -257,21 +290,29 @@ def main(argv: list[str] | None = None) -> int:
     data["machine"] = {"python": sys.version.split()[0], "platform": platform.platform(), "torch_threads": 1}
     data["notes"] = data.get("notes", {})
 
+    mine: set[str] = set()
+
     def save() -> None:
+        """Write this process's rows into the file as it is now (another process may have added rows)."""
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(data, indent=1, default=float) + "\n")
+        now = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        now.setdefault("rows", {}).update({k: data["rows"][k] for k in mine})
+        now["machine"], now["notes"] = data["machine"], {**now.get("notes", {}), **data["notes"]}
+        tmp_file = RESULTS.with_suffix(f".{os.getpid()}.tmp")
+        tmp_file.write_text(json.dumps(now, indent=1, default=float) + "\n")
+        os.replace(tmp_file, RESULTS)
 
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         for row in rows:
             print(f"{row} ({len(seeds)} seeds)", flush=True)
             t0 = time.time()
-            if row == "cartpole-ppo":
-                out = ppo_row(seeds, save)
+            if row in BASELINE_ROWS:
+                out = baseline_row(row.split("-", 1)[0], seeds, save)
             elif row in PREF_ROWS:
                 out = pref_row(row, seeds, tmp, save)
-            elif row.startswith("cartpole-"):
-                out = cartpole_row(row.split("-", 1)[1], seeds, tmp, save)
+            elif row.split("-", 1)[0] in TASKS:
+                out = env_row(row.split("-", 1)[0], row.split("-", 1)[1], seeds, tmp, save)
             else:
                 out = frozenlake_row(4 if row.startswith("frozenlake4") else 8, seeds, tmp, save)
             out["row_wall_s"] = round(time.time() - t0, 1)
@@ -279,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.note:
                 out["note"] = args.note
             data["rows"][row] = out
+            mine.add(row)
             save()
     print_table(data)
     return 0
@@ -287,8 +329,10 @@ def main(argv: list[str] | None = None) -> int:
 def print_table(data: dict[str, Any]) -> None:
     print(f"\n{'row':<22} {'seeds':>5}  {'result (median [min, max])':<36} {'control':<30} {'env steps':<26} wall s")
     for name, r in data["rows"].items():
-        if name == "cartpole-ppo":
-            print(f"{name:<22} {r['seeds']:>5}  steps to 475: {fmt(r['steps_to_475'], 0):<22} {'':<30} {'':<26}")
+        if name in BASELINE_ROWS:
+            steps = r.get("steps_to_bar", r.get("steps_to_475"))
+            print(f"{name:<22} {r['seeds']:>5}  steps to {r.get('bar', BAR)}: {fmt(steps, 0):<20} "
+                  f"({r['solved']}/{r['seeds']}) {'':<16} {'':<26} {fmt(r.get('wall_s'), 0) if 'wall_s' in r else ''}")
         elif "agreement" in r:
             res = f"agree {fmt(r['agreement'], 2)}, succ {fmt(r['success_vs_expert'], 2)}"
             ctl = f"agree {fmt(r['control_agreement'], 2)}"
@@ -299,7 +343,9 @@ def print_table(data: dict[str, Any]) -> None:
                             for arm in ("random", "no_demos", "no_labels") if f"{arm}_return" in r)
             print(f"{name:<22} {r['seeds']:>5}  {res:<36} {ctl}")
         else:
-            res = f"{fmt(r['return'])} ({r['solved']}/{r['seeds']} >= 475)"
+            res = f"{fmt(r['return'])} ({r['solved']}/{r['seeds']} >= {r.get('bar', BAR):g})"
+            if "transfer_return" in r:
+                res += f"; transfer {fmt(r['transfer_return'])} ({r['transfer_solved']}/{r['seeds']})"
             ctl = f"{fmt(r['control_return'])} ({r['control_solved']}/{r['seeds']})"
             print(f"{name:<22} {r['seeds']:>5}  {res:<36} {ctl:<30} {fmt(r['env_steps'], 0):<26} {fmt(r['wall_s'], 0)}")
 

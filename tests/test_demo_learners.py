@@ -310,3 +310,43 @@ def test_airl_with_a_sac_generator_on_continuous_actions():
     assert res.env_steps == 1200 and res.disc_steps > 0 and res.history[-1]["disc_loss"] > 0
     a, _ = res.algo.predict(trajs[0].obs[0], deterministic=True)
     assert np.asarray(a).shape == (1,)
+    # every reward in SAC's replay buffer is the current discriminator's, not the one it was stored under
+    buf = res.algo.replay_buffer
+    assert res.relabelled > 0
+    now = res.reward.reward(buf.observations[:buf.pos, 0], res.algo.policy.unscale_action(buf.actions[:buf.pos, 0]),
+                            buf.next_observations[:buf.pos, 0])
+    np.testing.assert_allclose(buf.rewards[:buf.pos, 0], now, rtol=1e-4, atol=1e-5)
+
+
+def test_gail_generator_acts_in_the_environment_make_env_builds(tmp_path):
+    """An environment given as ``file.py:Class`` (old gym API) is one gym.make cannot build: the generator
+    must get it through make_env, like every other part of the product."""
+    from pathlib import Path
+
+    from rlhf_gym.learners.gail import train_gail
+
+    env_id = f"{Path(__file__).parent.parent / 'examples' / 'old_gym_tutorial.py'}:CartPoleEnv"
+    trajs = demos(cartpole_expert, env_id, 2, max_steps=100)
+    res = train_gail(env_id, trajs, timesteps=512, seed=0)
+    assert res.env_steps == 512 and res.disc_steps > 0
+
+
+def test_continuous_tasks_get_a_cached_sac_expert(tmp_path, monkeypatch):
+    """A continuous-action task's expert is SAC, trained once and cached (discrete tasks keep PPO); it records
+    demonstrations with real-valued actions; an evaluative teacher (discrete only) refuses the task by name."""
+    from stable_baselines3 import SAC
+
+    from rlhf_gym.feedback import teachers_evaluative as te
+    from rlhf_gym.feedback.registry import TeacherRequest, make_teacher
+    from rlhf_gym.feedback.teachers_demonstration import expert_for
+
+    monkeypatch.setenv("RLHF_GYM_CACHE", str(tmp_path))
+    assert te.expert_algo("Pendulum-v1") == "sac" and te.expert_algo("CartPole-v1") == "ppo"
+    monkeypatch.setitem(te.EXPERT_ALGO, "continuous", ("sac", 600, 300))  # a tiny schedule for the test
+    act = expert_for("Pendulum-v1", {}, log=lambda _m: None)
+    path = te.expert_path("Pendulum-v1", "sac")
+    assert path.exists() and isinstance(te.load_expert(path), SAC)
+    a = act(make_env("Pendulum-v1").reset(seed=0)[0])
+    assert a.shape == (1,) and a.dtype.kind == "f"
+    with pytest.raises(ValueError, match="discrete action space"):
+        make_teacher(TeacherRequest("evaluative", "oracle", "Pendulum-v1", seed=0, log=lambda _m: None))

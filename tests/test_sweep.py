@@ -145,6 +145,19 @@ def test_true_reward_baseline_row(tmp_path, capsys):
         parse_spec({"rows": [{"name": "x", "job": "nope"}]})
 
 
+def test_true_reward_baseline_builds_its_env_with_make_env(tmp_path):
+    """The baseline must see the loop's environment (entry points, old-API classes, pixel preprocessing)."""
+    from pathlib import Path
+
+    env_id = f"{Path(__file__).parent.parent / 'examples' / 'old_gym_tutorial.py'}:CartPoleEnv"
+    sw = parse_spec({"seeds": 1, "rows": [
+        {"name": "sb3", "job": "true-reward", "env": env_id, "timesteps": 256, "eval_episodes": 2}]},
+        out=tmp_path / "o")
+    doc = run_sweep(sw, serial=True, log=None)
+    assert doc["runs"][0].get("error") is None, doc["runs"][0].get("error")
+    assert doc["runs"][0]["result"]["timesteps"] == 256
+
+
 def _square(x: int) -> int:
     if x < 0:
         raise ValueError("negative")

@@ -124,8 +124,8 @@ def sb3_policy(model: Any, discrete: bool) -> PolicyFn:
 def expert_for(env_id: str, settings: Any, log: Callable[[str], None] = print) -> PolicyFn:
     """The expert's policy: ``--set expert=PATH`` (an SB3 zip), else the cached SB3 expert of ``env_id``.
 
-    The cached expert is trained for discrete-action tasks only (see
-    :func:`rlhf_gym.feedback.teachers_evaluative.train_expert`); a continuous task needs ``expert=PATH``.
+    The cached expert is PPO for discrete actions and SAC for continuous ones, trained once on the true
+    reward (:func:`rlhf_gym.feedback.teachers_evaluative.train_expert`).
     A tabular task (a transition table in ``env.unwrapped.P``, e.g. FrozenLake) gets its exact optimal policy.
     """
     from rlhf_gym.envs import env_spec, make_env
@@ -142,10 +142,6 @@ def expert_for(env_id: str, settings: Any, log: Callable[[str], None] = print) -
         return TablePolicy(table)
     env.close()
     spec = env_spec(env_id)
-    if not spec.discrete and not path:
-        raise ValueError(f"no cached expert for {env_id} (continuous actions: the cached experts are trained "
-                         "for discrete tasks); give one with --set expert=PATH (an SB3 PPO or A2C zip), or record "
-                         "demonstrations another way and pass --demos PATH")
     model = load_expert(path) if path else load_or_train_expert(env_id, None, seed=int(settings.get("expert_seed", 0)),
                                                                 log=log)
     return sb3_policy(model, spec.discrete)

@@ -142,53 +142,77 @@ def expert_path(env_id: str, algo: str = "dqn") -> Path:
     return cache_dir() / "experts" / f"{env_id.replace('/', '_')}-{algo}.zip"
 
 
-def train_expert(env_id: str, path: Path, seed: int = 0, max_steps: int = 100_000, chunk: int = 10_000,
-                 log: Callable[[str], None] = print) -> Path:
-    """Train a PPO expert (Stable-Baselines3 defaults, the same for every task) on the true reward.
+#: the SB3 algorithm and training schedule an expert gets, by kind of action space (the same for every task)
+EXPERT_ALGO = {"discrete": ("ppo", 100_000, 10_000), "continuous": ("sac", 60_000, 5_000)}
+
+
+def expert_algo(env_id: str) -> str:
+    """``ppo`` for a discrete-action task, ``sac`` for a continuous one: the expert :func:`train_expert` trains."""
+    from rlhf_gym.envs import env_spec
+
+    return EXPERT_ALGO["discrete" if env_spec(env_id).discrete else "continuous"][0]
+
+
+def train_expert(env_id: str, path: Path, seed: int = 0, max_steps: int | None = None, chunk: int | None = None,
+                 log: Callable[[str], None] = print, patience: int = 3) -> Path:
+    """Train an expert on the true reward with Stable-Baselines3's defaults: PPO for discrete actions, SAC
+    for continuous ones (the same for every task of each kind; :data:`EXPERT_ALGO`).
 
     Trains in chunks of ``chunk`` steps and checks 20 greedy episodes after each; stops once both the
     mean and the worst of them reach the environment's ``reward_threshold`` (a teacher should be
-    reliably good, not good on average), or at ``max_steps``. The best checkpoint is kept. PPO's
-    defaults solve CartPole-v1 in about 30k steps (under a minute on one core), more stably than DQN.
-    Deterministic for a given seed on one thread.
+    reliably good, not good on average); for a task with no threshold (Pendulum-v1), once ``patience``
+    checks in a row did not improve on the best; at the latest at ``max_steps``. The best checkpoint is
+    kept. PPO's defaults solve CartPole-v1 in about 30k steps (under a minute on one core), more stably
+    than DQN. Deterministic for a given seed on one thread.
     """
-    from rlhf_gym.envs import require_discrete
     from rlhf_gym.runtime import torch_threads
 
-    require_discrete(env_id, "expert")
+    kind = "discrete" if expert_algo(env_id) == "ppo" else "continuous"
+    algo, default_max, default_chunk = EXPERT_ALGO[kind]
     with torch_threads(1):
-        return _train_expert(env_id, path, seed, max_steps, chunk, log)
+        return _train_expert(env_id, path, algo, seed, max_steps or default_max, chunk or default_chunk, log,
+                             patience)
 
 
-def _train_expert(env_id: str, path: Path, seed: int, max_steps: int, chunk: int,
-                  log: Callable[[str], None]) -> Path:
-    from stable_baselines3 import PPO
+def _train_expert(env_id: str, path: Path, algo: str, seed: int, max_steps: int, chunk: int,
+                  log: Callable[[str], None], patience: int) -> Path:
+    from stable_baselines3 import PPO, SAC
 
     from rlhf_gym.envs import make_env
     from rlhf_gym.rollouts import evaluate_policy
+    from rlhf_gym.runtime import quiet_sb3
 
     env = make_env(env_id, seed=seed)
     eval_env = make_env(env_id, seed=seed + 1)
     threshold = env.spec.reward_threshold if env.spec else None
-    from rlhf_gym.runtime import quiet_sb3
+    model = quiet_sb3((PPO if algo == "ppo" else SAC)("MlpPolicy", env, seed=seed, verbose=0, device="cpu"))
+    discrete = algo == "ppo"
 
-    model = quiet_sb3(PPO("MlpPolicy", env, seed=seed, verbose=0, device="cpu"))
+    def act(o: np.ndarray) -> Any:
+        a = model.predict(o, deterministic=True)[0]
+        return int(a) if discrete else np.asarray(a)
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".partial.zip")
     best = -np.inf
+    stale = 0
     t0 = time.time()
     done = 0
     while done < max_steps:
         model.learn(chunk, reset_num_timesteps=False)
         done += chunk
-        rets = evaluate_policy(eval_env, lambda o: int(model.predict(o, deterministic=True)[0]), 20, seed=50_000)
+        rets = evaluate_policy(eval_env, act, 20, seed=50_000)
         score = float(rets.mean() + rets.min()) / 2
         if score > best:
-            best = score
+            best, stale = score, 0
             model.save(str(tmp))
-        log(f"  expert {env_id}: {done} steps, greedy return {rets.mean():.1f} (worst {rets.min():.1f}), "
+        else:
+            stale += 1
+        log(f"  expert {env_id} ({algo}): {done} steps, greedy return {rets.mean():.1f} (worst {rets.min():.1f}), "
             f"{time.time() - t0:.0f}s")
         if threshold is not None and rets.min() >= threshold:
+            break
+        if threshold is None and stale >= patience:
             break
     os.replace(tmp, path)
     env.close()
@@ -197,19 +221,19 @@ def _train_expert(env_id: str, path: Path, seed: int, max_steps: int, chunk: int
 
 
 def load_expert(path: str | Path) -> Any:
-    """Load a Stable-Baselines3 model (DQN, PPO or A2C) from a zip the user trained or we cached."""
-    from stable_baselines3 import A2C, DQN, PPO
+    """Load a Stable-Baselines3 model (DQN, PPO, A2C or SAC) from a zip the user trained or we cached."""
+    from stable_baselines3 import A2C, DQN, PPO, SAC
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"expert file {path} not found")
     errors = []
-    for cls in (DQN, PPO, A2C):
+    for cls in (DQN, PPO, A2C, SAC):
         try:
             return cls.load(str(path), device="cpu")
         except Exception as e:  # wrong class for this file: try the next
             errors.append(f"{cls.__name__}: {e}")
-    raise ValueError(f"{path} is not a Stable-Baselines3 DQN, PPO or A2C model ({'; '.join(errors)})")
+    raise ValueError(f"{path} is not a Stable-Baselines3 DQN, PPO, A2C or SAC model ({'; '.join(errors)})")
 
 
 def load_or_train_expert(env_id: str, user_path: str | None = None, seed: int = 0,
@@ -217,9 +241,10 @@ def load_or_train_expert(env_id: str, user_path: str | None = None, seed: int = 
     """The user's expert if given, else the cached one for ``env_id``, training it once if missing."""
     if user_path:
         return load_expert(user_path)
-    path = expert_path(env_id, "ppo")
+    algo = expert_algo(env_id)
+    path = expert_path(env_id, algo)
     if not path.exists():
-        log(f"training a PPO expert for {env_id} on the true reward (once; cached at {path})")
+        log(f"training a {algo.upper()} expert for {env_id} on the true reward (once; cached at {path})")
         train_expert(env_id, path, seed=seed, log=log)
     return load_expert(path)
 
@@ -259,6 +284,9 @@ def simulated_evaluative_teacher(req: TeacherRequest, judge: Judge | None = None
     if name == "random":
         judge = RandomJudge(req.rng("judge"))
     elif judge is None:
+        from rlhf_gym.envs import require_discrete
+
+        require_discrete(req.env_id, f"the {name!r} evaluative teacher")
         model = load_or_train_expert(req.env_id, x.get("expert"), seed=int(x.get("expert_seed", 0)), log=req.log)
         if name == "expert":
             judge = ExpertActionJudge(expert_policy(model))

@@ -18,8 +18,26 @@ th{background:#f3f3f3}
 .flag{color:#a00;font-weight:600}.ok{color:#070}.bad{color:#a00;font-weight:700}"""
 
 
+def _tradeoff_html(sec: dict[str, Any]) -> str:
+    """One run's trade-off section: each annotator's weights, the pairs that disagree, the groups."""
+    names = sec["objectives"]
+    rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in [
+        a["id"], str(a["answers"]), *(f"{m:.2f} ± {sd:.2f}" for m, sd in zip(a["mean"], a["sd"], strict=True))])
+        + "</tr>" for a in [*sec["annotators"], {"id": "(pooled)", **sec["pooled"]}])
+    dis = "".join(f'<li class="flag">{escape(p["a"])} / {escape(p["b"])}: cosine distance {p["distance"]:.3f} '
+                  f'(P(&gt; {sec["settings"]["threshold"]:g}) = {p["p_beyond"]:.2f})</li>'
+                  for p in sec["disagreements"]) or "<li>none</li>"
+    groups = "; ".join("{" + ", ".join(escape(x) for x in g) + "}" for g in sec["groups"]) or "-"
+    used = sec["aggregate_used"]
+    rule = escape(used.get("describe") or f"{used['rule']}: {used.get('error', '')}")
+    return (f"<h3>Run {escape(str(sec['run']))}: {sec['answers']} answers</h3>"
+            f"<table><tr><th>annotator</th><th>answers</th>{''.join(f'<th>{escape(n)}</th>' for n in names)}</tr>"
+            f"{rows}</table><p>Pairs whose trade-offs differ:</p><ul>{dis}</ul>"
+            f"<p>Groups no pair sets apart: {groups}. Aggregation used by the run: {rule}.</p>")
+
+
 def render_admin_html(report: dict[str, Any]) -> str:
-    """The report as one HTML page: annotators, flags, kappas, flagged models and audit state."""
+    """The report as one HTML page: annotators, flags, kappas, trade-off weights, flagged models and audit state."""
     rows = []
     for a in report["annotators"]:
         cons = consent_cell(a)
@@ -55,5 +73,7 @@ Audit log: {audit_line}.</p>
 <p>Fleiss' kappa: {'-' if fl['kappa'] is None else format(fl['kappa'], '.3f')} over {fl['n']} queries with two or
 more raters.</p>
 <table><tr><th>a</th><th>b</th><th>shared</th><th>Cohen's kappa</th></tr>{cohen}</table>
+{"<h2>Trade-off weights per annotator</h2>" + "".join(_tradeoff_html(x) for x in report.get("tradeoff", []))
+ if report.get("tradeoff") else ""}
 <h2>Models to retrain</h2><ul>{models}</ul>
 </body></html>"""

@@ -64,6 +64,13 @@ class BiasSettings:
     gold_min: int = 5
     gold_max_fail: float = 0.1
     gold_min_fail_share: float = 0.3
+    tradeoff_distance: float = 0.05
+    """Trade-off answers: two annotators disagree when the cosine distance between their learned weights
+    exceeds this (see :mod:`rlhf_gym.morl.annotators`) ..."""
+    tradeoff_confidence: float = 0.9
+    """... with at least this posterior probability ..."""
+    tradeoff_min_answers: int = 5
+    """... and both gave at least this many answers."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,6 +9,8 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
+
 from rlhf_gym.governance.agreement import (
     RewardFn,
     agreement,
@@ -99,6 +101,7 @@ def annotator_report(store: FeedbackStore, reward_fn: RewardFn | None = None, ru
             per_query[q].append(c)
     fleiss = fleiss_kappa(per_query)
     verify = store.verify_audit()
+    tradeoffs = tradeoff_report(store, run_id, st)
     return {
         "generated_at": time.time(),
         "run": run_id,
@@ -110,11 +113,130 @@ def annotator_report(store: FeedbackStore, reward_fn: RewardFn | None = None, ru
         "annotators": people,
         "flagged": [p["id"] for p in people if p["flags"]],
         "agreement": {"cohen": cohen, "fleiss": {**fleiss.to_dict(), "raters": len(cats)}},
+        "tradeoff": tradeoffs,
         "models_flagged": [{"id": m.id, "kind": m.kind, "path": m.path, "reason": m.flagged}
                            for m in store.models(flagged_only=True)],
         "audit": {"ok": verify.ok, "entries": verify.entries, "first_bad_seq": verify.first_bad_seq,
                   "reason": verify.reason},
     }
+
+
+def tradeoff_report(store: FeedbackStore, run_id: str | None = None,
+                    settings: BiasSettings | None = None) -> list[dict[str, Any]]:
+    """Each annotator's learned trade-off weights, per run with outcome answers (``--feedback tradeoff``).
+
+    Per run: each annotator's posterior refitted from their current (non-withdrawn, non-skipped) answers
+    in the store, so a withdrawal since the run is honoured, with the run's ``model_beta`` and
+    ``n_samples``; the pooled posterior; the cosine distance between every pair of annotators with the
+    pairs that disagree (``tradeoff_distance`` / ``tradeoff_confidence`` / ``tradeoff_min_answers``);
+    groups of annotators no pair sets apart; and the weights each aggregation rule gives, with the rule
+    the run used. The model's scale is each objective's range over the run's outcome queries, so the
+    figures can differ slightly from the run's ``posterior.json`` (whose scale is the range over every
+    outcome the run sampled).
+    """
+    from rlhf_gym.morl.annotators import (
+        DisagreementSettings,
+        aggregate_weights,
+        compare_annotators,
+        parse_aggregate,
+        per_annotator_posteriors,
+        weight_summary,
+    )
+    from rlhf_gym.morl.weights import WeightPosterior, outcome_scale
+    from rlhf_gym.types import OutcomeQuery
+
+    st = settings or BiasSettings()
+    queries = [q for q in store.queries(run_id=run_id, kind="outcome") if isinstance(q, OutcomeQuery)]
+    if not queries:
+        return []
+    by_id = {q.id: q for q in queries}
+    answers: dict[str | None, list] = defaultdict(list)
+    for fb in store.feedback(run_id=run_id, kind="outcome", include_skipped=False):
+        q = by_id.get(fb.query_id)
+        if q is not None:
+            answers[q.run_id].append((q, fb))
+    dis = DisagreementSettings(threshold=st.tradeoff_distance, confidence=st.tradeoff_confidence,
+                               min_answers=st.tradeoff_min_answers)
+    out = []
+    for rid, ans in answers.items():
+        k = len(ans[0][0].left)
+        ans = [(q, fb) for q, fb in ans if len(q.left) == k]
+        cfg = (store.run_config(rid) or {}) if rid is not None else {}
+        extra = cfg.get("extra") or {}
+        beta = extra.get("model_beta", 20.0)
+        n_samples = int(extra.get("n_samples", 4000))
+        seed = int(cfg.get("seed") or 0)
+        scale = outcome_scale(np.array([v for q in queries if q.run_id == rid and len(q.left) == k
+                                        for v in (q.left, q.right)]))
+
+        def make(i: int, k: int = k, scale: np.ndarray = scale, beta: Any = beta, n: int = n_samples,
+                 seed: int = seed) -> WeightPosterior:
+            return WeightPosterior(k, scale, beta=None if beta == "learn" else float(beta), n_samples=n,
+                                   rng=np.random.default_rng([seed, 9, i]))
+
+        pooled = make(0)
+        for q, fb in ans:
+            pooled.update(q.left, q.right, fb.value)
+        per = per_annotator_posteriors(ans, make)
+        cmp = compare_annotators(per, dis, np.random.default_rng([seed, 11]))
+        rule_text = str(extra.get("aggregate", "pooled"))
+        means = {a: p.mean for a, p in per.items()}
+        aggregates: dict[str, Any] = {"pooled": pooled.mean.tolist(),
+                                      "mean": aggregate_weights("mean", pooled.mean, means).tolist()}
+        used: dict[str, Any] = {"rule": rule_text}
+        try:
+            rule = parse_aggregate(rule_text)
+            used["describe"] = rule.describe()
+            used["weights"] = aggregate_weights(rule, pooled.mean, means).tolist()
+        except ValueError as e:  # e.g. the annotator the rule names has withdrawn since
+            used["error"] = str(e)
+        out.append({
+            "run": rid, "objectives": list(ans[0][0].objectives) or [f"objective {i}" for i in range(k)],
+            "answers": len(ans), "model_beta": beta,
+            "annotators": [{"id": a, **weight_summary(p)} for a, p in per.items()],
+            "pooled": weight_summary(pooled),
+            "pairs": cmp["pairs"], "disagreements": cmp["disagreements"], "groups": cmp["groups"],
+            "ungrouped": cmp["ungrouped"],
+            "aggregates": aggregates, "aggregate_used": used,
+            "settings": {"threshold": dis.threshold, "confidence": dis.confidence, "min_answers": dis.min_answers},
+        })
+    return out
+
+
+def format_tradeoff(section: dict[str, Any]) -> list[str]:
+    """Lines of text for one run's trade-off section of the report."""
+    names = section["objectives"]
+
+    def vec(w: list[float]) -> str:
+        return "[" + ", ".join(f"{x:.2f}" for x in w) + "]"
+
+    head = ["annotator", "answers", *names]
+    rows = [[a["id"], str(a["answers"]), *(f"{m:.2f} ±{s:.2f}" for m, s in zip(a["mean"], a["sd"], strict=True))]
+            for a in [*section["annotators"], {"id": "(pooled)", **section["pooled"]}]]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    st = section["settings"]
+    lines = ["", f"trade-off weights learned per annotator (run {section['run']}; posterior mean ± sd; "
+                 f"{section['answers']} answers)"]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *rows]]
+    lines.insert(3, "  ".join("-" * w for w in widths))
+    for p in section["pairs"]:
+        lo, hi = p["interval90"]
+        mark = "DISAGREE" if p["disagree"] else ("too few answers" if not p["enough_answers"] else "agree")
+        lines.append(f"cosine distance {p['a']} / {p['b']}: {p['distance']:.3f} (90% {lo:.3f}-{hi:.3f}; "
+                     f"P(> {st['threshold']:g}) = {p['p_beyond']:.2f}): {mark}")
+    if len(section["annotators"]) > 1:
+        lines.append("groups no pair sets apart: " + ("; ".join("{" + ", ".join(g) + "}" for g in section["groups"])
+                                                       or "-")
+                     + (f" (too few answers to place: {', '.join(section['ungrouped'])})" if section["ungrouped"] else ""))
+    for p in section["disagreements"]:
+        lines.append(f"FLAG trade-off {p['a']} / {p['b']}: their weights differ (cosine distance {p['distance']:.3f}, "
+                     f"P(> {st['threshold']:g}) = {p['p_beyond']:.2f}); pooling their answers hides it")
+    ag = section["aggregates"]
+    used = section["aggregate_used"]
+    lines.append(f"aggregation: pooled {vec(ag['pooled'])}; mean of annotators {vec(ag['mean'])}")
+    lines.append("rule used by the run: " + (f"{used['rule']}: ERROR {used['error']}" if "error" in used
+                                             else f"{used['describe']} -> {vec(used['weights'])}"))
+    return lines
 
 
 def training_weights(store: FeedbackStore, policy: WeightPolicy, run_id: str | None = None,
@@ -174,6 +296,8 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"FLAG {a['id']}: {f['name']}: {f['detail']} (p={f['p_value']:.2g})")
     for m in report["models_flagged"]:
         lines.append(f"MODEL {m['id']} ({m['kind']}) must be retrained: {m['reason']}")
+    for section in report.get("tradeoff", []):
+        lines += format_tradeoff(section)
     au = report["audit"]
     lines.append("audit log: " + (f"intact ({au['entries']} entries)" if au["ok"] else f"BROKEN: {au['reason']}"))
     return "\n".join(lines)

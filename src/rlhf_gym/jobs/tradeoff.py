@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from rlhf_gym.config import TrainConfig
+from rlhf_gym.morl.annotators import aggregate_weights, parse_aggregate
 from rlhf_gym.morl.weights import SELECTIONS, WeightPosterior, cosine, outcome_scale
 from rlhf_gym.runs import RunDir
 
-AGGREGATES = ("pooled", "mean")
 PARETO_METHODS = ("ols", "sweep")
 
 
@@ -55,8 +55,9 @@ class TradeoffSettings:
     n_samples: int = 4000
     """Posterior particles."""
     aggregate: str = "pooled"
-    """Several annotators: pooled (all answers in one posterior), mean (each person's posterior mean,
-    averaged: everyone counts equally), or one annotator's id (their weights)."""
+    """Several annotators (:mod:`rlhf_gym.morl.annotators`): pooled (all answers in one posterior), mean
+    (each person's posterior mean, averaged: everyone counts equally), per_annotator (also a policy for
+    each person's own weights), one annotator's id (their weights), or a stated rule ``alice:2,bob:1``."""
     reference: bool = True
     """With a simulated teacher's hidden weights: train the policy for them too (for utility_ratio)."""
     answer_timeout: float | None = None
@@ -122,8 +123,7 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
         from rlhf_gym.feedback.teachers_tradeoff import parse_weights
 
         parse_weights(cfg.extra["teacher_weights"], k)
-    if st.aggregate not in AGGREGATES and not str(st.aggregate).strip():
-        raise ValueError(f"aggregate must be {', '.join(AGGREGATES)} or an annotator id, got {st.aggregate!r}")
+    parse_aggregate(st.aggregate)  # a malformed rule is a usage error before any training
 
     from rlhf_gym.devices import resolve_device
 
@@ -242,6 +242,14 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
         run.save_policy_info("sb3", "policy.zip", algo=st.policy_algo, discrete=discrete)
         store.record_model(run.file("policy.zip"), [fb.id for _, fb in answers if fb.id is not None], kind="policy",
                            run_id=run_id)
+        per_policies: dict[str, Any] = {}
+        if str(st.aggregate) == "per_annotator":  # no aggregation: each person's own policy as well
+            for i, (aid, p) in enumerate(per.items()):
+                name = f"policy-{i:02d}.zip"
+                _, pk, pinfo = _policy_for(cfg, st, pset, run, p.mean, final_steps, name, device)
+                per_policies[aid] = {"path": name, "weights": p.mean.tolist(), "pick": pk, "final": pinfo}
+                store.record_model(run.file(name), [fb.id for _, fb in answers if fb.annotator_id == aid and fb.id],
+                                   kind="policy", run_id=run_id)
         final_s = time.time() - t0
         ref: dict[str, Any] | None = None
         if true_w is not None and st.reference:
@@ -257,7 +265,7 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
         info = {"env": cfg.env, "objectives": list(names), "learned_weights": learned.tolist(),
                 "hidden_weights": hidden, "true_weights": None if true_w is None else true_w.tolist(),
                 "pick": pick, "final": final_info, "random_policy_returns": random_rets.tolist(),
-                "reference": ref, "algo": st.policy_algo, "selection": st.selection, "outcomes": len(outcomes)}
+                "reference": ref, "per_annotator_policies": per_policies, "algo": st.policy_algo, "selection": st.selection, "outcomes": len(outcomes)}
         run.file("tradeoff.json").write_text(json.dumps(info, indent=1))
         plot_front(pset, outcomes, names, run.file("front.png"), learned, pick, rets.mean(0),
                    true_front=_true_front(cfg.env), title=f"{cfg.env}: policies found and the learned pick")
@@ -283,17 +291,11 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
 
 
 def _aggregate(rule: str, pooled: WeightPosterior, per: dict[str, WeightPosterior]) -> np.ndarray:
-    if rule == "pooled" or not per:
-        return pooled.mean
-    if rule == "mean":
-        return np.mean([p.mean for p in per.values()], axis=0)
-    if rule not in per:
-        raise ValueError(f"aggregate={rule!r}: no answers from that annotator; annotators: {', '.join(per)}")
-    return per[rule].mean
+    return aggregate_weights(rule, pooled.mean, {a: p.mean for a, p in per.items()})
 
 
 def _policy_for(cfg: TrainConfig, st: TradeoffSettings, pset: Any, run: RunDir, weights: np.ndarray,
-                steps: int, name: str, device: str = "cpu") -> tuple[Any, int, dict[str, Any]]:
+                steps: int, name: str, device: str) -> tuple[Any, int, dict[str, Any]]:
     """The set's best policy for ``weights``, fine-tuned on them (on ``device``); whichever of the two scores
     higher under ``weights`` (on episodes apart from evaluation's) is saved as ``name``."""
     from rlhf_gym.learners.sb3_policy import _algo_class

@@ -186,6 +186,8 @@ class AdversarialResult:
     disc: Discriminator
     env_steps: int = 0
     disc_steps: int = 0
+    relabelled: int = 0
+    """Replay-buffer transitions whose reward was recomputed after a discriminator update (SAC; 0 for PPO)."""
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -233,7 +235,7 @@ def train_adversarial(env_id: str, demos: Sequence[Trajectory], make_disc: Calla
 
     from rlhf_gym.envs import make_env
     from rlhf_gym.learners.preference import make_algo
-    from rlhf_gym.rewards.wrappers import LearnedRewardVecEnv
+    from rlhf_gym.rewards.wrappers import LearnedRewardVecEnv, relabel_replay_buffer
 
     st = settings or AdversarialSettings()
     if not demos:
@@ -254,7 +256,8 @@ def train_adversarial(env_id: str, demos: Sequence[Trajectory], make_disc: Calla
     disc = make_disc(reward).to(device)
     opt = torch.optim.Adam(disc.parameters(), lr=st.disc_lr)
     n_envs = st.gen_n_envs if algo == "ppo" else 1
-    log = TransitionLog(make_vec_env(env_id, n_envs=n_envs, seed=seed), st.disc_window)
+    # our make_env, not gym.make: entry points, old-API classes and pixel preprocessing reach the generator too
+    log = TransitionLog(make_vec_env(lambda: make_env(env_id), n_envs=n_envs, seed=seed), st.disc_window)
     venv = LearnedRewardVecEnv(log, reward)
     model = make_algo(algo, venv, seed, timesteps, device=device)
     rng = np.random.default_rng(seed)
@@ -271,6 +274,9 @@ def train_adversarial(env_id: str, demos: Sequence[Trajectory], make_disc: Calla
             stats = disc_step(disc, opt, expert, gen, model, rng, st.disc_batch)
             res.disc_steps += 1
         renormalise(reward, expert, gen, rng)
+        # SAC learns from its whole replay buffer: rewards stored under older discriminators are recomputed
+        # with the current one, or the generator keeps chasing what the discriminator no longer says
+        res.relabelled += relabel_replay_buffer(model, reward)
         res.history.append({"env_steps": log.steps, **stats})
 
     class _Cb(BaseCallback):

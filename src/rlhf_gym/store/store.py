@@ -211,6 +211,12 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
         env = cfg.get("env") or cfg.get("env_id")
         return str(env) if env else None
 
+    def run_config(self, run_id: str) -> dict[str, Any] | None:
+        """The config a run was started with (``add_run``'s), or None for an unknown run."""
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            return None if run is None else dict(run.config or {})
+
     def has_query(self, query_id: str) -> bool:
         with self.session() as s:
             return s.get(QueryRow, query_id) is not None

@@ -232,10 +232,12 @@ def _row(name: str, d: dict[str, Any], default_control: Any) -> Row:
 
 
 def check_env_id(env_id: str) -> None:
-    import gymnasium as gym
+    """ValueError unless :func:`~rlhf_gym.envs.make_env` can build ``env_id`` (a registered id, an entry point
+    or an old-API class: what the run jobs accept), with make_env's message (e.g. the extra to install)."""
+    from rlhf_gym.envs import make_env
 
     try:
-        gym.spec(env_id)
+        make_env(env_id).close()
     except Exception as exc:
         raise ValueError(f"unknown environment {env_id!r}: {exc}") from None
 

@@ -40,8 +40,8 @@ def true_reward(cfg: TrainConfig) -> dict[str, Any]:
     run.save_config(cfg, resolved_device=device)
     t0 = time.time()
     with torch_threads(cfg.threads):
-        algo = make_algo(algo_name, make_vec_env(cfg.env, n_envs=n_envs, seed=cfg.seed), cfg.seed, timesteps,
-                         device=device)
+        algo = make_algo(algo_name, make_vec_env(lambda: make_env(cfg.env), n_envs=n_envs, seed=cfg.seed), cfg.seed,
+                         timesteps, device=device)
         algo.learn(total_timesteps=timesteps)
         learn_s = time.time() - t0
         algo.save(run.file("policy.zip"))
