@@ -174,7 +174,7 @@ def test_an_inverted_reward_is_refit_once_then_reported(tmp_path, monkeypatch, c
 
     calls = []
 
-    def inverted_fit(model, pairs, rng, tc=None, warm=False, weights=None):
+    def inverted_fit(model, pairs, rng, tc=None, warm=False, weights=None, device=None):
         calls.append(warm)
         return {"inverted": True, "warning": "the learned reward looks INVERTED (forced)", "heldout_accuracy": 0.2,
                 "train_accuracy": 1.0}
@@ -214,9 +214,9 @@ def test_heldout_labels_are_never_trained_on(tmp_path, monkeypatch):
     fitted: list[set[int]] = []
     real_fit = pref.fit_reward_model
 
-    def spy(model, pairs, rng, tc=None, warm=False, weights=None):
+    def spy(model, pairs, rng, tc=None, warm=False, weights=None, device=None):
         fitted.append({id(p[0]) for p in pairs})
-        return real_fit(model, pairs, rng, tc, warm=warm, weights=weights)
+        return real_fit(model, pairs, rng, tc, warm=warm, weights=weights, device=device)
 
     monkeypatch.setattr(pref, "fit_reward_model", spy)
     seen = {}

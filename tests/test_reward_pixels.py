@@ -90,7 +90,7 @@ def trained() -> tuple[RewardModel, list, list]:
 def test_cnn_reward_model_ranks_held_out_pixel_clips_above_chance(trained):
     model, train, held = trained
     assert model.cfg.encoder == "cnn" and model.cfg.obs_shape == [16, 16, 3] and model.cfg.obs_dim == 0
-    assert model._numpy_layers() is None  # image models run in PyTorch
+    assert model._numpy_state().layers is None  # image models run in PyTorch
     assert sum(a.absorbing.any() or b.absorbing.any() for a, b, _ in train) >= 5  # episodes did end
     assert heldout_accuracy(model, train) > 0.9
     assert heldout_accuracy(model, held) >= 0.7

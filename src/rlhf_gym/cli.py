@@ -110,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rlhf_gym.pipeline import train
 
     result = train(cfg)
-    print(f"results in {cfg.out}")
+    print(f"results in {cfg.out}" + (f" (trained on {result['device']})" if result.get("device") else ""))
     print(f"true return of the trained agent: {result['mean_return']:.1f} +/- {result['std_return']:.1f} "
           f"over {result['episodes']} episodes ({result.get('feedback_used', '?')} answers used)")
     return 0

@@ -52,7 +52,10 @@ class TrainConfig:
     progress: bool = True
     """Show a progress bar."""
     device: str = "auto"
-    """PyTorch device for the policy (SB3): ``auto`` (a CUDA GPU when there is one), ``cpu`` or ``cuda[:N]``."""
+    """PyTorch device for every model the run trains (SB3, the reward model, the evaluative and demonstration
+    learners' networks, discriminators): ``auto`` (a CUDA GPU when there is one), ``cpu`` or ``cuda[:N]``.
+    Each job resolves it once and records the result as ``device`` in its result and ``resolved_device`` in
+    ``config.json``."""
     threads: int | None = 1
     """PyTorch CPU threads during the job (restored afterwards); None leaves the process setting alone."""
     policy: str | None = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -32,3 +34,21 @@ def resolve_device(name: str = "auto") -> str:
         if idx >= torch.cuda.device_count():
             raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
     return name
+
+
+@contextmanager
+def cpu_seed(seed: int) -> Iterator[None]:
+    """PyTorch's global CPU generator seeded with ``seed`` inside the block and restored after it.
+
+    Models are built (randomly initialised) on the CPU inside this block and only then moved to their device,
+    so a seed gives the same initial weights on every machine; unlike ``torch.manual_seed`` it leaves the
+    CUDA generators alone.
+    """
+    import torch
+
+    state = torch.random.get_rng_state()
+    torch.random.default_generator.manual_seed(int(seed))
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)

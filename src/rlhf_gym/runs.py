@@ -51,8 +51,11 @@ class RunDir:
     def db_path(self) -> Path:
         return self.path / "feedback.db"
 
-    def save_config(self, config: Any) -> None:
+    def save_config(self, config: Any, **facts: Any) -> None:
+        """Write ``config.json``: the config, plus ``facts`` the job settled when it started (e.g.
+        ``resolved_device``, where ``device: auto`` actually ran)."""
         d = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+        d.update(facts)
         self.file("config.json").write_text(json.dumps(d, indent=2, default=str) + "\n")
 
     def config(self) -> dict[str, Any]:

@@ -97,8 +97,11 @@ def _train(cfg: TrainConfig, learner: str) -> dict[str, Any]:
 
         spec_of(probe)  # Box observations, Discrete or Box actions: a clear error otherwise
     probe.close()
+    from rlhf_gym.devices import resolve_device
+
+    device = resolve_device(cfg.device)  # BC/DAgger's network, GAIL/AIRL's discriminator and SB3 generator
     run = RunDir(cfg.out)
-    run.save_config(cfg)
+    run.save_config(cfg, resolved_device=device)
     store = FeedbackStore(cfg.db or run.db_path)
     run_id = store.add_run(f"run-{Path(cfg.out).resolve().name}-{int(time.time())}", asdict(cfg))
     t0 = time.time()
@@ -108,7 +111,7 @@ def _train(cfg: TrainConfig, learner: str) -> dict[str, Any]:
     try:
         demos = _gather(cfg, learner, store, run_id, source)
         metrics = MetricsLogger(run)
-        out = _LEARN[learner](cfg, demos, store, run_id, source, run, metrics)
+        out = _LEARN[learner](cfg, demos, store, run_id, source, run, metrics, device)
     finally:
         if source is not None:
             source.close()
@@ -123,7 +126,7 @@ def _train(cfg: TrainConfig, learner: str) -> dict[str, Any]:
     return {"mean_return": float(rets.mean()), "std_return": float(rets.std()), "episodes": int(cfg.eval_episodes),
             "learner": learner, "demos": len(demos), "demo_steps": int(sum(len(d.traj) for d in demos)),
             "demo_return": float(np.mean([d.traj.ret for d in demos])) if demos else None, "run_id": run_id,
-            "wall_s": round(time.time() - t0, 2), **out}
+            "wall_s": round(time.time() - t0, 2), "device": device, **out}
 
 
 def _gather(cfg: TrainConfig, learner: str, store: Any, run_id: str, source: Any) -> list[Demo]:
@@ -205,7 +208,7 @@ def _save_bc(fit: Any, run: Any, cfg: TrainConfig, learner: str) -> str:
 
 
 def _learn_bc(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, source: Any, run: Any,
-              metrics: Any) -> dict[str, Any]:
+              metrics: Any, device: str) -> dict[str, Any]:
     from rlhf_gym.envs import make_env
     from rlhf_gym.learners.bc import train_bc
     from rlhf_gym.runs import plot_curve
@@ -218,7 +221,7 @@ def _learn_bc(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, sour
     discrete, n, lo, hi = _spaces(cfg.env)
     obs, acts, groups = stack_demos(demos)
     fit = train_bc(obs, acts, discrete=discrete, n_actions=n, act_low=lo, act_high=hi, groups=groups, seed=cfg.seed,
-                   settings=bc_settings(cfg.extra))
+                   settings=bc_settings(cfg.extra), device=device)
     for e, (tl, vl) in enumerate(zip(fit.train_loss, fit.val_loss, strict=True), 1):
         metrics.log(e, epoch=e, train_loss=tl, val_loss=vl)
     plot_curve(metrics.rows, "epoch", ["train_loss", "val_loss"], run.file("learning_curve.png"),
@@ -251,7 +254,7 @@ def _learn_tabular_bc(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: s
 
 
 def _learn_dagger(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, source: Any, run: Any,
-                  metrics: Any) -> dict[str, Any]:
+                  metrics: Any, device: str) -> dict[str, Any]:
     from rlhf_gym.envs import make_env
     from rlhf_gym.learners.dagger import dagger
     from rlhf_gym.rollouts import evaluate_policy
@@ -272,7 +275,7 @@ def _learn_dagger(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, 
     res = dagger(env, source, cfg.budget, discrete=discrete, n_actions=n, act_low=lo, act_high=hi,
                  init_obs=init_obs, init_acts=init_acts, rounds=int(cfg.extra.get("rounds", 5)),
                  beta0=float(cfg.extra.get("beta0", 1.0)), seed=cfg.seed, env_id=cfg.env, run_id=run_id,
-                 settings=bc_settings(cfg.extra), on_round=on_round)
+                 settings=bc_settings(cfg.extra), on_round=on_round, device=device)
     env.close()
     eval_env.close()
     plot_curve(metrics.rows, "labels_used", ["mean_return"], run.file("learning_curve.png"),
@@ -286,7 +289,8 @@ def _learn_dagger(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, 
 
 
 def _learn_maxent(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, source: Any, run: Any,
-                  metrics: Any) -> dict[str, Any]:
+                  metrics: Any, device: str) -> dict[str, Any]:
+    """Tabular maximum-entropy IRL: numpy on the CPU whatever ``device`` says (no network to move)."""
     from rlhf_gym.envs import make_env
     from rlhf_gym.learners.maxent_irl import maxent_irl, plot_reward_heatmap, save_tabular, tabular_mdp
 
@@ -329,7 +333,7 @@ def adversarial_settings(extra: dict[str, Any]) -> Any:
 
 
 def _learn_adversarial(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, source: Any, run: Any,
-                       metrics: Any) -> dict[str, Any]:
+                       metrics: Any, device: str) -> dict[str, Any]:
     from rlhf_gym.envs import make_env, spec_of
     from rlhf_gym.learners.airl import train_airl
     from rlhf_gym.learners.gail import train_gail
@@ -356,7 +360,8 @@ def _learn_adversarial(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: 
     learner = cfg.learner
     train = train_gail if learner == "gail" else train_airl
     res = train(cfg.env, [d.traj for d in demos], algo=algo, timesteps=timesteps, seed=cfg.seed,
-                settings=adversarial_settings(cfg.extra), on_eval=on_eval, eval_every=max(timesteps // 10, 1000))
+                settings=adversarial_settings(cfg.extra), on_eval=on_eval, eval_every=max(timesteps // 10, 1000),
+                device=device)
     on_eval(res)
     eval_env.close()
     plot_curve(metrics.rows, "env_steps", ["mean_return"], run.file("learning_curve.png"),

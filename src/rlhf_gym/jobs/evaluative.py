@@ -48,6 +48,7 @@ def _train_evaluative(cfg: TrainConfig, settings: LearnerSettings) -> dict[str, 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from rlhf_gym.devices import resolve_device
     from rlhf_gym.feedback.registry import is_person
     from rlhf_gym.governance.bias import WeightPolicy
     from rlhf_gym.runs import MetricsLogger, RunDir, plot_curve
@@ -55,15 +56,16 @@ def _train_evaluative(cfg: TrainConfig, settings: LearnerSettings) -> dict[str, 
 
     spec = require_discrete(cfg.env, cfg.learner)
     console = Console(stderr=True)
+    device = resolve_device(cfg.device)  # where the learner's network trains and acts (see learners.common)
     run = RunDir(cfg.out)
-    run.save_config(cfg)
+    run.save_config(cfg, resolved_device=device)
     store = FeedbackStore(cfg.db or run.db_path)
     run_id = store.add_run(f"run-{Path(cfg.out).resolve().name}-{int(time.time())}", asdict(cfg))
     rng = np.random.default_rng(cfg.seed)
     source = teacher_for(cfg, store, run_id, run.path, log=lambda m: console.print(m))
     human = is_person("evaluative", cfg.teacher)
     env = make_env(cfg.env, seed=cfg.seed, render_mode="rgb_array" if human else None)
-    learner = make_learner(cfg.learner, spec.obs_shape[0], int(spec.n_actions or 0), rng, settings)
+    learner = make_learner(cfg.learner, spec.obs_shape[0], int(spec.n_actions or 0), rng, settings, device=device)
     weighting = AnnotatorWeighting(store, WeightPolicy.from_settings(cfg.extra), run_id, every=int(cfg.extra.get("weight_every", 20)))
     metrics = MetricsLogger(run)
     eval_every = int(cfg.extra.get("eval_every", max(1, cfg.budget // 10)))
@@ -119,7 +121,7 @@ def _train_evaluative(cfg: TrainConfig, settings: LearnerSettings) -> dict[str, 
     return {"mean_return": float(final.mean()), "std_return": float(final.std()), "episodes": int(cfg.eval_episodes),
             "feedback_used": stats.used, "asked": stats.asked, "skipped": stats.skipped, "feedback_excluded": stats.excluded,
             "env_steps": stats.env_steps, "warmup_steps": stats.warmup_steps, "stopped": stats.stopped, "run_id": run_id, "model_id": model_id,
-            "policy": str(weights), "wall_s": round(time.time() - t0, 2)}
+            "policy": str(weights), "wall_s": round(time.time() - t0, 2), "device": device}
 
 
 def spec_threshold(env_id: str) -> float | None:

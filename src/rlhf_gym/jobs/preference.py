@@ -49,11 +49,13 @@ def train_preference(cfg: TrainConfig) -> dict[str, Any]:
 def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
     from stable_baselines3.common.env_util import make_vec_env
 
+    from rlhf_gym.devices import resolve_device
     from rlhf_gym.store import FeedbackStore
 
     st, _ = PreferenceSettings.from_extra(dict(cfg.extra))
+    device = resolve_device(cfg.device)  # one device for SB3 and the reward model (and BC with --demos)
     run = RunDir(cfg.out)
-    run.save_config(cfg)
+    run.save_config(cfg, resolved_device=device)
     probe = make_env(cfg.env)
     spec = spec_of(probe)
     algo_name = cfg.algo if cfg.algo != "auto" else ("ppo" if spec.discrete else "sac")
@@ -75,7 +77,7 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
         demos = demos_for_run(cfg.demos, cfg, store, run_id)
         check_demos([d.traj for d in demos], cfg.env, cfg.demos)
     if cfg.reward:
-        reward = RewardModel.load(cfg.reward)
+        reward = RewardModel.load(cfg.reward, device=device)
         source = None
         shutil.copy(Path(reward_path(cfg.reward)), run.file("reward_model.safetensors"))
         shutil.copy(Path(reward_path(cfg.reward)).with_suffix(".json"), run.file("reward_model.json"))
@@ -97,10 +99,8 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
                           eval_episodes=cfg.eval_episodes, st=st, algo_name=algo_name, timesteps=timesteps, run=run,
                           store=store, run_id=run_id, source=source, reward=reward, venv=venv, threshold=threshold,
                           weighting=WeightPolicy.from_settings(cfg.extra), learn_reward=cfg.reward is None,
-                          demos=demos)
-    from rlhf_gym.devices import resolve_device
-
-    loop.algo = make_algo(algo_name, venv, cfg.seed, timesteps, device=resolve_device(cfg.device))
+                          demos=demos, device=device)
+    loop.algo = make_algo(algo_name, venv, cfg.seed, timesteps, device=device)
     if loop.unsup_steps > 0:
         from rlhf_gym.rewards.exploration import StateEntropyReward
 
@@ -169,7 +169,7 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
         "inverted_rounds": loop.inverted_rounds, "warnings": loop.warnings, "model_ids": loop.model_ids,
         "run_id": run_id, "wall_s": total_s, "learn_s": learn_s, "eval_s": loop.t["eval"],
         "reward_train_s": loop.t["reward_train"], "query_s": loop.t["queries"],
-        "sb3_s": sb3_s, "reward_inference_s": venv.reward_s, **demo_info,
+        "sb3_s": sb3_s, "reward_inference_s": venv.reward_s, "device": device, **demo_info,
     }
 
 

@@ -125,8 +125,11 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
         parse_weights(cfg.extra["teacher_weights"], k)
     parse_aggregate(st.aggregate)  # a malformed rule is a usage error before any training
 
+    from rlhf_gym.devices import resolve_device
+
+    device = resolve_device(cfg.device)  # where SB3 trains the set, the fine-tune and the reference
     run = RunDir(cfg.out)
-    run.save_config(cfg)
+    run.save_config(cfg, resolved_device=device)
     store = FeedbackStore(cfg.db or run.db_path)
     run_id = store.add_run(f"run-{Path(cfg.out).resolve().name}-{int(time.time())}", asdict(cfg))
     logger = MetricsLogger(run, tensorboard=False)
@@ -147,7 +150,7 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
         log(f"training up to {n_pol} policies on scalarised rewards by {how} ({st.policy_algo}, "
             f"{st.policy_timesteps} steps each)")
         set_args: dict[str, Any] = {"seed": cfg.seed, "algo": st.policy_algo, "log": log,
-                                    "eval_episodes": min(cfg.eval_episodes, 5)}
+                                    "eval_episodes": min(cfg.eval_episodes, 5), "device": device}
         if st.pareto == "ols":
             pset = P.build_pareto_set_ols(cfg.env, names, n_pol, st.policy_timesteps, run.file("pareto"),
                                           rng=np.random.default_rng([cfg.seed, 7]), **set_args)
@@ -157,6 +160,7 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
         n_pol = len(pset.entries)
         from rlhf_gym.learners.sb3_policy import _algo_class
 
+        # loaded only to act (sample outcomes): on the CPU, where one observation a step is cheapest
         models = [_algo_class(st.policy_algo).load(str(run.file("pareto") / e.path), device="cpu")
                   for e in pset.entries]
         pool = P.sample_outcomes(cfg.env, models, st.outcomes_per_policy, np.random.default_rng([cfg.seed, 8]))
@@ -234,7 +238,7 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
         # 3. the policy for the learned weights: the set's best, fine-tuned on them
         t0 = time.time()
         final_steps = st.policy_timesteps if st.final_timesteps is None else st.final_timesteps
-        final, pick, final_info = _policy_for(cfg, st, pset, run, learned, final_steps, "policy.zip")
+        final, pick, final_info = _policy_for(cfg, st, pset, run, learned, final_steps, "policy.zip", device)
         run.save_policy_info("sb3", "policy.zip", algo=st.policy_algo, discrete=discrete)
         store.record_model(run.file("policy.zip"), [fb.id for _, fb in answers if fb.id is not None], kind="policy",
                            run_id=run_id)
@@ -242,7 +246,7 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
         if str(st.aggregate) == "per_annotator":  # no aggregation: each person's own policy as well
             for i, (aid, p) in enumerate(per.items()):
                 name = f"policy-{i:02d}.zip"
-                _, pk, pinfo = _policy_for(cfg, st, pset, run, p.mean, final_steps, name)
+                _, pk, pinfo = _policy_for(cfg, st, pset, run, p.mean, final_steps, name, device)
                 per_policies[aid] = {"path": name, "weights": p.mean.tolist(), "pick": pk, "final": pinfo}
                 store.record_model(run.file(name), [fb.id for _, fb in answers if fb.annotator_id == aid and fb.id],
                                    kind="policy", run_id=run_id)
@@ -252,7 +256,7 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
             # the comparison: SB3 trained from scratch on the hidden weights, as many steps as the pick + fine-tune
             t0 = time.time()
             ref_model = P.train_policy(cfg.env, true_w, st.policy_timesteps + final_steps, seed=cfg.seed,
-                                       algo=st.policy_algo)
+                                       algo=st.policy_algo, device=device)
             ref_model.save(str(run.file("reference_policy.zip")))
             ref = {"path": "reference_policy.zip", "timesteps": st.policy_timesteps + final_steps,
                    "train_s": time.time() - t0}
@@ -274,7 +278,7 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
             "n_policies": n_pol, "outcomes": len(outcomes), "posterior_rebuilt": res.rebuilt,
             "set_s": set_s, "questions_s": ask_s, "final_s": final_s, "wall_s": time.time() - t_start,
             "reference_train_s": ref["train_s"] if ref else None, "annotator_weights": {a: p.mean.tolist() for a, p in per.items()},
-            "annotator_spread": spread,
+            "annotator_spread": spread, "device": device,
         }
         if true_w is not None:
             result["weights_cosine"] = cosine(learned, true_w)
@@ -291,19 +295,20 @@ def _aggregate(rule: str, pooled: WeightPosterior, per: dict[str, WeightPosterio
 
 
 def _policy_for(cfg: TrainConfig, st: TradeoffSettings, pset: Any, run: RunDir, weights: np.ndarray,
-                steps: int, name: str) -> tuple[Any, int, dict[str, Any]]:
-    """The set's best policy for ``weights``, fine-tuned on them; whichever of the two scores higher under
-    ``weights`` (on episodes apart from evaluation's) is saved as ``name``."""
+                steps: int, name: str, device: str) -> tuple[Any, int, dict[str, Any]]:
+    """The set's best policy for ``weights``, fine-tuned on them (on ``device``); whichever of the two scores
+    higher under ``weights`` (on episodes apart from evaluation's) is saved as ``name``."""
     from rlhf_gym.learners.sb3_policy import _algo_class
     from rlhf_gym.morl import policies as P
 
     pick = pset.best_for(weights)
     src = run.file("pareto") / pset.entries[pick].path
-    picked = _algo_class(st.policy_algo).load(str(src), device="cpu")
+    picked = _algo_class(st.policy_algo).load(str(src), device="cpu")  # only acts (and may be saved as it is)
     info: dict[str, Any] = {"picked_returns": pset.entries[pick].returns, "fine_tuned": False}
     best = picked
     if steps > 0:
-        tuned = P.train_policy(cfg.env, weights, steps, seed=cfg.seed + 1000, algo=st.policy_algo, init=src)
+        tuned = P.train_policy(cfg.env, weights, steps, seed=cfg.seed + 1000, algo=st.policy_algo, init=src,
+                               device=device)
         n = min(cfg.eval_episodes, 5)
         u_pick = float((P.objective_returns(cfg.env, P.act_fn(picked), n, seed=30_000) @ weights).mean())
         u_tuned = float((P.objective_returns(cfg.env, P.act_fn(tuned), n, seed=30_000) @ weights).mean())

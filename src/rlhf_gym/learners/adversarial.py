@@ -14,6 +14,9 @@ what the discriminator learned the absorbing state is worth (Kostrikov et al. 20
 The discriminator's reward part is a :class:`~rlhf_gym.rewards.models.RewardModel` (one member, bounded
 by ``tanh`` so its logits cannot run away to a 100%-sure discriminator), saved like the preference reward
 model (safetensors + JSON) so ``rlhf-gym train --reward DIR`` can train a fresh policy on it.
+
+Devices: the discriminator and the SB3 generator both live on the run's device (``train_adversarial(device=)``);
+the generator's reward is computed by :meth:`RewardModel.reward` from CPU copies of the discriminator's weights.
 """
 
 from __future__ import annotations
@@ -130,18 +133,19 @@ class TransitionLog(VecEnvWrapper):
 
 
 def log_prob(algo: Any, obs: np.ndarray, acts: np.ndarray) -> torch.Tensor:
-    """log pi(a|s) of the SB3 generator (PPO: its distribution; SAC: its squashed Gaussian)."""
+    """log pi(a|s) of the SB3 generator (PPO: its distribution; SAC: its squashed Gaussian), on its device."""
     from stable_baselines3 import SAC
 
+    dev = algo.policy.device
     with torch.no_grad():
-        obs_t = torch.as_tensor(np.asarray(obs, np.float32))
+        obs_t = torch.as_tensor(np.asarray(obs, np.float32)).to(dev)
         if isinstance(algo, SAC):
             actor = algo.policy.actor
             mean, log_std, kw = actor.get_action_dist_params(obs_t)
             dist = actor.action_dist.proba_distribution(mean, log_std, **kw)
             scaled = torch.as_tensor(algo.policy.scale_action(np.asarray(acts, np.float32)), dtype=torch.float32)
-            return dist.log_prob(scaled.clamp(-0.999, 0.999))
-        acts_t = torch.as_tensor(np.asarray(acts))
+            return dist.log_prob(scaled.to(dev).clamp(-0.999, 0.999))
+        acts_t = torch.as_tensor(np.asarray(acts)).to(dev)
         if acts_t.dim() == 1 and algo.action_space.shape:
             acts_t = acts_t[:, None]
         _v, lp, _e = algo.policy.evaluate_actions(obs_t, acts_t)
@@ -156,6 +160,15 @@ class Discriminator(torch.nn.Module):
     def __init__(self, reward: RewardModel, st: AdversarialSettings) -> None:
         super().__init__()
         self.reward, self.st = reward, st
+
+    @property
+    def device(self) -> torch.device:
+        """Where the discriminator's weights live (its reward network's device)."""
+        return self.reward.device
+
+    def tensor(self, a: Any) -> torch.Tensor:
+        """A numpy array of rows as a tensor on the discriminator's device."""
+        return torch.as_tensor(a).to(self.device)
 
     def score(self, rows: Rows) -> torch.Tensor:
         """The reward network's raw (tanh-bounded) output per row, with gradient."""
@@ -185,9 +198,9 @@ def disc_step(disc: Discriminator, opt: torch.optim.Optimizer, expert: Rows, gen
     e = expert.take(rng.integers(len(expert), size=batch))
     g = gen.take(rng.integers(len(gen), size=batch))
     lp_e = lp_g = None
-    if disc.needs_log_pi:
-        lp_e = torch.where(torch.as_tensor(e.absorbing), 0.0, log_prob(algo, e.obs, e.acts))
-        lp_g = torch.where(torch.as_tensor(g.absorbing), 0.0, log_prob(algo, g.obs, g.acts))
+    if disc.needs_log_pi:  # the generator lives on the run's device, as the discriminator does
+        lp_e = torch.where(disc.tensor(e.absorbing), 0.0, log_prob(algo, e.obs, e.acts).to(disc.device))
+        lp_g = torch.where(disc.tensor(g.absorbing), 0.0, log_prob(algo, g.obs, g.acts).to(disc.device))
     le, lg = disc.logits(e, lp_e), disc.logits(g, lp_g)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     loss = bce(le, torch.ones_like(le)) + bce(lg, torch.zeros_like(lg))
@@ -213,8 +226,10 @@ def renormalise(reward: RewardModel, expert: Rows, gen: Rows, rng: np.random.Gen
 
 def train_adversarial(env_id: str, demos: Sequence[Trajectory], make_disc: Callable[[RewardModel], Discriminator],
                       *, algo: str, timesteps: int, seed: int = 0, settings: AdversarialSettings | None = None,
-                      on_eval: Callable[[AdversarialResult], None] | None = None, eval_every: int = 10_000) -> AdversarialResult:
-    """Train an SB3 ``algo`` (ppo or sac) generator against a discriminator built by ``make_disc``."""
+                      on_eval: Callable[[AdversarialResult], None] | None = None, eval_every: int = 10_000,
+                      device: str = "cpu") -> AdversarialResult:
+    """Train an SB3 ``algo`` (ppo or sac) generator against a discriminator built by ``make_disc``, both on
+    ``device`` (a resolved one)."""
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -238,13 +253,13 @@ def train_adversarial(env_id: str, demos: Sequence[Trajectory], make_disc: Calla
     rand = [rollout(env, random_policy(env), seed=seed + i, max_steps=200).obs for i in range(10)]
     env.close()
     reward.fit_input_normalisation(np.concatenate([expert.obs[~expert.absorbing], *rand]))
-    disc = make_disc(reward)
+    disc = make_disc(reward).to(device)
     opt = torch.optim.Adam(disc.parameters(), lr=st.disc_lr)
     n_envs = st.gen_n_envs if algo == "ppo" else 1
     # our make_env, not gym.make: entry points, old-API classes and pixel preprocessing reach the generator too
     log = TransitionLog(make_vec_env(lambda: make_env(env_id), n_envs=n_envs, seed=seed), st.disc_window)
     venv = LearnedRewardVecEnv(log, reward)
-    model = make_algo(algo, venv, seed, timesteps)
+    model = make_algo(algo, venv, seed, timesteps, device=device)
     rng = np.random.default_rng(seed)
     res = AdversarialResult(model, reward, disc)
     t0 = time.time()

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,14 +41,14 @@ class AIRLDiscriminator(Discriminator):
                                nn.LeakyReLU(), nn.Linear(st.disc_hidden, 1), nn.Tanh())
 
     def potential(self, obs: Any, absorbing: torch.Tensor) -> torch.Tensor:
-        o = torch.as_tensor(obs, dtype=torch.float32).reshape(len(absorbing), -1)
+        o = self.tensor(np.asarray(obs, np.float32)).reshape(len(absorbing), -1)
         z = ((o - self.reward.obs_mean) / self.reward.obs_std).clamp(-CLIP, CLIP)
         return torch.where(absorbing, 0.0, self.h(z).squeeze(-1))
 
     def logits(self, rows: Rows, log_pi: torch.Tensor | None) -> torch.Tensor:
         assert log_pi is not None
-        ab = torch.as_tensor(rows.absorbing)
-        ends = torch.as_tensor(rows.done) | ab
+        ab = self.tensor(rows.absorbing)
+        ends = self.tensor(rows.done) | ab
         shaping = self.st.gamma * torch.where(ends, 0.0, self.potential(rows.next_obs, ab)) - self.potential(rows.obs, ab)
         return self.st.disc_scale * self.score(rows) + shaping - log_pi
 

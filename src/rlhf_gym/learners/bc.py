@@ -5,6 +5,9 @@ actions: the MLP predicts the action rescaled to [-1, 1] by the action space's b
 squared error; the policy clips it back into the bounds. A share of the *episodes* (steps when there are
 too few episodes) is held out; training stops when the held-out loss has not improved for ``patience``
 epochs and the best weights are kept (early stopping, so a long run cannot over-fit the demonstrations).
+
+The network is built on the CPU (a seed gives the same initial weights everywhere) and trained on the device it
+is given, where it stays; the policy then acts there (see :mod:`rlhf_gym.learners.common`).
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def _split(n: int, groups: np.ndarray | None, frac: float, rng: np.random.Genera
 def train_bc(obs: np.ndarray, acts: np.ndarray, *, discrete: bool, n_actions: int | None = None,
              act_low: np.ndarray | None = None, act_high: np.ndarray | None = None,
              groups: np.ndarray | None = None, seed: int = 0, settings: BCSettings | None = None,
-             init: MLP | None = None) -> BCResult:
+             init: MLP | None = None, device: torch.device | str | None = None) -> BCResult:
     """Fit a policy to (state, action) pairs.
 
     Args:
@@ -108,6 +111,7 @@ def train_bc(obs: np.ndarray, acts: np.ndarray, *, discrete: bool, n_actions: in
             bounds of a continuous one.
         groups: episode index of each row, so whole episodes are held out for validation.
         init: continue from this model (DAgger refits on the growing data set); its scaling is refit.
+        device: where to train (a resolved device); None: where ``init`` lives, else the CPU.
     """
     st = settings or BCSettings()
     obs = np.asarray(obs, np.float32).reshape(len(obs), -1)
@@ -128,14 +132,20 @@ def train_bc(obs: np.ndarray, acts: np.ndarray, *, discrete: bool, n_actions: in
         a = np.asarray(acts, np.float32).reshape(len(obs), -1)
         y = torch.as_tensor(np.clip(2.0 * (a - low) / (high - low) - 1.0, -1.0, 1.0))
         n_out = a.shape[1]
-    state = torch.random.get_rng_state()
-    torch.manual_seed(int(seed))
-    model = init if init is not None else MLP(obs.shape[1], n_out, st.hidden)
-    torch.random.set_rng_state(state)
+    from rlhf_gym.devices import cpu_seed
+
+    if init is None:
+        with cpu_seed(seed):
+            model = MLP(obs.shape[1], n_out, st.hidden)
+    else:
+        model = init
+    if device is not None:
+        model.to(device)
+    dev = model.obs_mean.device
     mean, std = obs.mean(0), obs.std(0) + 1e-3
     model.obs_mean.copy_(torch.as_tensor(mean))
     model.obs_std.copy_(torch.as_tensor(std))
-    x = torch.as_tensor(obs)
+    x, y = torch.as_tensor(obs).to(dev), y.to(dev)
     tr, va = _split(len(obs), groups, st.val_frac, rng)
     loss_fn: nn.Module = nn.CrossEntropyLoss() if discrete else nn.MSELoss()
     opt = torch.optim.Adam(model.parameters(), lr=st.lr, weight_decay=st.weight_decay)
@@ -143,7 +153,7 @@ def train_bc(obs: np.ndarray, acts: np.ndarray, *, discrete: bool, n_actions: in
     res = BCResult(model, discrete, low, high, 0, 0)
     for epoch in range(1, st.max_epochs + 1):
         model.train()
-        perm = torch.as_tensor(tr)[torch.randperm(len(tr), generator=gen)]
+        perm = torch.as_tensor(tr)[torch.randperm(len(tr), generator=gen)].to(dev)
         total = 0.0
         for i in range(0, len(perm), st.batch_size):
             idx = perm[i:i + st.batch_size]
@@ -155,7 +165,8 @@ def train_bc(obs: np.ndarray, acts: np.ndarray, *, discrete: bool, n_actions: in
         res.train_loss.append(total / max(len(tr), 1))
         model.eval()
         with torch.no_grad():
-            val = float(loss_fn(model(x[va]), y[va])) if len(va) else res.train_loss[-1]
+            va_t = torch.as_tensor(va, dtype=torch.long).to(dev)
+            val = float(loss_fn(model(x[va_t]), y[va_t])) if len(va) else res.train_loss[-1]
         res.val_loss.append(val)
         res.epochs = epoch
         if val < best - 1e-6:
@@ -182,11 +193,12 @@ def pretrain_sb3_policy(algo: Any, obs: np.ndarray, acts: np.ndarray, *, groups:
 
     st = settings or BCSettings()
     policy = algo.policy
-    obs_t = torch.as_tensor(np.asarray(obs, np.float32).reshape(len(obs), *algo.observation_space.shape))
+    dev = policy.device  # the demonstrations go where SB3 put the policy (the run's --device)
+    obs_t = torch.as_tensor(np.asarray(obs, np.float32).reshape(len(obs), *algo.observation_space.shape)).to(dev)
     acts_np = np.asarray(acts)
     if isinstance(algo, SAC):
         actor = policy.actor
-        scaled = torch.as_tensor(policy.scale_action(acts_np.astype(np.float32).reshape(len(obs), -1)))
+        scaled = torch.as_tensor(policy.scale_action(acts_np.astype(np.float32).reshape(len(obs), -1))).to(dev)
         params = list(actor.parameters())
 
         def nll(idx: torch.Tensor) -> torch.Tensor:
@@ -194,13 +206,13 @@ def pretrain_sb3_policy(algo: Any, obs: np.ndarray, acts: np.ndarray, *, groups:
             dist = actor.action_dist.proba_distribution(mean, log_std, **kw)
             return -dist.log_prob(scaled[idx].clamp(-0.999, 0.999)).mean()
     else:
-        acts_t = torch.as_tensor(acts_np)
+        acts_t = torch.as_tensor(acts_np).to(dev)
         if acts_t.dim() == 1 and algo.action_space.shape:
             acts_t = acts_t[:, None]
         params = [p for n, p in policy.named_parameters() if not n.startswith("value_net")]
 
         def nll(idx: torch.Tensor) -> torch.Tensor:
-            _v, lp, _e = policy.evaluate_actions(obs_t[idx].to(policy.device), acts_t[idx].to(policy.device))
+            _v, lp, _e = policy.evaluate_actions(obs_t[idx], acts_t[idx])
             return -lp.mean()
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(int(seed))
@@ -209,14 +221,14 @@ def pretrain_sb3_policy(algo: Any, obs: np.ndarray, acts: np.ndarray, *, groups:
     best, best_epoch, best_state, epoch = np.inf, 0, None, 0
     policy.set_training_mode(True)
     for epoch in range(1, st.max_epochs + 1):
-        perm = torch.as_tensor(tr)[torch.randperm(len(tr), generator=gen)]
+        perm = torch.as_tensor(tr)[torch.randperm(len(tr), generator=gen)].to(dev)
         for i in range(0, len(perm), st.batch_size):
             loss = nll(perm[i:i + st.batch_size])
             opt.zero_grad()
             loss.backward()
             opt.step()
         with torch.no_grad():
-            val = float(nll(torch.as_tensor(va if len(va) else tr)))
+            val = float(nll(torch.as_tensor(va if len(va) else tr).to(dev)))
         if val < best - 1e-6:
             best, best_epoch = val, epoch
             best_state = {k: v.detach().clone() for k, v in policy.state_dict().items()}

@@ -4,6 +4,12 @@ A learner answers ``act``/``greedy`` for the loop and learns from :class:`Credit
 (+1 good, -1 bad) spread over the steps it may judge. Weights are saved with safetensors together with a
 small JSON header, and :func:`load_mlp_policy` (registered in ``runs.POLICY_LOADERS`` as ``torch-mlp``)
 rebuilds the greedy policy without unpickling anything.
+
+Devices: a learner's network is built on the CPU (a seed gives the same initial weights everywhere) and moved to
+the device it is given; its updates run there, and so does acting: each step's observation goes to the network's
+device and the answer comes back. For these 64-unit networks and one observation a step that round trip costs
+more than the arithmetic on a GPU, so ``--device cpu`` is usually the faster choice for evaluative runs; the
+device is honoured anyway, so one command means the same everywhere. Saved weights are CPU tensors.
 """
 
 from __future__ import annotations
@@ -66,6 +72,10 @@ class Batch:
     group_value: torch.Tensor
     group_scale: torch.Tensor
     group_annotator_weight: torch.Tensor  # each answer's annotator weight (1 unless flagged)
+
+    def to(self, device: torch.device | str) -> Batch:
+        """Every tensor on ``device`` (the learner's network's)."""
+        return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
 
     @classmethod
     def of(cls, credits: Sequence[Credit]) -> Batch:
@@ -213,9 +223,11 @@ class MLP(nn.Module):
         return np.argmax(self.outputs(obs), axis=1)
 
     def outputs(self, obs: np.ndarray) -> np.ndarray:
-        """Outputs for one observation (or a batch) as numpy, without building a graph."""
+        """Outputs for one observation (or a batch) as numpy, without building a graph; computed on the
+        network's device (the observation goes there, the outputs come back)."""
         with torch.no_grad():
-            return self(torch.as_tensor(np.asarray(obs, np.float32))).numpy()
+            x = torch.as_tensor(np.asarray(obs, np.float32)).to(self.obs_mean.device)
+            return self(x).cpu().numpy()
 
 
 def as_batch(steps: Sequence[tuple[np.ndarray, int, float]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -230,12 +242,13 @@ def save_mlp(model: MLP, path: str | Path, meta: dict[str, Any]) -> Path:
     path = Path(path)
     header = {"obs_dim": str(model.obs_dim), "n_out": str(model.n_out), "hidden": json.dumps(list(model.hidden)),
               "meta": json.dumps(meta)}
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path), metadata=header)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path), metadata=header)
     return path
 
 
-def load_mlp(path: str | Path) -> tuple[MLP, dict[str, Any]]:
-    """Rebuild an :class:`MLP` saved by :func:`save_mlp` (safetensors: no code is unpickled)."""
+def load_mlp(path: str | Path, device: torch.device | str | None = None) -> tuple[MLP, dict[str, Any]]:
+    """Rebuild an :class:`MLP` saved by :func:`save_mlp` (safetensors: no code is unpickled), on ``device``
+    (default: the CPU)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -244,7 +257,9 @@ def load_mlp(path: str | Path) -> tuple[MLP, dict[str, Any]]:
         model = MLP(int(header["obs_dim"]), int(header["n_out"]), json.loads(header["hidden"]))
     except KeyError as e:
         raise ValueError(f"{path} is not an rlhf-gym policy file (missing {e} in its header)") from e
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(load_file(str(path), device="cpu"))
+    if device is not None:
+        model.to(device)
     model.eval()
     return model, json.loads(header.get("meta", "{}"))
 
@@ -360,12 +375,16 @@ class FeedbackLearner:
     defaults: Mapping[str, Any] = {}
 
     def __init__(self, obs_dim: int, n_actions: int, rng: np.random.Generator,
-                 settings: LearnerSettings | None = None) -> None:
+                 settings: LearnerSettings | None = None, device: torch.device | str = "cpu") -> None:
+        """``device``: a resolved device (``cpu``, ``cuda``, ``cuda:N``) the network is trained and acts on."""
+        from rlhf_gym.devices import cpu_seed
+
         self.s = settings or LearnerSettings.from_extra(dict(self.defaults))
         self.obs_dim, self.n_actions, self.rng = obs_dim, n_actions, rng
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(rng.integers(2**31)))
+        self.device = torch.device(device)
+        with cpu_seed(int(rng.integers(2**31))):  # built on the CPU, then moved
             self.model = MLP(obs_dim, n_actions, self.s.hidden)
+        self.model.to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.s.lr, weight_decay=self.s.weight_decay)
         self.scaler = ObsScaler(obs_dim)
         self.scaler_frozen = False
@@ -429,7 +448,7 @@ class FeedbackLearner:
         for group in self.opt.param_groups:
             group["lr"] = self.step_size()
         for _ in range(self.s.updates_per_answer):
-            batch = Batch.of([self.replay[i] for i in self._batch_indices()])
+            batch = Batch.of([self.replay[i] for i in self._batch_indices()]).to(self.device)
             loss = self.loss(batch)
             if loss.requires_grad:
                 self.opt.zero_grad()

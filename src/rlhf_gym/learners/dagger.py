@@ -38,7 +38,8 @@ def dagger(env: Any, source: FeedbackSource, budget: int, *, discrete: bool, n_a
            act_low: np.ndarray | None = None, act_high: np.ndarray | None = None,
            init_obs: np.ndarray | None = None, init_acts: np.ndarray | None = None, rounds: int = 5,
            beta0: float = 1.0, seed: int = 0, env_id: str = "", run_id: str | None = None,
-           settings: BCSettings | None = None, on_round: Callable[[DaggerResult], None] | None = None) -> DaggerResult:
+           settings: BCSettings | None = None, on_round: Callable[[DaggerResult], None] | None = None,
+           device: str = "cpu") -> DaggerResult:
     """Run DAgger for ``budget`` labels (see the module docstring); returns the final BC fit and counts.
 
     Args:
@@ -46,13 +47,15 @@ def dagger(env: Any, source: FeedbackSource, budget: int, *, discrete: bool, n_a
         source: a demonstration teacher answering :class:`ActionQuery` (``data["action"]``).
         init_obs, init_acts: demonstrations to start from (BC on them before the first round), or None.
         rounds: refits; the budget is split evenly between them.
+        device: where every refit trains (and the policy acts), a resolved device.
     """
     if budget < 1:
         raise ValueError(f"DAgger needs a budget of at least one label, got {budget}")
     rng = np.random.default_rng(seed)
     obs_rows: list[np.ndarray] = [] if init_obs is None else list(np.asarray(init_obs, np.float32))
     act_rows: list[Any] = [] if init_acts is None else list(np.asarray(init_acts))
-    bc_kw = dict(discrete=discrete, n_actions=n_actions, act_low=act_low, act_high=act_high, settings=settings)
+    bc_kw = dict(discrete=discrete, n_actions=n_actions, act_low=act_low, act_high=act_high, settings=settings,
+                 device=device)
     fit = train_bc(np.asarray(obs_rows), np.asarray(act_rows), seed=seed, **bc_kw) if obs_rows else None
     res = DaggerResult(bc=fit)  # type: ignore[arg-type]
     per_round = [budget // rounds + (1 if i < budget % rounds else 0) for i in range(rounds)]

@@ -41,9 +41,9 @@ def learner_class(name: str) -> type[FeedbackLearner]:
 
 
 def make_learner(name: str, obs_dim: int, n_actions: int, rng: np.random.Generator,
-                 settings: LearnerSettings | None = None) -> FeedbackLearner:
-    """A fresh learner; ``settings`` None gives the learner's own defaults."""
-    return learner_class(name)(obs_dim, n_actions, rng, settings)
+                 settings: LearnerSettings | None = None, device: str = "cpu") -> FeedbackLearner:
+    """A fresh learner; ``settings`` None gives the learner's own defaults; its network lives on ``device``."""
+    return learner_class(name)(obs_dim, n_actions, rng, settings, device=device)
 
 
 @dataclass

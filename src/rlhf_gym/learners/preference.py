@@ -131,7 +131,8 @@ def default_timesteps(algo: str, max_episode_steps: int | None) -> int:
 
 
 def make_algo(algo: str, venv: Any, seed: int, timesteps: int, device: str = "cpu") -> Any:
-    """The SB3 algorithm with this project's fixed defaults (not tuned per task); a CNN policy for images."""
+    """The SB3 algorithm with this project's fixed defaults (not tuned per task); a CNN policy for images.
+    ``device``: a resolved device (:func:`rlhf_gym.devices.resolve_device`), handed to SB3."""
     from stable_baselines3 import PPO, SAC
 
     from rlhf_gym.learners.pixel_policy import sb3_policy
@@ -156,12 +157,14 @@ class PreferenceLoop:
                  st: PreferenceSettings, algo_name: str, timesteps: int, run: RunDir, store: Any, run_id: str,
                  source: FeedbackSource | None, reward: RewardModel, venv: LearnedRewardVecEnv,
                  threshold: float | None, weighting: WeightPolicy | None = None, learn_reward: bool = True,
-                 demos: Sequence[Any] = ()) -> None:
+                 demos: Sequence[Any] = (), device: str = "cpu") -> None:
         """Parts of the run, given by its job: ``source`` asks for labels (None: optimise ``reward`` as it
         is), ``venv`` carries ``reward`` into SB3, ``weighting`` is the annotator weighting policy,
         ``learn_reward=False`` (a given reward model) skips the exploration pre-training, and ``demos``
         (stored demonstrations: ``feedback_id``, ``annotator_id``, ``traj``) become synthetic comparisons
-        (see :meth:`add_demo_pairs`)."""
+        (see :meth:`add_demo_pairs`). ``device`` (a resolved one) is where the reward model is fitted and the
+        demonstrations' clone is trained; the job builds SB3 on it too."""
+        self.device = device
         self.env_id, self.seed, self.segment_length = env_id, seed, segment_length
         self.st, self.algo_name, self.timesteps = st, algo_name, timesteps
         self.run, self.store, self.run_id, self.source = run, store, run_id, source
@@ -364,10 +367,11 @@ class PreferenceLoop:
         acts = np.concatenate([np.asarray(d.traj.acts) for d in demos])
         groups = np.concatenate([np.full(len(d.traj), i) for i, d in enumerate(demos)])
         if self.discrete:
-            fit = train_bc(obs, acts, discrete=True, n_actions=int(space.n), groups=groups, seed=self.seed)
+            fit = train_bc(obs, acts, discrete=True, n_actions=int(space.n), groups=groups, seed=self.seed,
+                           device=self.device)
         else:
             fit = train_bc(obs, acts, discrete=False, act_low=space.low, act_high=space.high, groups=groups,
-                           seed=self.seed)
+                           seed=self.seed, device=self.device)
         clone = fit.policy()
 
         levels: list[list[Trajectory]] = [[d.traj for d in demos]]
@@ -452,11 +456,11 @@ class PreferenceLoop:
         self.fit_ids = list(ids)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", InvertedRewardWarning)
-            m = fit_reward_model(self.reward, pairs, self.rng, warm=warm, weights=weights)
+            m = fit_reward_model(self.reward, pairs, self.rng, warm=warm, weights=weights, device=self.device)
             self.judge_heldout(m, warm=warm)
             if m["inverted"]:  # one fresh restart before believing it
                 reinitialise(self.reward, int(self.rng.integers(2**31)))
-                m = fit_reward_model(self.reward, pairs, self.rng, warm=False, weights=weights)
+                m = fit_reward_model(self.reward, pairs, self.rng, warm=False, weights=weights, device=self.device)
                 self.judge_heldout(m, warm=False)
         self.trained_once = True
         if m["inverted"]:

@@ -5,6 +5,9 @@ Every policy is an SB3 model trained on ``weights @ vector_reward`` through
 :class:`~rlhf_gym.morl.envs.ScalarisedReward`; its outcome is each objective's return, measured with
 :func:`rlhf_gym.rollouts.evaluate_policy`. With linear weights the optimal policies lie on the convex
 hull of the front (a known limit of weight sweeps; concave parts of a front are not reached).
+
+Training (from scratch or fine-tuning) runs on the ``device`` it is given (a resolved one, the run's
+``--device``); models loaded only to act (sampling outcomes, ``evaluate``, ``video``) are loaded on the CPU.
 """
 
 from __future__ import annotations
@@ -39,18 +42,18 @@ def weight_grid(k: int, n: int, rng: np.random.Generator | None = None) -> np.nd
     return np.stack(base[:n])
 
 
-def make_algo(algo: str, venv: Any, seed: int) -> Any:
-    """SB3 PPO or DQN with this module's fixed defaults (the same for every task)."""
+def make_algo(algo: str, venv: Any, seed: int, device: str = "cpu") -> Any:
+    """SB3 PPO or DQN with this module's fixed defaults (the same for every task), on ``device``."""
     from stable_baselines3 import DQN, PPO
 
     from rlhf_gym.runtime import quiet_sb3
 
     if algo == "ppo":
-        return quiet_sb3(PPO("MlpPolicy", venv, n_steps=128, batch_size=128, ent_coef=0.05, seed=seed, device="cpu",
+        return quiet_sb3(PPO("MlpPolicy", venv, n_steps=128, batch_size=128, ent_coef=0.05, seed=seed, device=device,
                              verbose=0))
     if algo == "dqn":
         return quiet_sb3(DQN("MlpPolicy", venv, learning_starts=500, exploration_fraction=0.5, train_freq=4,
-                             target_update_interval=500, seed=seed, device="cpu", verbose=0))
+                             target_update_interval=500, seed=seed, device=device, verbose=0))
     raise ValueError(f"policy algorithm must be one of {', '.join(ALGOS)}, got {algo!r}")
 
 
@@ -61,8 +64,9 @@ def _venv(env_id: str, weights: np.ndarray, n_envs: int, seed: int) -> Any:
 
 
 def train_policy(env_id: str, weights: Any, timesteps: int, seed: int = 0, algo: str = "ppo",
-                 init: str | Path | None = None) -> Any:
-    """An SB3 model trained for ``timesteps`` on ``weights @ reward``; ``init`` (a saved model) fine-tunes."""
+                 init: str | Path | None = None, device: str = "cpu") -> Any:
+    """An SB3 model trained on ``device`` for ``timesteps`` on ``weights @ reward``; ``init`` (a saved model)
+    fine-tunes."""
     from rlhf_gym.learners.sb3_policy import _algo_class
 
     w = np.asarray(weights, float)
@@ -70,10 +74,10 @@ def train_policy(env_id: str, weights: Any, timesteps: int, seed: int = 0, algo:
     if init is not None:
         from rlhf_gym.runtime import quiet_sb3
 
-        model = quiet_sb3(_algo_class(algo).load(str(init), env=venv, device="cpu"))
+        model = quiet_sb3(_algo_class(algo).load(str(init), env=venv, device=device))
         model.set_random_seed(seed)
     else:
-        model = make_algo(algo, venv, seed)
+        model = make_algo(algo, venv, seed, device=device)
     model.learn(total_timesteps=int(timesteps), reset_num_timesteps=init is None)
     return model
 
@@ -143,13 +147,13 @@ class ParetoSet:
 
 def build_pareto_set(env_id: str, objectives: Sequence[str], weights: np.ndarray, timesteps: int, out_dir: Path,
                      seed: int = 0, algo: str = "ppo", eval_episodes: int = 5,
-                     log: Callable[[str], None] = print) -> ParetoSet:
-    """A weight sweep: one policy per row of ``weights``, each trained from scratch, with its
+                     log: Callable[[str], None] = print, device: str = "cpu") -> ParetoSet:
+    """A weight sweep: one policy per row of ``weights``, each trained from scratch on ``device``, with its
     per-objective returns (saved under ``out_dir``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     ps = ParetoSet(env_id, tuple(objectives))
     for i, w in enumerate(weights):
-        model = train_policy(env_id, w, timesteps, seed=seed + i, algo=algo)
+        model = train_policy(env_id, w, timesteps, seed=seed + i, algo=algo, device=device)
         _add_policy(ps, model, w, out_dir, eval_episodes, log, f"{i + 1}/{len(weights)}")
     return ps
 
@@ -157,14 +161,14 @@ def build_pareto_set(env_id: str, objectives: Sequence[str], weights: np.ndarray
 def build_pareto_set_ols(env_id: str, objectives: Sequence[str], n_policies: int, timesteps: int, out_dir: Path,
                          seed: int = 0, algo: str = "ppo", eval_episodes: int = 5,
                          log: Callable[[str], None] = print, rng: np.random.Generator | None = None,
-                         reuse: bool = True, attempts: int = 2) -> ParetoSet:
+                         reuse: bool = True, attempts: int = 2, device: str = "cpu") -> ParetoSet:
     """Optimistic linear support (:mod:`rlhf_gym.morl.ols`): up to ``n_policies`` policies, each at the
     corner weight where the set can still improve the most.
 
     The simplex's corners are trained from scratch. At any other corner the first attempt fine-tunes the
     set's best policy for that weight (``reuse``); RL is an approximate solver, so a corner where the new
     policy does not improve the set is tried again from scratch (``attempts`` in all) before its value is
-    trusted as the bound OLS relies on. Stops early when no corner can improve the set.
+    trusted as the bound OLS relies on. Stops early when no corner can improve the set. Trains on ``device``.
     """
     from rlhf_gym.morl.ols import next_weight, set_value
 
@@ -184,7 +188,7 @@ def build_pareto_set_ols(env_id: str, objectives: Sequence[str], n_policies: int
         src = ps.best_for(w) if reuse and attempt == 0 and ps.entries and np.isfinite(gain) else None
         init = None if src is None else out_dir / ps.entries[src].path
         before = float(set_value(ps.returns, w)[0]) if ps.entries else -np.inf
-        model = train_policy(env_id, w, timesteps, seed=seed + i, algo=algo, init=init)
+        model = train_policy(env_id, w, timesteps, seed=seed + i, algo=algo, init=init, device=device)
         how = "from scratch" if src is None else f"fine-tuned from policy {src + 1}"
         _add_policy(ps, model, w, out_dir, eval_episodes, log, f"{i + 1}/{n_policies}",
                     f" ({how}; possible gain {gain:.3g})" if ps.entries else "")

@@ -27,8 +27,10 @@ def _store(run_dir: str, db: str | None):  # noqa: ANN202 - lazy import keeps --
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
+    from rlhf_gym.devices import resolve_device
     from rlhf_gym.rewards.training import retrain_from_store
 
+    device = resolve_device(args.device)  # a bad or absent device is a usage error before anything is read
     store = _store(args.run_dir, args.db)
     try:
         d = Path(args.run_dir)
@@ -43,7 +45,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         weighting = load_monitoring()[1]
         weights = None if weighting.mode == "off" else training_weights(store, weighting, run_id=args.run_id)
         model_id, m = retrain_from_store(store, out, run_id=args.run_id, seed=args.seed, env_id=env_id,
-                                         annotator_weights=weights)
+                                         annotator_weights=weights, device=device)
         current = d / "reward_model.safetensors"
         if current.exists():
             keep = d / "reward_models" / f"before-retrain-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
@@ -57,7 +59,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         store.close()
     acc = m.get("heldout_accuracy")
     print(f"retrained reward model {model_id} on {m['feedback_ids']} label(s) (withdrawn ones left out); "
-          f"held-out accuracy {'-' if acc is None else f'{acc:.2f}'}")
+          f"held-out accuracy {'-' if acc is None else f'{acc:.2f}'}; fitted on {m['device']}")
     print(f"written to {current} (also {out})")
     if m.get("warning"):
         print(f"WARNING: {m['warning']}")
@@ -90,6 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rt.add_argument("--db", default=None, help="store path or URL (default DIR/feedback.db)")
     rt.add_argument("--run-id", default=None, help="only this run's labels (default: every label in the store)")
     rt.add_argument("--seed", type=int, default=0)
+    rt.add_argument("--device", default="auto", help="where to fit: auto (GPU when present), cpu or cuda[:N]")
     rt.set_defaults(func=cmd_retrain)
 
     lab = subparsers.add_parser("labels", help="preference labels: export and convert")

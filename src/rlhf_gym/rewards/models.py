@@ -19,6 +19,12 @@ features and the absorbing flag and fed to the same ``tanh``-bounded MLP head; p
 fixed ``1 / 255`` (no mean/std statistics), the absorbing state is a black image with its flag set, and
 images stay ``uint8`` until a member's forward pass so a batch of clips costs a quarter of the memory.
 Image models take ``inputs="obs_act"`` only, and run :meth:`RewardModel.reward` through PyTorch.
+
+Devices: a model is built on the CPU (so a seed gives the same initial weights everywhere) and fitted on the
+device it is given (``fit_reward_model(..., device=)``; ``model.to(device)`` works too). Wherever it lives,
+:meth:`RewardModel.reward` for flat observations runs in numpy on CPU copies of its weights, refreshed
+whenever a weight or statistic changed or the model moved; image models run their CNNs on the model's
+device. Saved files always hold CPU tensors; :meth:`RewardModel.load` puts them on the device asked for.
 """
 
 from __future__ import annotations
@@ -128,6 +134,10 @@ class PixelFeatures:
     def __len__(self) -> int:
         return int(self.vec.shape[0])
 
+    def to(self, device: torch.device | str) -> PixelFeatures:
+        """Both parts on ``device`` (images keep their dtype)."""
+        return PixelFeatures(self.img.to(device), self.vec.to(device))
+
 
 Features = torch.Tensor | PixelFeatures  # what a member's forward takes
 
@@ -200,7 +210,8 @@ def _stacked_layers(members: nn.ModuleList) -> list[tuple[np.ndarray, np.ndarray
         layers: list[tuple[np.ndarray, np.ndarray, str, float]] = []
         for mod in seq:  # type: ignore[attr-defined]
             if isinstance(mod, nn.Linear):
-                layers.append((mod.weight.detach().numpy().T.copy(), mod.bias.detach().numpy().copy(), "", 0.0))
+                layers.append((mod.weight.detach().cpu().numpy().T.copy(), mod.bias.detach().cpu().numpy().copy(),
+                               "", 0.0))
             elif isinstance(mod, nn.LeakyReLU | nn.Tanh) and layers and not layers[-1][2]:
                 w, b, _, _ = layers[-1]
                 act = "leaky" if isinstance(mod, nn.LeakyReLU) else "tanh"
@@ -237,13 +248,13 @@ class RewardModel(nn.Module):
     def __init__(self, cfg: RewardModelConfig, seed: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        if cfg.encoder == "cnn":
-            self.members = nn.ModuleList([PixelMember(cfg) for _ in range(cfg.ensemble)])
-        else:
-            self.members = nn.ModuleList([_mlp(cfg.in_dim, cfg.hidden, cfg.layers) for _ in range(cfg.ensemble)])
-        torch.random.set_rng_state(gen_state)
+        from rlhf_gym.devices import cpu_seed
+
+        with cpu_seed(seed):  # built on the CPU: the same initial weights on every machine
+            if cfg.encoder == "cnn":
+                self.members = nn.ModuleList([PixelMember(cfg) for _ in range(cfg.ensemble)])
+            else:
+                self.members = nn.ModuleList([_mlp(cfg.in_dim, cfg.hidden, cfg.layers) for _ in range(cfg.ensemble)])
         self.register_buffer("obs_mean", torch.zeros(cfg.obs_dim))
         self.register_buffer("obs_std", torch.ones(cfg.obs_dim))
         # output normalisation: reward = (raw - anchor) / scale; anchor is r(absorbing) once seen
@@ -295,6 +306,17 @@ class RewardModel(nn.Module):
         """Whether observations are images (CNN members)."""
         return self.cfg.encoder == "cnn"
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live (the CPU unless it was moved or fitted elsewhere)."""
+        return self.anchor.device
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> RewardModel:
+        """Moving or casting (``.to``, ``.cuda``, ``.cpu``) makes new tensors: the numpy copies are rebuilt."""
+        self.__dict__.pop("_np_tensors", None)
+        self.__dict__.pop("_np_cache", None)
+        return super()._apply(fn, *args, **kwargs)
+
     # -- features --------------------------------------------------------------------------------
     def fit_input_normalisation(self, obs: np.ndarray) -> None:
         """Set observation mean/std from data (called once, before the first training). Images keep
@@ -315,8 +337,12 @@ class RewardModel(nn.Module):
         """Network input for ``N`` steps as float32 (N, in_dim): normalised obs, action (one-hot or
         scaled to [-1, 1]) or normalised next obs, then the absorbing flag. Flat models only: an image
         model's input is :meth:`pixel_features`."""
+        st = self._numpy_state()
+        return self._features_np(st.mean, st.std, obs, acts, next_obs, absorbing)
+
+    def _features_np(self, mean: np.ndarray, std: np.ndarray, obs: np.ndarray, acts: np.ndarray | None,
+                     next_obs: np.ndarray | None, absorbing: np.ndarray | None) -> np.ndarray:
         cfg = self.cfg
-        mean, std = self.obs_mean.numpy(), self.obs_std.numpy()  # views: always current
         o = np.asarray(obs, np.float32).reshape(-1, cfg.obs_dim)
         n = o.shape[0]
         on = _clip((o - mean) / std)
@@ -380,7 +406,9 @@ class RewardModel(nn.Module):
         return torch.from_numpy(self.features_np(obs, acts, next_obs, absorbing))
 
     def member_rewards(self, x: Features) -> torch.Tensor:
-        """Raw (un-normalised) per-member rewards for feature rows ``x``: shape (K, N)."""
+        """Raw (un-normalised) per-member rewards for feature rows ``x``: shape (K, N), on the model's device
+        (``x`` is moved there if it is elsewhere)."""
+        x = x.to(self.device)
         return torch.stack([m(x).squeeze(-1) for m in self.members])
 
     def absorbing_raw(self) -> torch.Tensor:
@@ -406,31 +434,36 @@ class RewardModel(nn.Module):
         PyTorch's per-operation overhead would cost more than the arithmetic. Image models run their
         CNNs in PyTorch.
         """
-        layers = self._numpy_layers()
-        if layers is None:
-            raw = self.member_rewards(self.features(obs, acts, next_obs, absorbing)).mean(0).numpy()
+        st = self._numpy_state()
+        if st.layers is None:
+            raw = self.member_rewards(self.features(obs, acts, next_obs, absorbing)).mean(0).cpu().numpy()
         else:
-            x = self.features_np(obs, acts, next_obs, absorbing)
-            for w, b, act, slope in layers:
+            x = self._features_np(st.mean, st.std, obs, acts, next_obs, absorbing)
+            for w, b, act, slope in st.layers:
                 x = x @ w + b
                 if act == "leaky":
                     x = np.maximum(x, slope * x) if 0 <= slope <= 1 else np.where(x > 0, x, slope * x)
                 elif act == "tanh":
                     x = np.tanh(x)
             raw = x.mean(1)
-        return ((raw - float(self.anchor)) / float(self.scale)).astype(np.float32)
+        return ((raw - st.anchor) / st.scale).astype(np.float32)
 
-    def _numpy_layers(self) -> list[tuple[np.ndarray, np.ndarray, str, float]] | None:
-        """The ensemble's weights stacked for :meth:`reward`, rebuilt whenever any parameter changed
-        (PyTorch bumps a tensor's ``_version`` on every in-place update: optimiser steps, loading)."""
-        params = self.__dict__.get("_np_params")
-        if params is None:  # the same Parameter objects for the model's life (loading copies in place)
-            params = self.__dict__["_np_params"] = list(self.parameters())
-        key = tuple(p._version for p in params)
+    def _numpy_state(self) -> _NumpyState:
+        """CPU (numpy) copies of what :meth:`reward` reads: the ensemble's weights stacked (None for image
+        models), the observation statistics and the output anchor and scale. Rebuilt whenever any of them
+        changed (PyTorch bumps a tensor's ``_version`` on every in-place update: optimiser steps, loading,
+        ``fill_``) or the model moved (:meth:`_apply`), so they follow the weights on any device; reading a
+        GPU model's weights back costs a copy only after they changed, not on every call."""
+        tensors = self.__dict__.get("_np_tensors")
+        if tensors is None:  # the same tensors until the model moves (loading copies in place)
+            tensors = self.__dict__["_np_tensors"] = [*self.parameters(), self.obs_mean, self.obs_std,
+                                                      self.anchor, self.scale]
+        key = tuple(t._version for t in tensors)
         cached = self.__dict__.get("_np_cache")
         if cached is None or cached[0] != key:
-            cached = (key, _stacked_layers(self.members))
-            self.__dict__["_np_cache"] = cached
+            state = _NumpyState(_stacked_layers(self.members), self.obs_mean.detach().cpu().numpy().copy(),
+                                self.obs_std.detach().cpu().numpy().copy(), float(self.anchor), float(self.scale))
+            cached = self.__dict__["_np_cache"] = (key, state)
         return cached[1]
 
     @torch.no_grad()
@@ -458,15 +491,16 @@ class RewardModel(nn.Module):
         if path.suffix != ".safetensors":
             path = path.with_suffix(".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}  # CPU always
         save_file(tensors, str(path))
         path.with_suffix(".json").write_text(json.dumps({"format": "rlhf-gym-reward-v1", **asdict(self.cfg)},
                                                         indent=2) + "\n")
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> RewardModel:
-        """Load a model written by :meth:`save`; ``path`` may be the file or a run folder holding one."""
+    def load(cls, path: str | Path, device: torch.device | str | None = None) -> RewardModel:
+        """Load a model written by :meth:`save`; ``path`` may be the file or a run folder holding one.
+        Its weights go to ``device`` (default: the CPU)."""
         from safetensors.torch import load_file
 
         path = Path(path)
@@ -481,9 +515,22 @@ class RewardModel(nn.Module):
         if meta.pop("format", None) != "rlhf-gym-reward-v1":
             raise ValueError(f"{meta_path} is not an rlhf-gym reward model description")
         model = cls(RewardModelConfig(**meta))
-        model.load_state_dict(load_file(str(path)))
+        model.load_state_dict(load_file(str(path), device="cpu"))
+        if device is not None:
+            model.to(device)
         model.eval()
         return model
+
+
+@dataclass(frozen=True)
+class _NumpyState:
+    """What :meth:`RewardModel.reward` computes with, as CPU copies (see :meth:`RewardModel._numpy_state`)."""
+
+    layers: list[tuple[np.ndarray, np.ndarray, str, float]] | None
+    mean: np.ndarray
+    std: np.ndarray
+    anchor: float
+    scale: float
 
 
 def _guess_channels_last(shape: tuple[int, ...]) -> bool:

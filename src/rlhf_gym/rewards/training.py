@@ -77,8 +77,13 @@ class PairData:
         return int(self.y.shape[0])
 
     def subset(self, idx: np.ndarray) -> PairData:
-        t = torch.as_tensor(idx, dtype=torch.long)
+        t = torch.as_tensor(idx, dtype=torch.long).to(self.y.device)
         return PairData(self.x[t], self.mask[t], self.y[t], None if self.w is None else self.w[t])
+
+    def to(self, device: torch.device | str) -> PairData:
+        """Every tensor on ``device`` (the model's, for a fit or a prediction)."""
+        return PairData(self.x.to(device), self.mask.to(device), self.y.to(device),
+                        None if self.w is None else self.w.to(device))
 
 
 def segment_arrays(segs: Sequence[Segment]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -89,7 +94,13 @@ def segment_arrays(segs: Sequence[Segment]) -> tuple[np.ndarray, np.ndarray, np.
 
 def make_pair_data(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]],
                    weights: Sequence[float] | None = None) -> PairData:
-    """Featurise ``(left, right, label)`` triples for ``model`` (clips of any lengths are padded)."""
+    """Featurise ``(left, right, label)`` triples for ``model`` (clips of any lengths are padded), on the
+    model's device: built on the CPU, then moved in one go."""
+    return _cpu_pair_data(model, pairs, weights).to(model.device)
+
+
+def _cpu_pair_data(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]],
+                   weights: Sequence[float] | None) -> PairData:
     if not pairs:
         f = model.cfg.in_dim
         x0: torch.Tensor | PixelFeatures = torch.zeros(0, 2, 1, f)
@@ -155,7 +166,7 @@ def member_preferences(model: RewardModel, pairs: Sequence[tuple[Segment, Segmen
     """Each ensemble member's ``P(left better)`` for each pair: shape (K, P). The one way to ask the
     ensemble for a preference (query selection and the diagnostics both use it)."""
     data = make_pair_data(model, [(a, b, 0.5) for a, b in pairs])
-    return torch.sigmoid(torch.stack([member_logits(m, data) for m in model.members])).numpy()
+    return torch.sigmoid(torch.stack([member_logits(m, data) for m in model.members])).cpu().numpy()
 
 
 def bradley_terry_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
@@ -238,8 +249,12 @@ def _fit_member(member: nn.Module, train: PairData, val: PairData | None, steps:
 
 def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]], rng: np.random.Generator,
                      tc: RewardTrainConfig | None = None, warm: bool = False,
-                     weights: Sequence[float] | None = None) -> dict[str, Any]:
+                     weights: Sequence[float] | None = None,
+                     device: torch.device | str | None = None) -> dict[str, Any]:
     """Fit ``model`` in place on labelled pairs; returns diagnostics.
+
+    ``device`` (a resolved one: ``cpu``, ``cuda``, ``cuda:N``) moves the model there first, and it stays
+    there; None fits it where it is. The pairs are featurised on the CPU and moved to the model's device.
 
     ``warm=True`` continues from the current weights with fewer steps (incremental training between
     rounds); otherwise members train for up to ``tc.max_steps``. Always stops early on the
@@ -247,6 +262,8 @@ def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment,
     e.g. from :func:`rlhf_gym.governance.report.training_weights`.
     """
     tc = tc or RewardTrainConfig()
+    if device is not None:
+        model.to(device)
     n = len(pairs)
     out: dict[str, Any] = {"labels": n, "val_labels": 0, "val_accuracy": None, "oob_accuracy": None,
                            "heldout_accuracy": None, "inverted": False, "warning": None}
@@ -324,14 +341,18 @@ def inverted_message(correct: int, count: int) -> str:
 
 
 def reinitialise(model: RewardModel, seed: int) -> None:
-    """Fresh random weights for every member (normalisation statistics are kept)."""
-    g = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    for m in model.members:
-        for layer in m.modules():
-            if isinstance(layer, nn.Linear | nn.Conv2d):
-                layer.reset_parameters()
-    torch.random.set_rng_state(g)
+    """Fresh random weights for every member (normalisation statistics are kept). Drawn on the CPU, as a new
+    model's are, and copied to wherever the model lives: the same seed gives the same weights on any device."""
+    from rlhf_gym.devices import cpu_seed
+
+    device = model.device
+    with cpu_seed(seed):
+        model.to("cpu")
+        for m in model.members:
+            for layer in m.modules():
+                if isinstance(layer, nn.Linear | nn.Conv2d):
+                    layer.reset_parameters()
+    model.to(device)
 
 
 def pairs_from_store(store: FeedbackStore, run_id: str | None = None,
@@ -380,13 +401,15 @@ def normalise_output(model: RewardModel, pairs: Sequence[tuple[Segment, Segment,
 def retrain_from_store(store: FeedbackStore, out_dir: str | Path, run_id: str | None = None, seed: int = 0,
                        env_id: str | None = None, tc: RewardTrainConfig | None = None,
                        model_kwargs: dict[str, Any] | None = None,
-                       annotator_weights: Mapping[str, float] | None = None) -> tuple[str, dict[str, Any]]:
+                       annotator_weights: Mapping[str, float] | None = None,
+                       device: torch.device | str | None = None) -> tuple[str, dict[str, Any]]:
     """Rebuild a reward model from the store alone and record it with its lineage.
 
     Uses every non-withdrawn, non-skipped pair label (of ``run_id`` if given), trains from scratch,
     writes ``out_dir/reward_model.safetensors`` (+ ``.json``) and records it with
     ``store.record_model`` so the ids of the labels that trained it are its lineage.
-    ``annotator_weights`` down-weights (or, at 0, drops) flagged annotators' labels.
+    ``annotator_weights`` down-weights (or, at 0, drops) flagged annotators' labels. The fit runs on
+    ``device`` (a resolved one; None: the CPU); the saved file holds CPU tensors either way.
     Returns ``(model_id, metrics)``.
     """
     from rlhf_gym.envs import make_env
@@ -403,12 +426,12 @@ def retrain_from_store(store: FeedbackStore, out_dir: str | Path, run_id: str | 
     finally:
         env.close()
     metrics = fit_reward_model(model, pairs, np.random.default_rng(seed), tc,
-                               weights=None if annotator_weights is None else weights)
+                               weights=None if annotator_weights is None else weights, device=device)
     normalise_output(model, pairs)
     out = Path(out_dir)
     path = model.save(out / "reward_model.safetensors")
     model_id = store.record_model(path, ids, kind="reward", run_id=run_id)
-    metrics.update(model_id=model_id, path=str(path), feedback_ids=len(ids))
+    metrics.update(model_id=model_id, path=str(path), feedback_ids=len(ids), device=str(model.device))
     return model_id, metrics
 
 

@@ -33,12 +33,15 @@ def true_reward(cfg: TrainConfig) -> dict[str, Any]:
     algo_name = cfg.algo if cfg.algo != "auto" else ("ppo" if spec.discrete else "sac")
     timesteps = cfg.timesteps or default_timesteps(algo_name, spec.max_episode_steps)
     n_envs = int(cfg.extra.get("n_envs", PreferenceSettings.n_envs)) if algo_name == "ppo" else 1
+    from rlhf_gym.devices import resolve_device
+
+    device = resolve_device(cfg.device)
     run = RunDir(cfg.out)
-    run.save_config(cfg)
+    run.save_config(cfg, resolved_device=device)
     t0 = time.time()
     with torch_threads(cfg.threads):
         algo = make_algo(algo_name, make_vec_env(lambda: make_env(cfg.env), n_envs=n_envs, seed=cfg.seed), cfg.seed,
-                         timesteps)
+                         timesteps, device=device)
         algo.learn(total_timesteps=timesteps)
         learn_s = time.time() - t0
         algo.save(run.file("policy.zip"))
@@ -55,4 +58,4 @@ def true_reward(cfg: TrainConfig) -> dict[str, Any]:
     rets = np.array([t.ret for t in trajs])
     return {"mean_return": float(rets.mean()), "std_return": float(rets.std()), "episodes": cfg.eval_episodes,
             "feedback_used": 0, "algo": algo_name, "timesteps": timesteps, "learn_s": learn_s,
-            "wall_s": time.time() - t0}
+            "wall_s": time.time() - t0, "device": device}
