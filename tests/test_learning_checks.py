@@ -2,7 +2,7 @@
 matters, a 20%-wrong teacher still teaches, and ``rlhf-gym evaluate`` reports what the saved policy does.
 
 Budgets and seeds are fixed (CI); each check was seen to fail with the code it guards broken (feedback
-ignored, replay off, evaluate returning a constant): see docs/readme/evidence.md.
+ignored, replay off, evaluate returning a constant): see the README, "Learning checks in CI".
 """
 
 from __future__ import annotations
@@ -124,13 +124,14 @@ def test_evaluate_reports_the_saved_sb3_policy(tmp_path, capsys):
 
 
 def test_preference_loop_solves_cartpole(tmp_path):
-    """20 oracle labels, 30k PPO steps (a CI budget: the default is 100k), seed 0: solved, on the true reward.
+    """20 oracle labels, 50k PPO steps (a CI budget: the default is 100k), seed 0: solved, on the true reward.
 
-    At this budget seed 1 reaches about 200 (see docs/readme/evidence.md); the benchmark's 5-seed rows use
+    At this budget seed 1 reaches about 180 (and seed 0 reached 394 at 30k, 457 at 40k with
+    stable-baselines3 2.9.2 and gymnasium 1.4.0); the benchmark's 5-seed rows use
     the default steps. A held-out set is asked for (by default it starts at 100 labels): the 4 held-out
     labels are really held out, and the model ranks them; prequential accuracy is reported too."""
     res = train(TrainConfig(env="CartPole-v1", feedback="preference", teacher="oracle", budget=20, seed=0,
-                            out=str(tmp_path / "run"), timesteps=30_000, progress=False, eval_episodes=10,
+                            out=str(tmp_path / "run"), timesteps=50_000, progress=False, eval_episodes=10,
                             extra={"eval_points": 2, "heldout_min_budget": 20}))
     assert res["mean_return"] >= 475, res["mean_return"]
     assert res["labels_trained"] == 16 and res["heldout_pairs"] >= 3 and res["heldout_accuracy"] >= 0.5
