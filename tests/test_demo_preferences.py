@@ -39,7 +39,7 @@ def cfg(tmp_path, name: str, demos, budget: int = 0, **extra) -> TrainConfig:
 
 def heldout_accuracy(path) -> float:
     """Pairs of fresh episodes (other seeds): balancing clips against random-play clips, balancing should win."""
-    env = make_env("CartPole-v1")
+    env = make_env("CartPole-v1", seed=0)
     rng = np.random.default_rng(5)
     good = [rollout(env, balance, seed=500 + i, max_steps=200) for i in range(3)]
     bad = [rollout(env, random_policy(env), seed=600 + i) for i in range(6)]

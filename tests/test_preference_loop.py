@@ -77,7 +77,7 @@ def _label_with(store: FeedbackStore, name: str, pairs, run_id: str) -> list[int
 
 def _alice_and_bob(tmp_path) -> tuple[FeedbackStore, list[int], list[int]]:
     """A store with 12 oracle pair labels from alice and the rest from bob (run "r")."""
-    env = make_env("CartPole-v1")
+    env = make_env("CartPole-v1", seed=0)
     trajs = [rollout(env, random_policy(env), seed=i, env_id="CartPole-v1") for i in range(10)]
     env.close()
     pairs = candidate_pairs(trajs, 24, 20, np.random.default_rng(0))
@@ -103,7 +103,7 @@ def test_retrain_after_withdrawal_leaves_no_withdrawn_label_in_lineage(tmp_path)
 
 
 def test_cli_retrain_and_label_exports(tmp_path, capsys):
-    env = make_env("CartPole-v1")
+    env = make_env("CartPole-v1", seed=0)
     trajs = [rollout(env, random_policy(env), seed=i, env_id="CartPole-v1") for i in range(6)]
     env.close()
     pairs = candidate_pairs(trajs, 8, 20, np.random.default_rng(1))
