@@ -72,3 +72,21 @@ async function guard() {
 function typingInField(ev) {
   const t = ev.target; return t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable);
 }
+
+// A page's queue of waiting queries: refill() asks `path` for more whenever fewer than 3 wait (one request
+// at a time), keeps the ones not seen before, preloads the first 3 and calls `showIfIdle` after each answer.
+function queryRefill(path, queue, seen, preload, showIfIdle) {
+  let fetching = false;
+  return async function refill() {
+    if (fetching || queue.length >= 3) return;
+    fetching = true;
+    try {
+      const out = await api("GET", path);
+      setProgress(out.progress);
+      for (const q of out.queries) if (!seen.has(q.id)) { seen.add(q.id); queue.push(q); }
+      queue.slice(0, 3).forEach(preload);
+    } catch (e) { setStatus(e.message, "error"); }
+    finally { fetching = false; }
+    showIfIdle();
+  };
+}

@@ -5,22 +5,11 @@
 const queue = [];            // action queries waiting, the first is on screen
 const seen = new Set();      // ids shown or queued (not fetched twice)
 const KEYNAMES = { ArrowLeft: "←", ArrowRight: "→", ArrowUp: "↑", ArrowDown: "↓" };
-let current = null, shownAt = 0, fetching = false, inflight = 0, keymap = {};
+let current = null, shownAt = 0, inflight = 0, keymap = {};
 
 function preload(q) { if (!q.image) { q.image = new Image(); q.image.src = q.frame; } }
 
-async function refill() {
-  if (fetching || queue.length >= 3) return;
-  fetching = true;
-  try {
-    const out = await api("GET", "/api/queries?kind=action&limit=6");
-    setProgress(out.progress);
-    for (const q of out.queries) if (!seen.has(q.id)) { seen.add(q.id); queue.push(q); }
-    queue.slice(0, 3).forEach(preload);
-  } catch (e) { setStatus(e.message, "error"); }
-  finally { fetching = false; }
-  if (!current) show();
-}
+const refill = queryRefill("/api/queries?kind=action&limit=6", queue, seen, preload, () => { if (!current) show(); });
 
 function showButtons(q) {
   keymap = {};

@@ -3,25 +3,14 @@
 "use strict";
 const queue = [];            // pairs waiting, the first is on screen
 const seen = new Set();      // ids shown or queued (not fetched twice)
-let current = null, shownAt = 0, fetching = false, inflight = 0;
+let current = null, shownAt = 0, inflight = 0;
 
 function preload(q) {
   if (q.images) return;
   q.images = ["left", "right"].map((side) => { const im = new Image(); im.src = q.clips[side]; return im; });
 }
 
-async function refill() {
-  if (fetching || queue.length >= 3) return;
-  fetching = true;
-  try {
-    const out = await api("GET", "/api/queries?kind=pair&limit=6");
-    setProgress(out.progress);
-    for (const q of out.queries) if (!seen.has(q.id)) { seen.add(q.id); queue.push(q); }
-    queue.slice(0, 3).forEach(preload);
-  } catch (e) { setStatus(e.message, "error"); }
-  finally { fetching = false; }
-  if (!current) show();
-}
+const refill = queryRefill("/api/queries?kind=pair&limit=6", queue, seen, preload, () => { if (!current) show(); });
 
 function show() {
   current = queue.length ? queue[0] : null;

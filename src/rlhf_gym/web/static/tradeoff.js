@@ -4,7 +4,7 @@
 "use strict";
 const queue = [];            // outcome pairs waiting, the first is on screen
 const seen = new Set();      // ids shown or queued (not fetched twice)
-let current = null, shownAt = 0, fetching = false, inflight = 0;
+let current = null, shownAt = 0, inflight = 0;
 
 function preload(q) {
   if (q.images || !q.clips) return;
@@ -26,18 +26,7 @@ function fillTable(el, names, mine, theirs) {
   });
 }
 
-async function refill() {
-  if (fetching || queue.length >= 3) return;
-  fetching = true;
-  try {
-    const out = await api("GET", "/api/outcomes?limit=6");
-    setProgress(out.progress);
-    for (const q of out.queries) if (!seen.has(q.id)) { seen.add(q.id); queue.push(q); }
-    queue.slice(0, 3).forEach(preload);
-  } catch (e) { setStatus(e.message, "error"); }
-  finally { fetching = false; }
-  if (!current) show();
-}
+const refill = queryRefill("/api/outcomes?limit=6", queue, seen, preload, () => { if (!current) show(); });
 
 function showClip(side) {
   const im = $(side);
