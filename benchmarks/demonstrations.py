@@ -92,10 +92,15 @@ def record(env_id: str, teacher: str, seed: int, episodes: int, folder: Path, en
     return path
 
 
+#: ``--set key=value`` settings for every demonstration run (an ablation; rows are stored as ``row+key=value``)
+EXTRA: dict[str, str] = {}
+
+
 def run_job(env_id: str, learner: str, seed: int, out: Path, demos: Path | None = None, teacher: str = "expert",
             budget: int = 10) -> dict[str, Any]:
     cfg = TrainConfig(env=env_id, feedback="demonstration", learner=learner, teacher=teacher, budget=budget,
-                      seed=seed, out=str(out), demos=str(demos) if demos else None, eval_episodes=20, progress=False)
+                      seed=seed, out=str(out), demos=str(demos) if demos else None, eval_episodes=20, progress=False,
+                      extra=dict(EXTRA))
     t0 = time.time()
     res = train(cfg)
     res["wall_s"] = round(time.time() - t0, 2)
@@ -278,7 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {', '.join(ROWS)}")
     p.add_argument("--note", default="", help="a note stored with this run's rows (e.g. why seeds were cut)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="settings for every demonstration run (an ablation: rows are stored as row+KEY=VALUE)")
     args = p.parse_args(argv)
+    for kv in args.set:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            p.error(f"--set needs KEY=VALUE, got {kv!r}")
+        EXTRA[k] = v
+    suffix = "".join(f"+{k}={v}" for k, v in sorted(EXTRA.items()))
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     bad = [r for r in rows if r not in ROWS]
     if bad:
@@ -319,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             if args.note:
                 out["note"] = args.note
-            data["rows"][row] = out
-            mine.add(row)
+            data["rows"][row + suffix] = out
+            mine.add(row + suffix)
             save()
     print_table(data)
     return 0

@@ -238,7 +238,7 @@ def test_train_bad_input_exits_2(tmp_path, capsys, extra, message):
 
 
 # -- GAIL and AIRL ------------------------------------------------------------------------------------
-def _disc_fixture(kind: str):
+def _disc_fixture(kind: str, gp: float = 0.0):
     from stable_baselines3 import PPO
 
     from rlhf_gym.learners.adversarial import AdversarialSettings, demo_rows, disc_step, renormalise
@@ -250,7 +250,7 @@ def _disc_fixture(kind: str):
     expert = demo_rows(demos(cartpole_expert, "CartPole-v1", 4, max_steps=200))
     randoms = demo_rows(demos(None, "CartPole-v1", 30, epsilon=1.0, seed=1))
     assert randoms.absorbing.sum() == 30 and expert.absorbing.sum() == 0  # random episodes all end in a fall
-    st = AdversarialSettings()
+    st = AdversarialSettings(disc_gp=gp)
     reward = RewardModel.for_spaces(env.observation_space, env.action_space, seed=0, ensemble=1)
     reward.fit_input_normalisation(np.concatenate([expert.obs, randoms.obs]))
     disc = (GAILDiscriminator if kind == "gail" else AIRLDiscriminator)(reward, st)
@@ -277,6 +277,26 @@ def test_discriminator_ranks_demonstrations_above_random_play(kind):
     # ending is anchored at 0 (what SB3 assumes after a done); the demonstrator's steps pay more than ending
     assert abs(float(reward.reward(expert.obs[:1], expert.acts[:1], None, np.array([True]))[0])) < 1e-5
     assert r_exp > 0
+
+
+def test_gradient_penalty_smooths_the_discriminator_without_blinding_it():
+    """``disc_gp``: the reward network's input gradient between demonstrated and generated rows is smaller
+    with the penalty, and the discriminator still ranks demonstrations above random play."""
+
+    def grad_norm(reward, a, b) -> float:
+        xa = reward.features(a.obs[:200], a.acts[:200], a.next_obs[:200], a.absorbing[:200])
+        xb = reward.features(b.obs[:200], b.acts[:200], b.next_obs[:200], b.absorbing[:200])
+        x = (0.5 * xa[: len(xb)] + 0.5 * xb[: len(xa)]).requires_grad_(True)
+        (g,) = torch.autograd.grad(reward.member_rewards(x).mean(0).sum(), x)
+        return float(g.norm(dim=1).mean())
+
+    plain, expert, held, _ = _disc_fixture("gail")
+    smooth, _, _, stats = _disc_fixture("gail", gp=10.0)
+    assert stats["disc_grad_penalty"] > 0
+    assert grad_norm(smooth, expert, held) < 0.7 * grad_norm(plain, expert, held)
+    real = held.take(np.flatnonzero(~held.absorbing))
+    assert (smooth.reward(expert.obs, expert.acts, expert.next_obs).mean()
+            > smooth.reward(real.obs, real.acts, real.next_obs).mean() + 0.3)
 
 
 @pytest.mark.parametrize("learner", ["gail", "airl"])

@@ -51,6 +51,10 @@ class AdversarialSettings:
     gen_n_envs: int = 8
     gamma: float = 0.99
     """Discount of AIRL's shaping term."""
+    disc_gp: float = 0.0
+    """Weight of a zero-centred gradient penalty on the reward network (its input gradient's squared norm at
+    points between demonstrated and generated rows; Mescheder et al. 2018): keeps the discriminator from
+    separating the two sets by a cliff the generator gets no gradient from. 0: off."""
 
 
 @dataclass
@@ -204,12 +208,23 @@ def disc_step(disc: Discriminator, opt: torch.optim.Optimizer, expert: Rows, gen
     le, lg = disc.logits(e, lp_e), disc.logits(g, lp_g)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     loss = bce(le, torch.ones_like(le)) + bce(lg, torch.zeros_like(lg))
+    gp = 0.0
+    if disc.st.disc_gp > 0 and not disc.reward.pixels:
+        xe = disc.reward.features(e.obs, e.acts, e.next_obs, e.absorbing)
+        xg = disc.reward.features(g.obs, g.acts, g.next_obs, g.absorbing)
+        alpha = torch.as_tensor(rng.random((batch, 1)), dtype=xe.dtype)
+        x = (alpha * xe + (1 - alpha) * xg).to(disc.device).requires_grad_(True)
+        out = disc.st.disc_scale * disc.reward.member_rewards(x).mean(0)
+        (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        penalty = grad.pow(2).sum(1).mean()
+        loss = loss + disc.st.disc_gp * penalty
+        gp = float(penalty.detach())
     opt.zero_grad()
     loss.backward()
     opt.step()
     with torch.no_grad():
         acc = 0.5 * (float((le > 0).float().mean()) + float((lg < 0).float().mean()))
-    return {"disc_loss": float(loss.detach()), "disc_accuracy": acc}
+    return {"disc_loss": float(loss.detach()), "disc_accuracy": acc, "disc_grad_penalty": gp}
 
 
 def renormalise(reward: RewardModel, expert: Rows, gen: Rows, rng: np.random.Generator) -> None:
