@@ -238,7 +238,7 @@ def test_train_bad_input_exits_2(tmp_path, capsys, extra, message):
 
 
 # -- GAIL and AIRL ------------------------------------------------------------------------------------
-def _disc_fixture(kind: str, gp: float = 0.0):
+def _disc_fixture(kind: str, gp: float | None = None):
     from stable_baselines3 import PPO
 
     from rlhf_gym.learners.adversarial import AdversarialSettings, demo_rows, disc_step, renormalise
@@ -250,7 +250,7 @@ def _disc_fixture(kind: str, gp: float = 0.0):
     expert = demo_rows(demos(cartpole_expert, "CartPole-v1", 4, max_steps=200))
     randoms = demo_rows(demos(None, "CartPole-v1", 30, epsilon=1.0, seed=1))
     assert randoms.absorbing.sum() == 30 and expert.absorbing.sum() == 0  # random episodes all end in a fall
-    st = AdversarialSettings(disc_gp=gp)
+    st = AdversarialSettings() if gp is None else AdversarialSettings(disc_gp=gp)
     reward = RewardModel.for_spaces(env.observation_space, env.action_space, seed=0, ensemble=1)
     reward.fit_input_normalisation(np.concatenate([expert.obs, randoms.obs]))
     disc = (GAILDiscriminator if kind == "gail" else AIRLDiscriminator)(reward, st)
@@ -269,7 +269,7 @@ def _disc_fixture(kind: str, gp: float = 0.0):
 @pytest.mark.parametrize("kind", ["gail", "airl"])
 def test_discriminator_ranks_demonstrations_above_random_play(kind):
     reward, expert, held, stats = _disc_fixture(kind)
-    assert stats["disc_accuracy"] > 0.8
+    assert stats["disc_accuracy"] > 0.65  # the gradient penalty keeps it from the 95-100% a collapse shows
     r_exp = reward.reward(expert.obs, expert.acts, expert.next_obs).mean()
     real = held.take(np.flatnonzero(~held.absorbing))
     r_rand = reward.reward(real.obs, real.acts, real.next_obs).mean()  # held-out random play
@@ -290,8 +290,8 @@ def test_gradient_penalty_smooths_the_discriminator_without_blinding_it():
         (g,) = torch.autograd.grad(reward.member_rewards(x).mean(0).sum(), x)
         return float(g.norm(dim=1).mean())
 
-    plain, expert, held, _ = _disc_fixture("gail")
-    smooth, _, _, stats = _disc_fixture("gail", gp=10.0)
+    plain, expert, held, _ = _disc_fixture("gail", gp=0.0)
+    smooth, _, _, stats = _disc_fixture("gail")  # the default: 10
     assert stats["disc_grad_penalty"] > 0
     assert grad_norm(smooth, expert, held) < 0.7 * grad_norm(plain, expert, held)
     real = held.take(np.flatnonzero(~held.absorbing))
