@@ -45,7 +45,7 @@ def random_return() -> float:
     return float(evaluate_policy(env, random_policy(env), 10, seed=10_000).mean())
 
 
-@pytest.mark.parametrize("learner, budget, seeds", [("tamer", 150, (0, 1, 2)), ("coach", 150, (0, 1)),
+@pytest.mark.parametrize("learner, budget, seeds", [("tamer", 150, (0, 1, 2)), ("coach", 200, (0, 1)),
                                                     ("reinforce", 200, (0, 1))])
 def test_each_evaluative_learner_solves_cartpole(learner, budget, seeds):
     rets = [teach_cartpole(learner, budget, s) for s in seeds]

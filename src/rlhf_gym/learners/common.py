@@ -293,10 +293,11 @@ class LearnerSettings:
     """Decoupled weight decay (AdamW): keeps the net from memorising wrong answers as replay grows."""
     updates_per_answer: int = 10
     """Gradient steps on replayed answers after each new answer."""
-    anneal_after: int = 0
+    anneal_after: int = 50
     """From this many answers on, the step size falls as ``lr * anneal_after / answers`` (0: constant).
     With a constant step the net keeps fitting replayed answers and ends up memorising the wrong ones; a
-    1/n step (as a running mean's) averages them out instead."""
+    1/n step (as a running mean's) averages them out instead. (CartPole, 5 seeds per row, 20%-wrong teacher:
+    stays solved TAMER 3/5, REINFORCE 3/5, COACH 4/5 with 50; 1/5, 2/5, 2/5 with 0; no row worse.)"""
     replay: bool = True
     """Update on minibatches of every answer so far; ``false`` updates on the newest answer alone (an
     ablation: without replay the net forgets earlier states, see tests/test_learning_checks.py)."""
