@@ -52,15 +52,23 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def sign_in(browser, srv, consent: bool = True):
-    ctx = browser.new_context(viewport={"width": 1000, "height": 720})
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
+
+
+def sign_in(browser, srv, consent: bool = True, phone: bool = False, height: int = 720):
+    """Alice's browser at the start page, page errors collected; consent given (a key press, or a tap on a
+    phone-sized touch viewport) unless ``consent=False``. Returns (context, page, errors)."""
+    ctx = browser.new_context(**PHONE) if phone else browser.new_context(viewport={"width": 1000, "height": height})
     page = ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{srv.url}/?token={TOKENS['alice']}")
-    page.wait_for_selector("#consent:not(.hidden)")
+    page.wait_for_selector("#consent:not(.hidden)")  # consent first, as on every page
     if consent:
-        page.keyboard.press("a")
+        if phone:
+            page.tap("#agree")
+        else:
+            page.keyboard.press("a")
         page.wait_for_selector("#home:not(.hidden)")
     return ctx, page, errors
 
@@ -191,15 +199,7 @@ def test_waiting_notice_is_cleared_when_steps_arrive(browser, tmp_path):
 
 def test_phone_viewport_labels_by_tapping(browser, site):
     srv, store, qs = site
-    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
-                              device_scale_factor=2)
-    page = ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{srv.url}/?token={TOKENS['alice']}")
-    page.wait_for_selector("#consent:not(.hidden)")
-    page.tap("#agree")
-    page.wait_for_selector("#home:not(.hidden)")
+    ctx, page, errors = sign_in(browser, srv, phone=True)
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # the header fits
     page.tap("#go-pair")
     page.wait_for_url("**/preference")

@@ -9,8 +9,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from _web_helpers import TOKENS, LiveServer, add_people, post_queries, tmp_app
-from test_web_browser import CHROMIUM, browser, shot, wait_js, wait_until  # noqa: F401 (the browser fixture)
+from _web_helpers import LiveServer, add_people, post_queries, tmp_app
+from test_web_browser import CHROMIUM, browser, shot, sign_in, wait_js, wait_until  # noqa: F401 (the browser fixture)
 from test_web_dagger import visited_states
 
 pytestmark = [pytest.mark.browser]
@@ -35,14 +35,7 @@ def answers(store) -> dict[str, object]:
 
 def test_actions_chosen_by_keyboard_at_a_persons_pace(browser, site):  # noqa: F811
     srv, store, qs = site
-    ctx = browser.new_context(viewport={"width": 1000, "height": 760})
-    page = ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{srv.url}/?token={TOKENS['alice']}")
-    page.wait_for_selector("#consent:not(.hidden)")  # consent first, as on every page
-    page.keyboard.press("a")
-    page.wait_for_selector("#home:not(.hidden)")
+    ctx, page, errors = sign_in(browser, srv, height=760)
     assert "(3 waiting)" in page.inner_text("#n-action")
     page.keyboard.press("5")
     page.wait_for_url("**/dagger")
@@ -76,15 +69,7 @@ def test_actions_chosen_by_keyboard_at_a_persons_pace(browser, site):  # noqa: F
 
 def test_phone_viewport_chooses_actions_by_tapping(browser, site):  # noqa: F811
     srv, store, qs = site
-    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
-                              device_scale_factor=2)
-    page = ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{srv.url}/?token={TOKENS['alice']}")
-    page.wait_for_selector("#consent:not(.hidden)")
-    page.tap("#agree")
-    page.wait_for_selector("#home:not(.hidden)")
+    ctx, page, errors = sign_in(browser, srv, phone=True)
     page.tap("#go-action")
     page.wait_for_url("**/dagger")
     wait_js(page, "document.body.dataset.state === 'showing' && document.getElementById('frame').naturalWidth > 100")
