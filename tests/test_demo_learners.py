@@ -370,3 +370,18 @@ def test_continuous_tasks_get_a_cached_sac_expert(tmp_path, monkeypatch):
     assert a.shape == (1,) and a.dtype.kind == "f"
     with pytest.raises(ValueError, match="discrete action space"):
         make_teacher(TeacherRequest("evaluative", "oracle", "Pendulum-v1", seed=0, log=lambda _m: None))
+
+
+def test_airl_state_only_reward_ignores_the_action():
+    """``disc_inputs=obs``: the recovered reward is r(s) (AIRL's form for transfer): two actions in the same
+    state are paid the same, and the job saves a model that says so."""
+    from rlhf_gym.learners.adversarial import AdversarialSettings
+    from rlhf_gym.learners.airl import train_airl
+
+    trajs = demos(cartpole_expert, "CartPole-v1", 2, max_steps=100)
+    res = train_airl("CartPole-v1", trajs, timesteps=512, seed=0, settings=AdversarialSettings(disc_inputs="obs"))
+    obs = np.stack([t.obs[5] for t in trajs])
+    r0 = res.reward.reward(obs, np.zeros(len(obs), int), obs)
+    r1 = res.reward.reward(obs, np.ones(len(obs), int), obs)
+    assert res.reward.cfg.inputs == "obs" and np.allclose(r0, r1)
+    assert res.disc_steps > 0

@@ -48,6 +48,9 @@ class AdversarialSettings:
     disc_window: int = 8192
     """Generated transitions the discriminator samples from (the most recent)."""
     disc_hidden: int = 64
+    disc_inputs: str = "obs_act"
+    """What the reward network sees: ``obs_act`` (r(s, a)) or ``obs`` (a state-only r(s), the form AIRL's
+    disentanglement argument needs for the recovered reward to transfer)."""
     gen_n_envs: int = 8
     gamma: float = 0.99
     """Discount of AIRL's shaping term."""
@@ -258,7 +261,7 @@ def train_adversarial(env_id: str, demos: Sequence[Trajectory], make_disc: Calla
         raise ValueError("adversarial imitation needs at least one demonstration")
     probe = make_env(env_id)
     reward = RewardModel.for_spaces(probe.observation_space, probe.action_space, seed=seed, ensemble=1,
-                                    hidden=st.disc_hidden)
+                                    hidden=st.disc_hidden, inputs=st.disc_inputs)
     probe.close()
     expert = demo_rows(demos)
     # input scaling from demonstrated *and* random-policy states: from the demonstrations alone (a balanced

@@ -52,7 +52,8 @@ class RewardModelConfig:
     """One-hot width for discrete actions, vector width for continuous ones (0 in ``next_obs`` mode)."""
     discrete: bool
     inputs: str = "obs_act"
-    """``obs_act`` (reward of taking an action in a state) or ``obs_next`` (of a state change)."""
+    """``obs_act`` (reward of taking an action in a state), ``obs_next`` (of a state change) or ``obs`` (of
+    being in a state: AIRL's state-only reward, which is what transfers to new dynamics)."""
     hidden: int = 64
     layers: int = 2
     ensemble: int = 3
@@ -70,8 +71,8 @@ class RewardModelConfig:
     """Convolutions as ``[out_channels, kernel, stride, padding]``; filled in from the image size."""
 
     def __post_init__(self) -> None:
-        if self.inputs not in ("obs_act", "obs_next"):
-            raise ValueError(f"reward model inputs must be 'obs_act' or 'obs_next', got {self.inputs!r}")
+        if self.inputs not in ("obs_act", "obs_next", "obs"):
+            raise ValueError(f"reward model inputs must be 'obs_act', 'obs_next' or 'obs', got {self.inputs!r}")
         if self.ensemble < 1:
             raise ValueError(f"ensemble size must be >= 1, got {self.ensemble}")
         if self.encoder not in ("mlp", "cnn"):
@@ -95,7 +96,7 @@ class RewardModelConfig:
     @property
     def in_dim(self) -> int:
         """Width of a flat feature row; for images, of the part joined to the CNN's output."""
-        second = self.act_dim if self.inputs == "obs_act" else self.obs_dim
+        second = {"obs_act": self.act_dim, "obs_next": self.obs_dim, "obs": 0}[self.inputs]
         return self.obs_dim + second + 1  # + absorbing flag
 
     @property
@@ -348,6 +349,8 @@ class RewardModel(nn.Module):
         on = _clip((o - mean) / std)
         if cfg.inputs == "obs_act":
             second = self._action_features(acts, n)
+        elif cfg.inputs == "obs":
+            second = np.zeros((n, 0), np.float32)
         else:
             if next_obs is None:
                 raise ValueError("this reward model needs next observations (inputs='obs_next')")
