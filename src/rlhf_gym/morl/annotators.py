@@ -14,7 +14,8 @@ Aggregation rules (``--set aggregate=...`` of the trade-off job; :func:`parse_ag
 - ``pooled``: all answers in one posterior (the default; a prolific annotator counts for more).
 - ``mean``: each annotator's posterior mean, averaged (everyone counts equally).
 - ``per_annotator``: no aggregation: each annotator also gets their own policy for their own weights
-  (``policy-<id>.zip``); ``policy.zip`` stays the pooled one.
+  (``policy-00.zip``, ``policy-01.zip``, ... in the order annotators first answered; ``tradeoff.json``
+  maps each to its annotator); ``policy.zip`` stays the pooled one.
 - ``<annotator id>``: that one person's weights (e.g. the task owner's).
 - a stated rule ``alice:2,bob:1``: the annotators' posterior means weighted as stated (normalised);
   annotators not named do not count.

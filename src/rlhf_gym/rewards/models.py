@@ -337,9 +337,11 @@ class RewardModel(nn.Module):
                     absorbing: np.ndarray | None) -> np.ndarray:
         """Network input for ``N`` steps as float32 (N, in_dim): normalised obs, action (one-hot or
         scaled to [-1, 1]) or normalised next obs, then the absorbing flag. Flat models only: an image
-        model's input is :meth:`pixel_features`."""
-        st = self._numpy_state()
-        return self._features_np(st.mean, st.std, obs, acts, next_obs, absorbing)
+        model's input is :meth:`pixel_features`. Reads the observation statistics alone (not the cached copy
+        of every weight, which a training step would make it rebuild on each call)."""
+        mean = self.obs_mean.detach().cpu().numpy()
+        std = self.obs_std.detach().cpu().numpy()
+        return self._features_np(mean, std, obs, acts, next_obs, absorbing)
 
     def _features_np(self, mean: np.ndarray, std: np.ndarray, obs: np.ndarray, acts: np.ndarray | None,
                      next_obs: np.ndarray | None, absorbing: np.ndarray | None) -> np.ndarray:

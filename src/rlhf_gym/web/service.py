@@ -452,7 +452,7 @@ class WebApp:
                 added = set(self.store.add_queries(parsed, run_id=body.run_id, assigned_to=body.assigned_to))
             except StoreError as e:
                 raise HTTPException(e.http_status, str(e)) from e
-        env_id = run_env or self.env_of_run(body.run_id)
+        env_id = run_env
         self.prerender([q for q in parsed if q.id in added], env_id)
         return {"added": [q.id for q in parsed if q.id in added],
                 "existing": [q.id for q in parsed if q.id not in added]}
