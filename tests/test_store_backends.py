@@ -81,6 +81,24 @@ def test_round_trip_consent_withdraw_audit(backend_store):
     assert s.verify_audit().ok
 
 
+def test_add_queries_in_one_batch_skips_known_and_repeated_ids(backend_store):
+    """Many queries over several runs in one call: repeats (in the call or stored) are left alone, runs made."""
+    s = backend_store
+    old = _q("r0")
+    assert s.add_queries([old]) == [old.id]
+    qs = [_q(run=f"r{i % 3}") for i in range(1200)]  # more ids than one IN (...) chunk
+    got = s.add_queries([old, *qs, qs[5], qs[0]])
+    assert got == [q.id for q in qs]
+    assert sorted(q.id for q in s.queries()) == sorted([old.id, *got])
+    assert {q.id for q in s.queries(run_id="r2")} == {q.id for q in qs[2::3]}
+    back = s.query(qs[7].id)
+    assert back.kind == "step" and back.run_id == "r1" and np.allclose(back.obs, qs[7].obs)
+    with pytest.raises(StoreError, match="nobody"):  # an unknown assignee stores none of the batch
+        s.add_queries([_q("r9"), _q("r9")], assigned_to="nobody")
+    assert s.queries(run_id="r9") == []
+    assert s.add_queries(qs[:10]) == []
+
+
 def test_client_key_and_assignment(backend_store):
     s = backend_store
     a, b = s.add_annotator("a"), s.add_annotator("b")

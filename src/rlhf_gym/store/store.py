@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from rlhf_gym.store import audit, migrate
@@ -234,20 +234,30 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
         """Store queries; ids already present are left as they are (re-posting is harmless)."""
         new: list[str] = []
         metas = []
-        with self.session() as s, s.begin():
+        with self.session() as s, s.begin():  # a few set-based statements, not one read per query
+            ids = list(dict.fromkeys(q.id for q in queries))
+            present = {r[0] for i in range(0, len(ids), 500)
+                       for r in s.execute(select(QueryRow.id).where(QueryRow.id.in_(ids[i:i + 500])))}
+            rows: list[dict] = []
             for q in queries:
-                if s.get(QueryRow, q.id) is not None:
+                if q.id in present:
                     continue
+                present.add(q.id)  # the same id twice in one call: the first is stored
                 rid = q.run_id or run_id
-                if rid is not None and s.get(RunRow, rid) is None:
-                    s.add(RunRow(id=rid, created_at=time.time()))
-                    s.flush()
-                if assigned_to is not None and s.get(AnnotatorRow, assigned_to) is None:
-                    raise UnknownAnnotator(assigned_to)
-                s.add(QueryRow(id=q.id, run_id=rid, kind=q.kind, payload=q.payload(self.frames), created_at=q.created_at,
-                               assigned_to=assigned_to))
+                rows.append({"id": q.id, "run_id": rid, "kind": q.kind, "payload": q.payload(self.frames),
+                             "created_at": q.created_at, "assigned_to": assigned_to, "gold_value": None})
                 new.append(q.id)
                 metas.append(query_meta_of(q, rid, assigned_to))
+            if rows:
+                if assigned_to is not None and s.get(AnnotatorRow, assigned_to) is None:
+                    raise UnknownAnnotator(assigned_to)
+                runs = {r["run_id"] for r in rows if r["run_id"] is not None}
+                known = {r[0] for r in s.execute(select(RunRow.id).where(RunRow.id.in_(runs)))} if runs else set()
+                now = time.time()
+                for rid in sorted(runs - known):
+                    s.add(RunRow(id=rid, created_at=now))
+                s.flush()
+                s.execute(insert(QueryRow.__table__), rows)
         for m in metas:  # committed: labels to them need not read them back
             self.access.put_query(m)
         return new
