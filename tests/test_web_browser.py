@@ -87,6 +87,26 @@ def wait_js(page, expr: str, timeout: float = 10000) -> None:
     raise AssertionError(f"not true in time: {expr}")
 
 
+def press_at_pace(page, presses, saved: int) -> list[str]:
+    """Answer the shown queries by key presses a person's pause apart ((key, seconds) pairs); returns the
+    ids of the queries answered, after the page has saved ``saved`` labels and has nothing left to show."""
+    ids = []
+    for key, pause in presses:
+        wait_js(page, "document.body.dataset.state === 'showing'")
+        ids.append(page.evaluate("document.body.dataset.query"))
+        page.keyboard.press(key)
+        time.sleep(pause)
+    wait_js(page, f"document.body.dataset.state === 'empty' && (window.labelsSaved || 0) >= {saved}")
+    return ids
+
+
+def assert_tappable(page, selectors) -> None:
+    """Every button is at least 44 x 44 CSS pixels (the usual smallest touch target)."""
+    for sel in selectors:
+        box = page.locator(sel).bounding_box()
+        assert box["height"] >= 44 and box["width"] >= 44, (sel, box)
+
+
 def wait_until(fn, timeout=10.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -206,9 +226,7 @@ def test_phone_viewport_labels_by_tapping(browser, site):
     wait_js(page, "document.body.dataset.state === 'showing' && document.getElementById('left').naturalWidth > 0")
     width = page.evaluate("document.getElementById('left').getBoundingClientRect().width")
     assert width >= 0.85 * 390, width  # the clip fills the width (was about 80 px)
-    for sel in ("#btn-left", "#btn-right", "#btn-equal", "#btn-skip"):
-        box = page.locator(sel).bounding_box()
-        assert box["height"] >= 44 and box["width"] >= 44, (sel, box)
+    assert_tappable(page, ("#btn-left", "#btn-right", "#btn-equal", "#btn-skip"))
     shot(page, "phone-preference")
     first = page.evaluate("document.body.dataset.query")
     page.tap("#btn-left")

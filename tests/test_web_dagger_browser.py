@@ -10,7 +10,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from _web_helpers import LiveServer, add_people, post_queries, tmp_app
-from test_web_browser import CHROMIUM, browser, shot, sign_in, wait_js, wait_until  # noqa: F401 (the browser fixture)
+from test_web_browser import (  # noqa: F401 (the browser fixture)
+    CHROMIUM,
+    assert_tappable,
+    browser,
+    press_at_pace,
+    shot,
+    sign_in,
+    wait_js,
+    wait_until,
+)
 from test_web_dagger import visited_states
 
 pytestmark = [pytest.mark.browser]
@@ -52,13 +61,7 @@ def test_actions_chosen_by_keyboard_at_a_persons_pace(browser, site):  # noqa: F
     page.keyboard.press("x")  # a key that means nothing here sends nothing
     time.sleep(1.0)
     assert answers(store) == {} and page.evaluate("document.body.dataset.query") == qs[0].id
-    ids = []
-    for key, pause in (("ArrowRight", 1.2), ("s", 1.5), ("ArrowLeft", 1.0)):
-        wait_js(page, "document.body.dataset.state === 'showing'")
-        ids.append(page.evaluate("document.body.dataset.query"))
-        page.keyboard.press(key)
-        time.sleep(pause)
-    wait_js(page, "document.body.dataset.state === 'empty' && (window.labelsSaved || 0) >= 3")
+    ids = press_at_pace(page, (("ArrowRight", 1.2), ("s", 1.5), ("ArrowLeft", 1.0)), saved=3)
     assert ids == [q.id for q in qs]
     assert answers(store) == {qs[0].id: 1, qs[1].id: "skip", qs[2].id: 0}
     assert "No states are waiting" in page.inner_text("#status")
@@ -75,9 +78,7 @@ def test_phone_viewport_chooses_actions_by_tapping(browser, site):  # noqa: F811
     wait_js(page, "document.body.dataset.state === 'showing' && document.getElementById('frame').naturalWidth > 100")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # nothing cut off
     assert page.evaluate("document.getElementById('frame').getBoundingClientRect().width") >= 0.85 * 390 - 30
-    for sel in ("#btn-action-0", "#btn-action-1", "#btn-skip"):
-        box = page.locator(sel).bounding_box()
-        assert box["height"] >= 44 and box["width"] >= 44, (sel, box)
+    assert_tappable(page, ("#btn-action-0", "#btn-action-1", "#btn-skip"))
     shot(page, "phone-dagger")
     first = page.evaluate("document.body.dataset.query")
     page.tap("#btn-action-0")

@@ -10,7 +10,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from _web_helpers import LiveServer, add_people, post_queries, tmp_app
-from test_web_browser import CHROMIUM, browser, shot, sign_in, wait_js, wait_until  # noqa: F401 (the browser fixture)
+from test_web_browser import (  # noqa: F401 (the browser fixture)
+    CHROMIUM,
+    assert_tappable,
+    browser,
+    press_at_pace,
+    shot,
+    sign_in,
+    wait_js,
+    wait_until,
+)
 from test_web_tradeoff import ENV, outcome_queries
 
 pytestmark = [pytest.mark.browser]
@@ -46,13 +55,7 @@ def test_outcomes_chosen_by_keyboard_at_a_persons_pace(browser, site):  # noqa: 
     time.sleep(2.0)  # a person thinking: nothing moves on, nothing is sent
     assert store.feedback(kind="outcome", include_skipped=True) == []
     assert page.evaluate("document.body.dataset.query") == qs[0].id
-    ids = []
-    for key, pause in (("ArrowRight", 1.2), ("=", 1.6), ("s", 1.0)):
-        wait_js(page, "document.body.dataset.state === 'showing'")
-        ids.append(page.evaluate("document.body.dataset.query"))
-        page.keyboard.press(key)
-        time.sleep(pause)
-    wait_js(page, "document.body.dataset.state === 'empty' && (window.labelsSaved || 0) >= 3")
+    ids = press_at_pace(page, (("ArrowRight", 1.2), ("=", 1.6), ("s", 1.0)), saved=3)
     assert ids == [q.id for q in qs]
     got = {f.query_id: f.value for f in store.feedback(kind="outcome", include_skipped=True)}
     assert got == {qs[0].id: 0.0, qs[1].id: 0.5, qs[2].id: None}
@@ -69,9 +72,7 @@ def test_phone_viewport_chooses_outcomes_by_tapping(browser, site):  # noqa: F81
     wait_js(page, "document.body.dataset.state === 'showing' && document.getElementById('left').naturalWidth > 0")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # nothing cut off
     assert page.evaluate("document.getElementById('left').getBoundingClientRect().width") >= 0.85 * 390
-    for sel in ("#btn-left", "#btn-right", "#btn-equal", "#btn-skip"):
-        box = page.locator(sel).bounding_box()
-        assert box["height"] >= 44 and box["width"] >= 44, (sel, box)
+    assert_tappable(page, ("#btn-left", "#btn-right", "#btn-equal", "#btn-skip"))
     assert page.locator("#right-table").is_visible()
     shot(page, "phone-tradeoff")
     first = page.evaluate("document.body.dataset.query")
