@@ -5,6 +5,7 @@ Screenshots go to ``test-artifacts/``. Skipped only where no chromium binary is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -45,6 +46,21 @@ def site(tmp_path):
     yield srv, store, qs
     srv.stop()
     store.close()
+
+
+@contextlib.contextmanager
+def live_site(tmp_path, queries, **post):
+    """A live app with the usual people (consent not yet given) and ``queries`` posted for alice;
+    yields (server, store, queries)."""
+    store, app = tmp_app(tmp_path)
+    add_people(store, consent=False)
+    assert post_queries(TestClient(app), queries, assigned_to="alice", **post).status_code == 200
+    srv = LiveServer(app)
+    try:
+        yield srv, store, queries
+    finally:
+        srv.stop()
+        store.close()
 
 
 def shot(page, name: str) -> None:

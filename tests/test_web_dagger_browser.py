@@ -7,13 +7,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 
-from _web_helpers import LiveServer, add_people, post_queries, tmp_app
 from test_web_browser import (  # noqa: F401 (the browser fixture)
     CHROMIUM,
     assert_tappable,
     browser,
+    live_site,
     press_at_pace,
     shot,
     sign_in,
@@ -27,14 +26,8 @@ pytestmark = [pytest.mark.browser]
 
 @pytest.fixture
 def site(tmp_path):
-    store, app = tmp_app(tmp_path)
-    add_people(store, consent=False)
-    qs = visited_states(3)
-    assert post_queries(TestClient(app), qs, run_id="run-d", assigned_to="alice").status_code == 200
-    srv = LiveServer(app)
-    yield srv, store, qs
-    srv.stop()
-    store.close()
+    with live_site(tmp_path, visited_states(3), run_id="run-d") as s:
+        yield s
 
 
 def answers(store) -> dict[str, object]:
