@@ -238,25 +238,25 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
             ids = list(dict.fromkeys(q.id for q in queries))
             present = {r[0] for i in range(0, len(ids), 500)
                        for r in s.execute(select(QueryRow.id).where(QueryRow.id.in_(ids[i:i + 500])))}
-            rows: list[dict] = []
-            for q in queries:
-                if q.id in present:
-                    continue
-                present.add(q.id)  # the same id twice in one call: the first is stored
-                rid = q.run_id or run_id
-                rows.append({"id": q.id, "run_id": rid, "kind": q.kind, "payload": q.payload(self.frames),
-                             "created_at": q.created_at, "assigned_to": assigned_to, "gold_value": None})
-                new.append(q.id)
-                metas.append(query_meta_of(q, rid, assigned_to))
-            if rows:
+            fresh = []
+            for q in queries:  # the same id twice in one call: the first is stored
+                if q.id not in present:
+                    present.add(q.id)
+                    fresh.append(q)
+            if fresh:
                 if assigned_to is not None and s.get(AnnotatorRow, assigned_to) is None:
-                    raise UnknownAnnotator(assigned_to)
-                runs = {r["run_id"] for r in rows if r["run_id"] is not None}
+                    raise UnknownAnnotator(assigned_to)  # before any payload writes its frames
+                runs = {rid for q in fresh if (rid := q.run_id or run_id) is not None}
                 known = {r[0] for r in s.execute(select(RunRow.id).where(RunRow.id.in_(runs)))} if runs else set()
-                now = time.time()
-                for rid in sorted(runs - known):
-                    s.add(RunRow(id=rid, created_at=now))
+                s.add_all(RunRow(id=rid, created_at=time.time()) for rid in sorted(runs - known))
                 s.flush()
+                rows = []
+                for q in fresh:
+                    rid = q.run_id or run_id
+                    rows.append({"id": q.id, "run_id": rid, "kind": q.kind, "payload": q.payload(self.frames),
+                                 "created_at": q.created_at, "assigned_to": assigned_to})
+                    new.append(q.id)
+                    metas.append(query_meta_of(q, rid, assigned_to))
                 s.execute(insert(QueryRow.__table__), rows)
         for m in metas:  # committed: labels to them need not read them back
             self.access.put_query(m)
