@@ -17,6 +17,7 @@ from sqlalchemy import event
 
 from _web_helpers import (
     POLICY,
+    TOKENS,
     add_people,
     drop_pg,
     headers,
@@ -204,3 +205,66 @@ def test_the_answers_feed_reads_consents_once_for_a_page(tmp_path):
     assert sum("from consents" in s.lower() for s in seen) == 1
     store.close()
 
+
+
+def test_a_worker_that_did_not_receive_the_queries_reads_them_once_per_person(url, tmp_path):
+    """Queries posted to one server process: another (a second worker, or after a restart) reads a
+    person's open queries with their first label, not one statement per label."""
+    store, app = tmp_app(tmp_path, FeedbackStore(url))
+    add_people(store)
+    steps = make_queries(n_pairs=0, n_steps=6)["step"]
+    post_queries(TestClient(app), steps[:4])
+    post_queries(TestClient(app), steps[4:], assigned_to="bob")
+    other_store, other_app = tmp_app(tmp_path / "w2", FeedbackStore(url))  # the second worker: nothing in memory
+    c = TestClient(other_app)
+    assert other_store.access.query(steps[0].id) is None
+    assert _label(c, "alice", steps[0].id, "k0").status_code == 201
+    cache = other_store.access
+    assert all(cache.query(s.id) is not None for s in steps[:4])  # her other open queries came with the first
+    assert cache.query(steps[4].id) is None  # bob's are not hers to answer: not read for her
+    seen: list[str] = []
+    event.listen(other_store.engine, "before_cursor_execute", lambda _c, _cur, stmt, *_a: seen.append(stmt))
+    assert _label(c, "alice", steps[1].id, "k1").status_code == 201
+    assert _label(c, "alice", steps[4].id, "k4").status_code == 403  # bob's query: still refused
+    assert sum("from queries" in s.lower() for s in seen) == 1  # only the refused one (bob's), by itself
+    other_store.close()
+    store.close()
+
+
+def test_first_labels_of_many_people_share_one_credential_lookup(url, tmp_path):
+    """People not yet in memory: their credentials are looked up in batches, live ones only; an
+    unknown, revoked or withdrawn person is refused as before."""
+    store, app = tmp_app(tmp_path, FeedbackStore(url))
+    add_people(store)
+    for who in ("carol", "dave"):
+        store.add_annotator(who, kind="human", token=f"tok-{who}")
+        store.record_consent(who, POLICY.consent_version, POLICY.purpose + "\n" + POLICY.consent_text, True)
+    found, _epoch = store.credential_holders([("token", TOKENS["alice"]), ("token", "tok-carol"), ("token", "nope"),
+                                              ("session", "tok-dave")])
+    from rlhf_gym.store import hash_token
+
+    assert {k: h.id for k, h in found.items()} == {("token", hash_token(TOKENS["alice"])): "alice",
+                                                    ("token", hash_token("tok-carol")): "carol"}
+    assert store.access.holder("token", hash_token("nope"), 0.0) is None  # unknown credentials are not kept
+    store.access.clear()
+    steps = make_queries(n_pairs=0, n_steps=4)["step"]
+    c = TestClient(app)
+    post_queries(c, steps)
+    web = app.state.web
+    before = web.resolver.batches
+    assert c.post("/api/feedback", headers={"Authorization": "Bearer tok-carol"},
+                  json={"query_id": steps[0].id, "value": 1.0, "client_key": "c0"}).status_code == 201
+    assert web.resolver.batches == before + 1  # the cold credential went through the resolver
+    r = c.post("/api/feedback", headers={"Authorization": "Bearer not-a-token"},
+               json={"query_id": steps[1].id, "value": 1.0, "client_key": "x"})
+    assert r.status_code == 401 and "unknown" in r.json()["detail"]
+    store.revoke_invite("dave", reason="test")
+    r = c.post("/api/feedback", headers={"Authorization": "Bearer tok-dave"},
+               json={"query_id": steps[1].id, "value": 1.0, "client_key": "d0"})
+    assert r.status_code == 401
+    store.withdraw_annotator("bob", reason="test")
+    store.access.clear()
+    assert _label(c, "bob", steps[2].id, "b0").status_code in (401, 403)
+    stored = sorted(fb_key(store, f.id) for f in store.feedback(include_withdrawn=True))
+    assert stored == ["c0"]
+    store.close()

@@ -55,15 +55,23 @@ class AnnotationMixin:
     def session(self) -> Session:  # pragma: no cover - provided by FeedbackStore
         raise NotImplementedError
 
-    def query_meta(self, query_id: str) -> QueryMeta | None:
+    def query_meta(self, query_id: str, for_annotator: str | None = None, prefetch: int = 1000) -> QueryMeta | None:
         """Kind, owner, run, time and (step queries) step of a query, without decoding its payload.
 
         Kept in memory once read (queries never change); None for an unknown id (never cached).
+        ``for_annotator``: on a miss for a query that person may answer, the metadata of up to ``prefetch`` of
+        their other open queries is read in the same session, since their next labels are for those: a
+        server process that did not receive the queries (another worker, a restart) reads them once per
+        person, not once per label (someone else's query reads only itself).
         """
         meta = self.access.query(query_id)
         if meta is None:
             with self.session() as s:
                 found = read_query_metas(s, {query_id})
+                if (found and for_annotator is not None and prefetch > 0
+                        and found[0].assigned_to in (None, for_annotator)):  # theirs to answer: the rest will follow
+                    for m in read_query_metas(s, where=_open_filter(for_annotator), limit=prefetch):
+                        self.access.put_query(m)
             if not found:
                 return None
             meta = found[0]

@@ -242,12 +242,18 @@ class BatchMixin:
         return latest
 
 
-def read_query_metas(s: Any, qids: set[str]) -> list[QueryMeta]:
-    """Query metadata without the payload (only a step query's ``step`` and ``episode`` are read from it)."""
+def read_query_metas(s: Any, qids: set[str] | None = None, where: Sequence[Any] = (),
+                     limit: int | None = None) -> list[QueryMeta]:
+    """Query metadata without the payload (only a step query's ``step`` and ``episode`` are read from it):
+    of the ids ``qids``, or of the oldest ``limit`` queries matching ``where``."""
     step = QueryRow.payload["step"].as_integer()
     episode = QueryRow.payload["episode"].as_integer()
-    rows = s.execute(select(QueryRow.id, QueryRow.kind, QueryRow.run_id, QueryRow.created_at, QueryRow.assigned_to,
-                            step, episode).where(QueryRow.id.in_(qids)))
+    q = select(QueryRow.id, QueryRow.kind, QueryRow.run_id, QueryRow.created_at, QueryRow.assigned_to, step, episode)
+    if qids is not None:
+        q = q.where(QueryRow.id.in_(qids))
+    if where:
+        q = q.where(*where).order_by(QueryRow.created_at, QueryRow.id)
+    rows = s.execute(q if limit is None else q.limit(limit))
     return [QueryMeta(r[0], r[1], r[2], r[3], r[4], r[5] if r[1] == "step" else None,
                       r[6] if r[1] == "step" else None) for r in rows]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select, update
@@ -83,29 +84,43 @@ class SessionsMixin:
         Kept in :attr:`access` and dropped there when a revocation, logout or withdrawal is audited;
         the caller runs the generation check (``access.refresh``) when it needs one.
         """
-        key = hash_token(secret)
+        found, epoch = self.credential_holders([(kind, secret)])
+        return found.get((kind, hash_token(secret))), epoch
+
+    def credential_holders(self, creds: Sequence[tuple[str, str]]) -> tuple[dict[tuple[str, str], Holder], int]:
+        """:meth:`credential_holder` for many credentials at once: ``{(kind, secret hash): holder}`` of the live
+        ones and the epoch; those not in memory are read with one statement per kind (the web app's
+        resolver hands over every credential that arrived while the previous lookup ran)."""
         now = time.time()
-        epoch = self.access.epoch  # taken first: a change observed meanwhile moves it, and the entry is dropped
-        hit = self.access.holder(kind, key, now)
-        if hit is not None:
-            return hit, epoch
-        if kind == "session":
-            with self.session() as s:
-                r = s.execute(select(AnnotatorRow.id, AnnotatorRow.kind, AnnotatorRow.withdrawn_at,
-                                     SessionRow.expires_at).join(SessionRow, SessionRow.annotator_id == AnnotatorRow.id)
-                              .where(SessionRow.id == key, SessionRow.ended_at.is_(None), SessionRow.expires_at > now,
-                                     AnnotatorRow.withdrawn_at.is_(None))).first()
-        else:
-            with self.session() as s:
-                r = s.execute(select(AnnotatorRow.id, AnnotatorRow.kind, AnnotatorRow.withdrawn_at,
-                                     AnnotatorRow.token_expires_at).where(
-                    AnnotatorRow.token_hash == key,
-                    or_(AnnotatorRow.token_expires_at.is_(None), AnnotatorRow.token_expires_at > now))).first()
-        if r is None:
-            return None, epoch  # unknown credentials are not cached (no memory growth from guessing)
-        h = Holder(r[0], r[1], r[2] is not None, r[3])
-        self.access.put_holder(kind, key, h, epoch)
-        return h, epoch
+        epoch = self.access.epoch  # taken first: a change observed meanwhile moves it, and the entries are dropped
+        out: dict[tuple[str, str], Holder] = {}
+        todo: dict[str, set[str]] = {"session": set(), "token": set()}
+        for kind, secret in creds:
+            key = (kind, hash_token(secret))
+            hit = self.access.holder(kind, key[1], now)
+            if hit is not None:
+                out[key] = hit
+            else:
+                todo["session" if kind == "session" else "token"].add(key[1])
+        if not (todo["session"] or todo["token"]):
+            return out, epoch
+        with self.session() as s:
+            if todo["session"]:
+                for r in s.execute(select(SessionRow.id, AnnotatorRow.id, AnnotatorRow.kind, AnnotatorRow.withdrawn_at,
+                                          SessionRow.expires_at).join(SessionRow, SessionRow.annotator_id == AnnotatorRow.id)
+                                   .where(SessionRow.id.in_(todo["session"]), SessionRow.ended_at.is_(None),
+                                          SessionRow.expires_at > now, AnnotatorRow.withdrawn_at.is_(None))):
+                    out[("session", r[0])] = Holder(r[1], r[2], r[3] is not None, r[4])
+            if todo["token"]:
+                for r in s.execute(select(AnnotatorRow.token_hash, AnnotatorRow.id, AnnotatorRow.kind,
+                                          AnnotatorRow.withdrawn_at, AnnotatorRow.token_expires_at).where(
+                        AnnotatorRow.token_hash.in_(todo["token"]),
+                        or_(AnnotatorRow.token_expires_at.is_(None), AnnotatorRow.token_expires_at > now))):
+                    out[("token", r[0])] = Holder(r[1], r[2], r[3] is not None, r[4])
+        for (kind, key), h in out.items():
+            if key in todo["session" if kind == "session" else "token"]:
+                self.access.put_holder(kind, key, h, epoch)  # unknown credentials are not cached (no memory growth)
+        return out, epoch
 
     @retry_conflicts
     def end_sessions(self, annotator_id: str, actor: str, reason: str = "logout") -> int:

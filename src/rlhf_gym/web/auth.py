@@ -12,7 +12,10 @@ tricked into making admin calls.
 from __future__ import annotations
 
 import hmac
+import queue
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
@@ -21,7 +24,7 @@ from rlhf_gym.store import FeedbackStore, hash_token
 from rlhf_gym.store.batch import Credential
 from rlhf_gym.web.guard import COOKIE
 
-__all__ = ["COOKIE", "Annotator", "TokenCache", "bearer", "credential", "require_admin", "require_annotator",
+__all__ = ["COOKIE", "Annotator", "CredentialResolver", "TokenCache", "bearer", "credential", "require_admin", "require_annotator",
            "require_sender"]
 #: longest token accepted; anything longer is refused before hashing.
 MAX_TOKEN_LEN = 256
@@ -132,6 +135,52 @@ class TokenCache:
 
     def clear(self) -> None:
         self.store.access.clear()
+
+
+class CredentialResolver:
+    """Credentials not in memory, looked up in batches by one thread (as the label writer batches writes).
+
+    When many people arrive at once (a class opening their invite links), each first request would
+    otherwise take a pool thread and a connection for one lookup; here every credential queued while
+    the previous lookup ran is read with one statement per kind. :meth:`lookup` gives a future of
+    ``(Annotator, Credential)``, or None for an unknown, expired or ended credential (the caller then
+    takes the ordinary path, which says which). Like :meth:`TokenCache.vouch` with ``fresh=False``: the
+    label writer re-checks the credential under the write lock when anything was revoked meanwhile.
+    """
+
+    def __init__(self, store: FeedbackStore, max_batch: int = 512) -> None:
+        self.store, self.max_batch = store, max_batch
+        self._q: queue.SimpleQueue[tuple[str, str, Future]] = queue.SimpleQueue()
+        self.batches = 0
+        threading.Thread(target=self._run, name="rlhf-credential-resolver", daemon=True).start()
+
+    def lookup(self, kind: str, secret: str) -> Future:
+        fut: Future = Future()
+        if len(secret) > MAX_TOKEN_LEN:
+            fut.set_result(None)
+        else:
+            self._q.put((kind, secret, fut))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._q.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                found, epoch = self.store.credential_holders([(k, s) for k, s, _f in batch])
+            except Exception as e:  # the database failed: each caller takes the ordinary path and reports it
+                for _k, _s, fut in batch:
+                    fut.set_exception(e)
+                continue
+            self.batches += 1
+            for kind, secret, fut in batch:
+                key = hash_token(secret)
+                h = found.get((kind, key))
+                fut.set_result(None if h is None else (Annotator(h.id, h.kind, h.withdrawn), Credential(kind, key, epoch)))
 
 
 def credential(request: Request) -> tuple[str, str] | None:

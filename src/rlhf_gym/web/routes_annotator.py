@@ -14,8 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from rlhf_gym.store.batch import Credential
-from rlhf_gym.types import ActionQuery, Feedback, StepQuery
+from rlhf_gym.types import ActionQuery, StepQuery
 from rlhf_gym.web import auth
 from rlhf_gym.web.bodies import ActionIn, ConsentIn, FeedbackIn, WithdrawIn
 from rlhf_gym.web.service import WebApp
@@ -115,18 +114,13 @@ def build(web: WebApp) -> APIRouter:
         path = web.clips.step_frame(q, web.env_of_run(sq.run_id))
         return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
-    def check_label(request: Request, body: FeedbackIn) -> tuple[auth.Annotator, Credential | None, Feedback]:
-        ann, cred = web.sender(request)
-        return ann, cred, web.prepare(ann, body)
-
     @router.post("/api/feedback", status_code=201)
     async def feedback(request: Request, body: FeedbackIn,
                        progress: bool = Query(False, description="also return my progress counter")) -> JSONResponse:
-        # Who is asking and whether the query may be answered come from memory (else from the store, in a
-        # pool thread); the group-commit writer then re-checks everything under the database's write lock
+        # Who is asking and whether the query may be answered come from memory (else from the store: the
+        # credential in a batched lookup, the query in a pool thread); the group-commit writer then re-checks everything under the database's write lock
         # and stores the batch in one transaction. The answer goes out once this label is committed or refused.
-        checked = web.label_from_memory(request, body) or await run_in_threadpool(check_label, request, body)
-        ann, cred, fb = checked
+        ann, cred, fb = await web.label_checked(request, body)
         res = await asyncio.wrap_future(web.labels.put(fb, body.client_key, cred))
         code, out = web.label_response(fb, res)
         if progress:

@@ -6,6 +6,7 @@ speaks SQL. The routes (``routes_pages``, ``routes_annotator``, ``routes_admin``
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import queue
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
 from rlhf_gym.governance.consent import FeedbackPolicy
 from rlhf_gym.store import AlreadyAnswered, ConsentError, FeedbackStore, KeyUsed, StoreError
@@ -149,6 +151,8 @@ class WebApp:
         self.max_demo_sessions = max_demo_sessions
         self._prerender_lock = threading.Lock()
         self.token_cache = auth.TokenCache(store)
+        #: first requests of people not yet in memory: their credentials are looked up in batches
+        self.resolver = auth.CredentialResolver(store)
         #: group commit: one thread stores every label queued while the previous batch was written
         self.labels = LabelWriter(store)
         #: (query id, side) -> (webp bytes, annotator it is assigned to or None), most recent last
@@ -171,6 +175,31 @@ class WebApp:
         if hit is None or meta is None or meta.kind == "action":  # an action answer is checked against its env
             return None
         return hit[0], hit[1], self.prepare(hit[0], body, meta)
+
+    async def label_checked(self, request: Request, body: FeedbackIn) -> tuple[auth.Annotator, Credential | None, Feedback]:
+        """Sender and checked label: from memory, else with the credential looked up in a batch
+        (:class:`~rlhf_gym.web.auth.CredentialResolver`) and the query from memory or a pool thread; an
+        unknown credential, the admin token or a failed lookup take the ordinary path, which says why."""
+        hit = self.label_from_memory(request, body)
+        if hit is not None:
+            return hit
+        cred = auth.credential(request)
+        if cred is not None and not auth.is_admin_token(cred[1], self.admin_token):
+            try:
+                found = await asyncio.wrap_future(self.resolver.lookup(*cred))
+            except Exception:
+                found = None
+            if found is not None:
+                ann, via = found
+                meta = self.store.access.query(body.query_id)
+                if meta is not None and meta.kind != "action":
+                    return ann, via, self.prepare(ann, body, meta)
+                return ann, via, await run_in_threadpool(self.prepare, ann, body)
+        return await run_in_threadpool(self._check_label, request, body)
+
+    def _check_label(self, request: Request, body: FeedbackIn) -> tuple[auth.Annotator, Credential | None, Feedback]:
+        ann, cred = self.sender(request)
+        return ann, cred, self.prepare(ann, body)
 
     def sender(self, request: Request) -> tuple[auth.Annotator, Credential | None]:
         """The annotator of a label request, from memory when seen before (the label writer re-checks it)."""
@@ -253,7 +282,7 @@ class WebApp:
         Whether the person may still give labels (withdrawal, consent) and whether this is a second
         answer or a resend are decided by the label writer, under the database's write lock.
         """
-        meta = meta or self.store.query_meta(body.query_id)
+        meta = meta or self.store.query_meta(body.query_id, for_annotator=ann.id)
         if meta is None:
             raise HTTPException(404, f"unknown query id {body.query_id!r}")
         if meta.assigned_to is not None and meta.assigned_to != ann.id:
