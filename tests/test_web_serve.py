@@ -213,3 +213,24 @@ def test_two_workers_on_postgresql_never_store_two_answers_for_one_query(tmp_pat
         store.close()
     finally:
         drop_pg(eng, name)
+
+
+def test_a_worker_keeps_its_start_up_objects_out_of_full_collections(tmp_path, monkeypatch):
+    """Each full garbage collection walked every long-lived object of the server (~90 ms pauses under
+    load): the worker's app factory freezes what start-up made (the process is the server's)."""
+    import gc
+
+    from rlhf_gym.web import cli as web_cli
+
+    monkeypatch.setenv(web_cli._ENV_DB, str(tmp_path / "w.db"))
+    monkeypatch.setenv("RLHF_GYM_ADMIN_TOKEN", "admin-token-123")
+    monkeypatch.setenv(web_cli._ENV_CLIPS, str(tmp_path / "clips"))
+    monkeypatch.setenv(web_cli._ENV_POLICY, "")
+    gc.unfreeze()
+    try:
+        app = web_cli.app_from_env()
+        assert gc.get_freeze_count() > 10_000  # the app, its store and the imported modules
+        assert app.state.web.store is not None
+        app.state.web.store.close()
+    finally:
+        gc.unfreeze()
