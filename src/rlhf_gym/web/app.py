@@ -83,7 +83,9 @@ def create_app(store: FeedbackStore, admin_token: str, clip_dir: str | Path = "c
     app.include_router(routes_admin.build(web))
 
     @app.get("/api/health", include_in_schema=False)
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
+        # on the event loop (no pool thread, no store call): a load balancer's probe answers even when
+        # every pool thread is busy
         return {"ok": True}
 
     return app
