@@ -328,3 +328,25 @@ def test_relabel_replay_buffer_writes_the_models_reward_into_sacs_buffer():
     assert np.allclose(buf.rewards[: buf.pos, 0], want, atol=1e-5)
     assert not np.allclose(before, buf.rewards[: buf.pos])
     env.close()
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+@pytest.mark.parametrize("inputs", ["obs_act", "obs_next", "obs"])
+def test_renormalise_inputs_keeps_the_function_and_widens_the_statistics(env_id, inputs):
+    """New input statistics, same rewards on the old (unclipped) range and on the absorbing state."""
+    env = gym.make(env_id)
+    model = RewardModel.for_spaces(env.observation_space, env.action_space, seed=1, inputs=inputs)
+    gen = np.random.default_rng(0)
+    d = env.observation_space.shape[0]
+    model.fit_input_normalisation(gen.normal(0.0, 0.1, size=(200, d)))
+    model.anchor.fill_(0.3)
+    model.scale.fill_(0.7)
+    obs = gen.normal(0.0, 0.2, size=(60, d)).astype(np.float32)
+    acts = np.array([env.action_space.sample() for _ in range(60)])
+    nxt, ab = obs + 0.01, np.arange(60) < 6
+    before = model.reward(obs, acts, nxt, ab)
+    wide = gen.normal(1.0, 3.0, size=(500, d))
+    model.renormalise_inputs(wide)
+    np.testing.assert_allclose(model.reward(obs, acts, nxt, ab), before, atol=1e-5)
+    np.testing.assert_allclose(model.obs_mean.numpy(), wide.mean(0), atol=1e-5)
+    np.testing.assert_allclose(model.obs_std.numpy(), wide.std(0), rtol=1e-5)

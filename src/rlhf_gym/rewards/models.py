@@ -333,6 +333,42 @@ class RewardModel(nn.Module):
         self.obs_std.copy_(torch.as_tensor(np.maximum(o.std(0), 1e-3), dtype=torch.float32))
         self.fitted.fill_(True)
 
+    def renormalise_inputs(self, obs: np.ndarray) -> None:
+        """Refit the observation mean/std on ``obs`` *without changing the function*: each member's first
+        layer is rewritten so its output on every input inside the old clipping range, and on the absorbing
+        state, is what it was (the new statistics only widen what the network can tell apart).
+
+        Why: statistics fitted once on random-policy states put the states a later policy reaches (a CartPole
+        cart far from the centre: 25 standard deviations of the random policy's ``x``) at the clip, where the
+        network extrapolates; measured there, a drifting cart was paid the model's highest reward. Images keep
+        their fixed scaling."""
+        if self.pixels or not bool(self.fitted):
+            self.fit_input_normalisation(obs)
+            return
+        o = np.asarray(obs, np.float64).reshape(-1, self.cfg.obs_dim)
+        if len(o) == 0:
+            return
+        m0, s0 = self.obs_mean.detach().cpu().double(), self.obs_std.detach().cpu().double()
+        m1 = torch.as_tensor(o.mean(0), dtype=torch.float64)
+        s1 = torch.as_tensor(np.maximum(o.std(0), 1e-3), dtype=torch.float64)
+        # x_old = (o - m0) / s0 = c + a * x_new with x_new = (o - m1) / s1
+        a, c = s1 / s0, (m1 - m0) / s0
+        d = self.cfg.obs_dim
+        blocks = [slice(0, d)] + ([slice(d, 2 * d)] if self.cfg.inputs == "obs_next" else [])
+        with torch.no_grad():
+            for member in self.members:
+                first = next(mod for mod in member.modules() if isinstance(mod, nn.Linear))
+                w = first.weight
+                shift = torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
+                for cols in blocks:
+                    wc = w[:, cols].double()
+                    shift += wc @ c.to(w.device)
+                    w[:, cols] = (wc * a.to(w.device)).to(w.dtype)
+                first.bias += shift.to(w.dtype)
+                w[:, -1] -= shift.to(w.dtype)  # the absorbing state (obs features zero, flag 1) keeps its output
+            self.obs_mean.copy_(m1.float())
+            self.obs_std.copy_(s1.float())
+
     def features_np(self, obs: np.ndarray, acts: np.ndarray | None, next_obs: np.ndarray | None,
                     absorbing: np.ndarray | None) -> np.ndarray:
         """Network input for ``N`` steps as float32 (N, in_dim): normalised obs, action (one-hot or
