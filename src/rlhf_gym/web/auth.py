@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hmac
 import queue
-import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from fastapi import HTTPException, Request
 
 from rlhf_gym.store import FeedbackStore, hash_token
 from rlhf_gym.store.batch import Credential
+from rlhf_gym.web.batching import start_drainer
 from rlhf_gym.web.guard import COOKIE
 
 __all__ = ["COOKIE", "Annotator", "CredentialResolver", "TokenCache", "bearer", "credential", "require_admin", "require_annotator",
@@ -152,7 +152,7 @@ class CredentialResolver:
         self.store, self.max_batch = store, max_batch
         self._q: queue.SimpleQueue[tuple[str, str, Future]] = queue.SimpleQueue()
         self.batches = 0
-        threading.Thread(target=self._run, name="rlhf-credential-resolver", daemon=True).start()
+        start_drainer("rlhf-credential-resolver", self._q, max_batch, self._resolve)
 
     def lookup(self, kind: str, secret: str) -> Future:
         fut: Future = Future()
@@ -162,25 +162,18 @@ class CredentialResolver:
             self._q.put((kind, secret, fut))
         return fut
 
-    def _run(self) -> None:
-        while True:
-            batch = [self._q.get()]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._q.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                found, epoch = self.store.credential_holders([(k, s) for k, s, _f in batch])
-            except Exception as e:  # the database failed: each caller takes the ordinary path and reports it
-                for _k, _s, fut in batch:
-                    fut.set_exception(e)
-                continue
-            self.batches += 1
-            for kind, secret, fut in batch:
-                key = hash_token(secret)
-                h = found.get((kind, key))
-                fut.set_result(None if h is None else (Annotator(h.id, h.kind, h.withdrawn), Credential(kind, key, epoch)))
+    def _resolve(self, batch: list[tuple[str, str, Future]]) -> None:
+        try:
+            found, epoch = self.store.credential_holders([(k, s) for k, s, _f in batch])
+        except Exception as e:  # the database failed: each caller takes the ordinary path and reports it
+            for _k, _s, fut in batch:
+                fut.set_exception(e)
+            return
+        self.batches += 1
+        for kind, secret, fut in batch:
+            key = hash_token(secret)
+            h = found.get((kind, key))
+            fut.set_result(None if h is None else (Annotator(h.id, h.kind, h.withdrawn), Credential(kind, key, epoch)))
 
 
 def credential(request: Request) -> tuple[str, str] | None:

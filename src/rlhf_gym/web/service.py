@@ -32,6 +32,7 @@ from rlhf_gym.types import ActionQuery, DemoQuery, Feedback, PairQuery, StepQuer
 from rlhf_gym.types import Query as RQuery
 from rlhf_gym.web import action_queries, auth
 from rlhf_gym.web.actions import action_meaning, demo_keys
+from rlhf_gym.web.batching import start_drainer
 from rlhf_gym.web.bodies import ID_PATTERN, FeedbackIn, PostQueriesIn
 from rlhf_gym.web.clips import CLIP_FPS, ClipCache, encode_png
 
@@ -100,7 +101,7 @@ class LabelWriter:
         self._q: queue.SimpleQueue[tuple[Feedback, str | None, Credential | None, Future]] = queue.SimpleQueue()
         self.batches = 0
         self.labels = 0
-        threading.Thread(target=self._run, name="rlhf-label-writer", daemon=True).start()
+        start_drainer("rlhf-label-writer", self._q, max_batch, self._store)
 
     def put(self, fb: Feedback, client_key: str | None, credential: Credential | None = None) -> Future:
         """Queue one label; the future gets the stored answer or the error that refused it.
@@ -112,23 +113,16 @@ class LabelWriter:
         self._q.put((fb, client_key, credential, fut))
         return fut
 
-    def _run(self) -> None:
-        while True:
-            batch = [self._q.get()]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._q.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                results: list[Any] = self.store.add_feedback_many([(fb, key) for fb, key, _c, _f in batch],
-                                                                  credentials=[c for _fb, _k, c, _f in batch])
-            except Exception as e:  # the database failed the whole batch: every label in it is refused
-                results = [e] * len(batch)
-            self.batches += 1
-            self.labels += len(batch)
-            for (_fb, _key, _c, fut), res in zip(batch, results, strict=True):
-                fut.set_result(res)
+    def _store(self, batch: list[tuple[Feedback, str | None, Credential | None, Future]]) -> None:
+        try:
+            results: list[Any] = self.store.add_feedback_many([(fb, key) for fb, key, _c, _f in batch],
+                                                              credentials=[c for _fb, _k, c, _f in batch])
+        except Exception as e:  # the database failed the whole batch: every label in it is refused
+            results = [e] * len(batch)
+        self.batches += 1
+        self.labels += len(batch)
+        for (_fb, _key, _c, fut), res in zip(batch, results, strict=True):
+            fut.set_result(res)
 
 
 class WebApp:
