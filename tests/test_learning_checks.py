@@ -126,15 +126,15 @@ def test_evaluate_reports_the_saved_sb3_policy(tmp_path, capsys):
 def test_preference_loop_solves_cartpole(tmp_path):
     """20 oracle labels, 50k PPO steps (a CI budget: the default is 100k), seed 0: solved, on the true reward.
 
-    At this budget seed 1 reaches about 180 (and seed 0 reached 394 at 30k, 457 at 40k with
-    stable-baselines3 2.9.2 and gymnasium 1.4.0); the benchmark's 5-seed rows use
+    Before issue 13's defaults seed 1 reached about 180 at this budget; the benchmark's 5-seed rows use
     the default steps. A held-out set is asked for (by default it starts at 100 labels): the 4 held-out
-    labels are really held out, and the model ranks them; prequential accuracy is reported too."""
+    labels are really held out (16 trained), and the model ranks the decisive ones (ties, equal clip
+    returns, are not counted: 2 of the 4 at this seed); prequential accuracy is reported too."""
     res = train(TrainConfig(env="CartPole-v1", feedback="preference", teacher="oracle", budget=20, seed=0,
                             out=str(tmp_path / "run"), timesteps=50_000, progress=False, eval_episodes=10,
                             extra={"eval_points": 2, "heldout_min_budget": 20}))
     assert res["mean_return"] >= 475, res["mean_return"]
-    assert res["labels_trained"] == 16 and res["heldout_pairs"] >= 3 and res["heldout_accuracy"] >= 0.5
+    assert res["labels_trained"] == 16 and 1 <= res["heldout_pairs"] <= 4 and res["heldout_accuracy"] >= 0.5
     assert res["prequential_pairs"] > 0 and 0.0 <= res["prequential_accuracy"] <= 1.0
 
 
