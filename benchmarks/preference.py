@@ -61,6 +61,8 @@ def rows() -> list[Row]:
         Row("pendulum-random-teacher", "Pendulum-v1", "random", 20, pd, -200, role="control"),
         Row("pendulum-zero-labels", "Pendulum-v1", "oracle", 0, pd, -200, role="control"),
         Row("pendulum-sb3-true-reward", "Pendulum-v1", "-", 0, pd, -200, kind="baseline", role="baseline"),
+        Row("cartpole-oracle-10", "CartPole-v1", "oracle", 10, cp, 475),
+        Row("cartpole-random-teacher-10", "CartPole-v1", "random", 10, cp, 475, role="control"),
         Row("cartpole-oracle-50", "CartPole-v1", "oracle", 50, cp, 475),
         Row("pendulum-oracle-50", "Pendulum-v1", "oracle", 50, pd, -200),
         Row("cartpole-mistake0.1", "CartPole-v1", "mistake", 20, cp, 475, role="robustness"),
@@ -85,11 +87,12 @@ def rows() -> list[Row]:
 
 
 def control_of(row: Row, names: set[str]) -> str | None:
-    """The random-teacher row of the same task (headline and robustness rows are compared with it)."""
+    """The random-teacher row of the same task, at the same budget where there is one (headline and
+    robustness rows are compared with it)."""
     if row.role in ("control", "baseline"):
         return None
     prefix = row.name.split("-")[0]
-    for cand in (f"{prefix}-random-teacher", f"{prefix}-random-teacher-{row.budget}"):
+    for cand in (f"{prefix}-random-teacher-{row.budget}", f"{prefix}-random-teacher"):
         if cand in names:
             return cand
     return None
