@@ -18,6 +18,8 @@ held-out episodes, seeds 10 000+):
   same seeds: 5 random-policy "demonstrations" + 10 labels, and 10 labels without demonstrations.
   ``cartpole-pref-demos-bc`` adds ``demo_bc=true`` (the policy cloned first); its controls: random
   "demonstrations" + BC + 10 labels, and expert demonstrations + BC with no labels (what the labels add).
+* MountainCar-v0, 5 expert episodes (``mountaincar-bc|gail|airl``, bar: a mean of -120, i.e. the goal reached;
+  the cached expert is DQN there, PPO's defaults never reach the goal), where preferences alone failed.
 * FrozenLake-v1 (4x4 and 8x8, slippery), 100 expert episodes (the exact optimal policy of the transition
   table): ``maxent-irl``; reported: agreement of the recovered reward's optimal policy with the expert's on
   every non-terminal state, and its success rate as a share of the expert's. Control: 100 random episodes.
@@ -55,7 +57,10 @@ RESULTS = Path(__file__).parent / "results" / "demonstrations.json"
 #: row prefix -> (environment, bar on the median true return, learners, SB3 baseline on the true reward)
 TASKS = {"cartpole": ("CartPole-v1", 475.0, ("bc", "dagger", "gail", "airl"), "ppo"),
          "pendulum": ("Pendulum-v1", -200.0, ("bc", "gail", "airl"), "sac"),
-         "invpend": ("InvertedPendulum-v5", 950.0, ("bc", "gail"), "sac")}
+         "invpend": ("InvertedPendulum-v5", 950.0, ("bc", "gail"), "sac"),
+         "mountaincar": ("MountainCar-v0", -120.0, ("bc", "gail", "airl"), "ppo")}
+#: expert episodes per row where the issue states fewer than 10 (MountainCar-v0: 5)
+DEMO_EPISODES = {"mountaincar": 5}
 CARTPOLE_ROWS = TASKS["cartpole"][2]
 PREF_ROWS = ("cartpole-pref-demos", "cartpole-pref-demos-bc")
 BASELINE_ROWS = tuple(f"{k}-{v[3]}" for k, v in TASKS.items())
@@ -112,6 +117,7 @@ def env_row(task: str, learner: str, seeds: list[int], tmp: Path, save: Any) -> 
     10 random-policy "demonstrations" (DAgger: a random labeller) with the same seeds. AIRL rows also train a
     fresh SB3 policy on each recovered reward (``train --reward DIR``, the transfer inverse RL is for)."""
     env_id, bar = TASKS[task][0], TASKS[task][1]
+    episodes = DEMO_EPISODES.get(task, 10)
     runs: dict[str, list[dict[str, Any]]] = {"expert": [], "random": []}
     for seed in seeds:
         for source in ("expert", "random"):
@@ -122,7 +128,7 @@ def env_row(task: str, learner: str, seeds: list[int], tmp: Path, save: Any) -> 
             else:
                 demos = folder / "demos.jsonl"
                 if not demos.exists():
-                    record(env_id, source, seed, 10, folder)
+                    record(env_id, source, seed, episodes, folder)
                 res = run_job(env_id, learner, seed, folder / learner, demos=demos)
             r = {k: res.get(k) for k in ("mean_return", "std_return", "feedback_used", "env_steps", "wall_s",
                                          "demo_return", "disc_accuracy", "labels_used")} | {"seed": seed}
@@ -139,7 +145,8 @@ def env_row(task: str, learner: str, seeds: list[int], tmp: Path, save: Any) -> 
             save()
     exp = runs["expert"]
     out = {"env": env_id, "learner": learner, "seeds": len(exp), "bar": bar,
-           "demos": "200 expert labels" if learner == "dagger" else "10 expert episodes",
+           "demos": "200 expert labels" if learner == "dagger" else f"{episodes} expert episodes",
+           "expert": expert_summary(env_id),
            "return": summary([r["mean_return"] for r in exp]),
            "solved": sum(r["mean_return"] >= bar for r in exp),
            "control_return": summary([r["mean_return"] for r in runs["random"]]),
@@ -151,6 +158,15 @@ def env_row(task: str, learner: str, seeds: list[int], tmp: Path, save: Any) -> 
         out["transfer_return"] = summary([r["transfer_return"] for r in exp])
         out["transfer_solved"] = sum(r["transfer_return"] >= bar for r in exp)
     return out
+
+
+def expert_summary(env_id: str) -> dict[str, Any] | None:
+    """The cached expert's card (algorithm, bar, held-out return), reported beside every row built on it."""
+    from rlhf_gym.feedback.teachers_evaluative import expert_card
+
+    card = expert_card(env_id)
+    return None if card is None else {k: card.get(k) for k in ("algo", "bar", "heldout_mean", "heldout_min",
+                                                               "heldout_episodes", "steps")}
 
 
 def pref_job(seed: int, out: Path, demos: Path | None, budget: int, extra: dict[str, Any]) -> dict[str, Any]:

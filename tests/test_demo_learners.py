@@ -362,14 +362,46 @@ def test_continuous_tasks_get_a_cached_sac_expert(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RLHF_GYM_CACHE", str(tmp_path))
     assert te.expert_algo("Pendulum-v1") == "sac" and te.expert_algo("CartPole-v1") == "ppo"
-    monkeypatch.setitem(te.EXPERT_ALGO, "continuous", ("sac", 600, 300))  # a tiny schedule for the test
+    monkeypatch.setitem(te.EXPERT_RECIPES, "continuous", (("sac", 600, 300, {}),))  # a tiny schedule for the test
+    monkeypatch.setitem(te.EXPERT_BARS, "Pendulum-v1", -5000.0)  # which the tiny schedule reaches
     act = expert_for("Pendulum-v1", {}, log=lambda _m: None)
     path = te.expert_path("Pendulum-v1", "sac")
     assert path.exists() and isinstance(te.load_expert(path), SAC)
+    card = json.loads(te.expert_card_path(path).read_text())
+    assert card["algo"] == "sac" and card["bar"] == -5000.0 and card["heldout_mean"] >= -5000.0
     a = act(make_env("Pendulum-v1").reset(seed=0)[0])
     assert a.shape == (1,) and a.dtype.kind == "f"
     with pytest.raises(ValueError, match="discrete action space"):
         make_teacher(TeacherRequest("evaluative", "oracle", "Pendulum-v1", seed=0, log=lambda _m: None))
+
+
+def test_an_expert_below_the_bar_is_refused_and_never_cached(tmp_path, monkeypatch, capsys):
+    """Every recipe's held-out return is judged against the task's bar; an expert that does not reach it is
+    not cached, and the command that needed it exits 2 naming each recipe's return and ``--set expert=PATH``.
+    A cached expert from before cards is judged once and used only if it reaches the bar."""
+    from rlhf_gym.feedback import teachers_evaluative as te
+
+    monkeypatch.setenv("RLHF_GYM_CACHE", str(tmp_path))
+    assert te.expert_bar("CartPole-v1") == 475.0 and te.expert_bar("MountainCar-v0") == -110.0
+    assert te.expert_bar("Pendulum-v1") == -200.0
+    # two tiny discrete recipes: neither can reach CartPole's 475 in 256 steps
+    monkeypatch.setitem(te.EXPERT_RECIPES, "discrete", (("ppo", 256, 256, {"n_steps": 64}),
+                                                        ("dqn", 256, 256, {"learning_starts": 64})))
+    with pytest.raises(te.ExpertError, match=r"PPO -?\d.*DQN -?\d.*--set expert=PATH"):
+        te.load_or_train_expert("CartPole-v1", log=lambda _m: None)
+    assert not list((tmp_path / "experts").glob("*.zip"))
+    out = tmp_path / "demos"
+    assert main(["demos", "record", "--env", "CartPole-v1", "--from", "expert", "--episodes", "1",
+                 "--out", str(out)]) == 2
+    assert "reached the bar 475.0" in capsys.readouterr().err
+    # a card-less file in the cache (an old cache) is judged now: below the bar, it is not used
+    from stable_baselines3 import PPO
+
+    weak = PPO("MlpPolicy", make_env("CartPole-v1"), n_steps=64, seed=0, device="cpu")
+    weak.save(str(te.expert_path("CartPole-v1", "ppo")))
+    assert te.expert_card("CartPole-v1") is None
+    card = json.loads(te.expert_card_path(te.expert_path("CartPole-v1", "ppo")).read_text())
+    assert card["heldout_mean"] < 475.0 and card["heldout_episodes"] == te.HELDOUT_EPISODES
 
 
 def test_airl_state_only_reward_ignores_the_action():

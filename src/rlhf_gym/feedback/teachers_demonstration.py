@@ -124,8 +124,9 @@ def sb3_policy(model: Any, discrete: bool) -> PolicyFn:
 def expert_for(env_id: str, settings: Any, log: Callable[[str], None] = print) -> PolicyFn:
     """The expert's policy: ``--set expert=PATH`` (an SB3 zip), else the cached SB3 expert of ``env_id``.
 
-    The cached expert is PPO for discrete actions and SAC for continuous ones, trained once on the true
-    reward (:func:`rlhf_gym.feedback.teachers_evaluative.train_expert`).
+    The cached expert is trained once on the true reward and kept only if it reaches the task's bar on
+    held-out episodes (PPO, then DQN, for discrete actions; SAC for continuous ones:
+    :func:`rlhf_gym.feedback.teachers_evaluative.train_expert`).
     A tabular task (a transition table in ``env.unwrapped.P``, e.g. FrozenLake) gets its exact optimal policy.
     """
     from rlhf_gym.envs import env_spec, make_env

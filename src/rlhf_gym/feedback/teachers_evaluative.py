@@ -6,8 +6,9 @@ CLI argument) built from a *judge* and noise options:
 * judges: :class:`ExpertActionJudge` (good iff the action is the expert's, or as good by its Q-values),
   :class:`AdvantageJudge` (good iff ``Q(s,a) >= max_a' Q(s,a') - margin``) and :class:`RandomJudge`
   (the control: 0/1 at random). The expert is a Stable-Baselines3 model trained on the true reward and
-  cached per environment (:func:`load_or_train_expert`: PPO with SB3's defaults), or a DQN/PPO/A2C file
-  the user supplies (``--set expert=PATH``).
+  cached per environment once it reaches the task's bar on held-out episodes (:func:`load_or_train_expert`:
+  PPO with SB3's defaults, then DQN, :data:`EXPERT_RECIPES`), or a DQN/PPO/A2C file the user supplies
+  (``--set expert=PATH``).
 * noise options, which compose: ``noise`` (wrong answers at rate epsilon), ``skip`` (no answer at rate p)
   and ``delay`` (answers arrive 2-6 steps late, stamped with the step at which they were *given*; the
   learner is not told which step they judge, as with a person pressing a key while the agent moves on).
@@ -142,82 +143,160 @@ def expert_path(env_id: str, algo: str = "dqn") -> Path:
     return cache_dir() / "experts" / f"{env_id.replace('/', '_')}-{algo}.zip"
 
 
-#: the SB3 algorithm and training schedule an expert gets, by kind of action space (the same for every task)
-EXPERT_ALGO = {"discrete": ("ppo", 100_000, 10_000), "continuous": ("sac", 60_000, 5_000)}
+def expert_card_path(path: Path) -> Path:
+    """The JSON beside a cached expert: its bar, its held-out return, how it was trained."""
+    return path.with_suffix(".json")
+
+
+#: DQN settings of the discrete recipe's second step: a long epsilon-greedy phase (20% of 150k steps) and
+#: frequent small updates, so a goal-ending task whose reward says nothing until the goal (MountainCar-v0,
+#: where PPO's defaults stay at -200 for 100k steps) is reached by exploration first.
+DQN_SETTINGS: dict[str, Any] = {
+    "learning_rate": 4e-3, "batch_size": 128, "buffer_size": 10_000, "learning_starts": 1_000, "gamma": 0.98,
+    "target_update_interval": 600, "train_freq": 16, "gradient_steps": 8, "exploration_fraction": 0.2,
+    "exploration_final_eps": 0.07, "policy_kwargs": {"net_arch": [256, 256]}}
+
+#: the recipes an expert is trained with, by kind of action space, tried in order until one reaches the
+#: task's bar on held-out episodes (the same list for every task): ``(algorithm, max steps, check every,
+#: settings)``. PPO with SB3's defaults solves CartPole-v1 in ~30k steps; DQN above reaches MountainCar-v0's
+#: goal in ~80k (and solves CartPole-v1 too).
+EXPERT_RECIPES: dict[str, tuple[tuple[str, int, int, dict[str, Any]], ...]] = {
+    "discrete": (("ppo", 100_000, 10_000, {}), ("dqn", 150_000, 10_000, DQN_SETTINGS)),
+    "continuous": (("sac", 60_000, 5_000, {}),),
+}
+#: the mean held-out return an expert must reach, for tasks Gymnasium registers without a
+#: ``reward_threshold`` (the others use theirs: CartPole-v1 475, MountainCar-v0 -110, Acrobot-v1 -100, ...)
+EXPERT_BARS: dict[str, float] = {"Pendulum-v1": -200.0}
+#: held-out episodes an expert is judged on (seeds no training check used)
+HELDOUT_EPISODES, HELDOUT_SEED = 50, 70_000
+
+
+class ExpertError(ValueError):
+    """No recipe produced an expert that reaches the task's bar (the CLI reports it with exit status 2)."""
+
+
+def _kind(env_id: str) -> str:
+    from rlhf_gym.envs import env_spec
+
+    return "discrete" if env_spec(env_id).discrete else "continuous"
 
 
 def expert_algo(env_id: str) -> str:
-    """``ppo`` for a discrete-action task, ``sac`` for a continuous one: the expert :func:`train_expert` trains."""
-    from rlhf_gym.envs import env_spec
-
-    return EXPERT_ALGO["discrete" if env_spec(env_id).discrete else "continuous"][0]
+    """The first recipe's algorithm for ``env_id``: ``ppo`` for discrete actions, ``sac`` for continuous ones."""
+    return EXPERT_RECIPES[_kind(env_id)][0][0]
 
 
-def train_expert(env_id: str, path: Path, seed: int = 0, max_steps: int | None = None, chunk: int | None = None,
-                 log: Callable[[str], None] = print, patience: int = 3) -> Path:
-    """Train an expert on the true reward with Stable-Baselines3's defaults: PPO for discrete actions, SAC
-    for continuous ones (the same for every task of each kind; :data:`EXPERT_ALGO`).
+def expert_bar(env_id: str) -> float | None:
+    """The mean held-out return an expert for ``env_id`` must reach: the registered ``reward_threshold``, else
+    :data:`EXPERT_BARS`; ``None`` for a task with neither (the best checkpoint is kept, and the card says so)."""
+    import gymnasium as gym
 
-    Trains in chunks of ``chunk`` steps and checks 20 greedy episodes after each; stops once both the
-    mean and the worst of them reach the environment's ``reward_threshold`` (a teacher should be
-    reliably good, not good on average); for a task with no threshold (Pendulum-v1), once ``patience``
-    checks in a row did not improve on the best; at the latest at ``max_steps``. The best checkpoint is
-    kept. PPO's defaults solve CartPole-v1 in about 30k steps (under a minute on one core), more stably
-    than DQN. Deterministic for a given seed on one thread.
+    if env_id in EXPERT_BARS:
+        return EXPERT_BARS[env_id]
+    try:
+        threshold = gym.spec(env_id).reward_threshold
+    except gym.error.Error:
+        return None
+    return None if threshold is None else float(threshold)
+
+
+def heldout_return(model: Any, env_id: str) -> tuple[float, float]:
+    """Mean and worst greedy return of an SB3 model over :data:`HELDOUT_EPISODES` held-out episodes."""
+    from rlhf_gym.envs import make_env
+    from rlhf_gym.rollouts import evaluate_policy
+
+    discrete = _kind(env_id) == "discrete"
+    env = make_env(env_id)
+    try:
+        rets = evaluate_policy(env, lambda o: _greedy(model, o, discrete), HELDOUT_EPISODES, seed=HELDOUT_SEED)
+    finally:
+        env.close()
+    return float(rets.mean()), float(rets.min())
+
+
+def _greedy(model: Any, obs: np.ndarray, discrete: bool) -> Any:
+    a = model.predict(np.asarray(obs), deterministic=True)[0]
+    return int(a) if discrete else np.asarray(a)
+
+
+def train_expert(env_id: str, path: Path | None = None, seed: int = 0, log: Callable[[str], None] = print,
+                 patience: int = 3) -> Path:
+    """Train an expert on the true reward, trying :data:`EXPERT_RECIPES` in order until one's best checkpoint
+    reaches :func:`expert_bar` on held-out episodes; cache it with its card (bar, held-out return, recipe).
+
+    Each recipe trains in chunks and checks 20 greedy episodes after each; it stops early once the worst of
+    them reaches the bar (a teacher should be reliably good, not good on average), or, with no bar, once
+    ``patience`` checks in a row did not improve; the best checkpoint is kept. Raises :class:`ExpertError`
+    (naming every recipe's held-out return and ``--set expert=PATH``) when none reaches the bar; nothing is
+    cached then. ``path`` is for a single recipe's file (tests); by default each recipe has its own.
+    Deterministic for a given seed on one thread.
     """
+    import json
+
     from rlhf_gym.runtime import torch_threads
 
-    kind = "discrete" if expert_algo(env_id) == "ppo" else "continuous"
-    algo, default_max, default_chunk = EXPERT_ALGO[kind]
-    with torch_threads(1):
-        return _train_expert(env_id, path, algo, seed, max_steps or default_max, chunk or default_chunk, log,
-                             patience)
+    bar = expert_bar(env_id)
+    tried = []
+    for algo, max_steps, chunk, settings in EXPERT_RECIPES[_kind(env_id)]:
+        target = path or expert_path(env_id, algo)
+        with torch_threads(1):
+            model, steps = _train_recipe(env_id, target, algo, settings, seed, max_steps, chunk, bar, log, patience)
+        mean, worst = heldout_return(model, env_id)
+        tried.append(f"{algo.upper()} {mean:.1f}")
+        log(f"  expert {env_id} ({algo}): held-out return {mean:.1f} (worst {worst:.1f}) over {HELDOUT_EPISODES} "
+            f"episodes; bar {bar if bar is not None else 'none stated'}")
+        if bar is None or mean >= bar:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.stem + ".partial.zip")
+            model.save(str(tmp))
+            card = {"env_id": env_id, "algo": algo, "seed": seed, "steps": steps, "bar": bar,
+                    "heldout_mean": mean, "heldout_min": worst, "heldout_episodes": HELDOUT_EPISODES,
+                    "heldout_seed": HELDOUT_SEED, "settings": settings}
+            expert_card_path(target).write_text(json.dumps(card, indent=2))
+            os.replace(tmp, target)
+            return target
+    raise ExpertError(f"no expert for {env_id} reached the bar {bar} (mean return over {HELDOUT_EPISODES} held-out "
+                      f"episodes): {', '.join(tried)}; supply one with --set expert=PATH (an SB3 zip)")
 
 
-def _train_expert(env_id: str, path: Path, algo: str, seed: int, max_steps: int, chunk: int,
-                  log: Callable[[str], None], patience: int) -> Path:
-    from stable_baselines3 import PPO, SAC
+def _train_recipe(env_id: str, path: Path, algo: str, settings: dict[str, Any], seed: int, max_steps: int,
+                  chunk: int, bar: float | None, log: Callable[[str], None], patience: int) -> tuple[Any, int]:
+    """One recipe: the best checkpoint (by mean and worst of 20 check episodes) and the steps it had trained."""
+    from stable_baselines3 import DQN, PPO, SAC
 
     from rlhf_gym.envs import make_env
     from rlhf_gym.rollouts import evaluate_policy
     from rlhf_gym.runtime import quiet_sb3
 
+    cls = {"ppo": PPO, "dqn": DQN, "sac": SAC}[algo]
     env = make_env(env_id, seed=seed)
     eval_env = make_env(env_id, seed=seed + 1)
-    threshold = env.spec.reward_threshold if env.spec else None
-    model = quiet_sb3((PPO if algo == "ppo" else SAC)("MlpPolicy", env, seed=seed, verbose=0, device="cpu"))
-    discrete = algo == "ppo"
-
-    def act(o: np.ndarray) -> Any:
-        a = model.predict(o, deterministic=True)[0]
-        return int(a) if discrete else np.asarray(a)
-
+    model = quiet_sb3(cls("MlpPolicy", env, seed=seed, verbose=0, device="cpu", **settings))
+    discrete = algo != "sac"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".partial.zip")
-    best = -np.inf
-    stale = 0
-    t0 = time.time()
-    done = 0
+    best_file = path.with_name(path.stem + ".best.zip")
+    best, best_steps, stale, done, t0 = -np.inf, 0, 0, 0, time.time()
     while done < max_steps:
         model.learn(chunk, reset_num_timesteps=False)
         done += chunk
-        rets = evaluate_policy(eval_env, act, 20, seed=50_000)
+        rets = evaluate_policy(eval_env, lambda o: _greedy(model, o, discrete), 20, seed=50_000)
         score = float(rets.mean() + rets.min()) / 2
         if score > best:
-            best, stale = score, 0
-            model.save(str(tmp))
+            best, best_steps, stale = score, done, 0
+            model.save(str(best_file))
         else:
             stale += 1
         log(f"  expert {env_id} ({algo}): {done} steps, greedy return {rets.mean():.1f} (worst {rets.min():.1f}), "
             f"{time.time() - t0:.0f}s")
-        if threshold is not None and rets.min() >= threshold:
+        if bar is not None and rets.min() >= bar:
             break
-        if threshold is None and stale >= patience:
+        if bar is None and stale >= patience:
             break
-    os.replace(tmp, path)
     env.close()
     eval_env.close()
-    return path
+    model = cls.load(str(best_file), device="cpu")
+    best_file.unlink()
+    return model, best_steps
 
 
 def load_expert(path: str | Path) -> Any:
@@ -236,17 +315,47 @@ def load_expert(path: str | Path) -> Any:
     raise ValueError(f"{path} is not a Stable-Baselines3 DQN, PPO, A2C or SAC model ({'; '.join(errors)})")
 
 
+def expert_card(env_id: str) -> dict[str, Any] | None:
+    """The card of the cached expert for ``env_id`` that reaches its bar (first recipe first), or ``None``.
+
+    A cached file without a card (from before cards) is judged on the held-out episodes now and gets one;
+    one below the bar is not used (a later recipe, or training, takes its place).
+    """
+    import json
+
+    bar = expert_bar(env_id)
+    for algo, *_rest in EXPERT_RECIPES[_kind(env_id)]:
+        path = expert_path(env_id, algo)
+        if not path.exists():
+            continue
+        card_file = expert_card_path(path)
+        if card_file.exists():
+            card = json.loads(card_file.read_text())
+        else:
+            mean, worst = heldout_return(load_expert(path), env_id)
+            card = {"env_id": env_id, "algo": algo, "bar": bar, "heldout_mean": mean, "heldout_min": worst,
+                    "heldout_episodes": HELDOUT_EPISODES, "heldout_seed": HELDOUT_SEED}
+            card_file.write_text(json.dumps(card, indent=2))
+        if bar is None or card["heldout_mean"] >= bar:
+            return card | {"path": str(path)}
+    return None
+
+
 def load_or_train_expert(env_id: str, user_path: str | None = None, seed: int = 0,
                          log: Callable[[str], None] = print) -> Any:
-    """The user's expert if given, else the cached one for ``env_id``, training it once if missing."""
+    """The user's expert if given, else the cached one for ``env_id`` that reaches the task's bar, training one
+    once if there is none (:func:`train_expert`; :class:`ExpertError` if no recipe reaches the bar)."""
     if user_path:
         return load_expert(user_path)
-    algo = expert_algo(env_id)
-    path = expert_path(env_id, algo)
-    if not path.exists():
-        log(f"training a {algo.upper()} expert for {env_id} on the true reward (once; cached at {path})")
-        train_expert(env_id, path, seed=seed, log=log)
-    return load_expert(path)
+    card = expert_card(env_id)
+    if card is None:
+        log(f"training an expert for {env_id} on the true reward (once; cached under {cache_dir() / 'experts'})")
+        train_expert(env_id, seed=seed, log=log)
+        card = expert_card(env_id)
+        assert card is not None
+    log(f"expert for {env_id}: {card['algo'].upper()}, held-out return {card['heldout_mean']:.1f} over "
+        f"{card['heldout_episodes']} episodes (bar {card['bar']})")
+    return load_expert(card["path"])
 
 
 def expert_q_function(model: Any) -> QFunction:
