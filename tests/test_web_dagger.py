@@ -108,8 +108,13 @@ def test_dagger_queries_replay_to_the_state_they_ask_about():
         for a in q.actions:
             obs, *_ = env.step(a)
         assert np.allclose(obs, q.obs, atol=1e-6), q.step
-    firsts = [q for q in src.asked if q.actions == ()]
-    assert len(firsts) == len({q.episode for q in src.asked})  # each episode starts from no actions
+    by_episode: dict = {}
+    for q in src.asked:
+        by_episode.setdefault(q.episode, []).append(q)
+    for qs in by_episode.values():  # one episode: one reset seed, each query's actions a prefix of the next's
+        assert len({q.seed for q in qs}) == 1
+        for a, b in zip(qs, qs[1:], strict=False):
+            assert len(a.actions) < len(b.actions) and b.actions[:len(a.actions)] == a.actions
 
 
 def test_the_server_draws_the_replayed_state_and_falls_back_when_the_replay_drifts():

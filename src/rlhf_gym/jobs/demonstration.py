@@ -31,7 +31,7 @@ from rlhf_gym.demos.data import (
 from rlhf_gym.learners.bc import BCSettings
 
 LEARNERS = ("bc", "dagger", "gail", "airl", "maxent-irl")
-SETTINGS = ("bc_*", "rounds", "beta0", "gamma", "irl_iters", "irl_lr", "disc_*", "gen_*", "max_steps")
+SETTINGS = ("bc_*", "rounds", "gamma", "irl_iters", "irl_lr", "disc_*", "gen_*", "max_steps")
 
 
 def demonstration_learner(cfg: TrainConfig) -> str:
@@ -274,7 +274,7 @@ def _learn_dagger(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, 
 
     res = dagger(env, source, cfg.budget, discrete=discrete, n_actions=n, act_low=lo, act_high=hi,
                  init_obs=init_obs, init_acts=init_acts, rounds=int(cfg.extra.get("rounds", 5)),
-                 beta0=float(cfg.extra.get("beta0", 1.0)), seed=cfg.seed, env_id=cfg.env, run_id=run_id,
+                 seed=cfg.seed, env_id=cfg.env, run_id=run_id,
                  settings=bc_settings(cfg.extra), on_round=on_round, device=device)
     env.close()
     eval_env.close()
