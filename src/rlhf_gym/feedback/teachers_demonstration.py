@@ -21,6 +21,7 @@ import numpy as np
 
 from rlhf_gym.feedback.registry import TeacherRequest, register_teacher
 from rlhf_gym.feedback.sources import FeedbackSource
+from rlhf_gym.learners.sb3_policy import greedy
 from rlhf_gym.types import ActionQuery, DemoQuery, Feedback, Query, Trajectory
 
 if TYPE_CHECKING:
@@ -111,16 +112,6 @@ class PolicyDemonstrator(FeedbackSource):
 
 
 # -- experts ---------------------------------------------------------------------------------------------
-def sb3_policy(model: Any, discrete: bool) -> PolicyFn:
-    """Deterministic obs -> action of a Stable-Baselines3 model (an int for discrete actions)."""
-
-    def act(obs: np.ndarray) -> Any:
-        a, _ = model.predict(np.asarray(obs), deterministic=True)
-        return int(a) if discrete else np.asarray(a)
-
-    return act
-
-
 def expert_for(env_id: str, settings: Any, log: Callable[[str], None] = print) -> PolicyFn:
     """The expert's policy: ``--set expert=PATH`` (an SB3 zip), else the cached SB3 expert of ``env_id``.
 
@@ -145,7 +136,7 @@ def expert_for(env_id: str, settings: Any, log: Callable[[str], None] = print) -
     spec = env_spec(env_id)
     model = load_expert(path) if path else load_or_train_expert(env_id, None, seed=int(settings.get("expert_seed", 0)),
                                                                 log=log)
-    return sb3_policy(model, spec.discrete)
+    return greedy(model, spec.discrete)
 
 
 SETTINGS = ("expert", "expert_seed")

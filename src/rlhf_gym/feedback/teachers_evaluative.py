@@ -27,6 +27,7 @@ import numpy as np
 
 from rlhf_gym.feedback.registry import TeacherRequest, register_teacher
 from rlhf_gym.feedback.sources import FeedbackSource
+from rlhf_gym.learners.sb3_policy import greedy
 from rlhf_gym.types import Feedback, Query, StepQuery
 
 if TYPE_CHECKING:
@@ -208,18 +209,13 @@ def heldout_return(model: Any, env_id: str) -> tuple[float, float]:
     discrete = _kind(env_id) == "discrete"
     env = make_env(env_id)
     try:
-        rets = evaluate_policy(env, lambda o: _greedy(model, o, discrete), HELDOUT_EPISODES, seed=HELDOUT_SEED)
+        rets = evaluate_policy(env, greedy(model, discrete), HELDOUT_EPISODES, seed=HELDOUT_SEED)
     finally:
         env.close()
     return float(rets.mean()), float(rets.min())
 
 
-def _greedy(model: Any, obs: np.ndarray, discrete: bool) -> Any:
-    a = model.predict(np.asarray(obs), deterministic=True)[0]
-    return int(a) if discrete else np.asarray(a)
-
-
-def train_expert(env_id: str, path: Path | None = None, seed: int = 0, log: Callable[[str], None] = print,
+def train_expert(env_id: str, seed: int = 0, log: Callable[[str], None] = print,
                  patience: int = 3) -> Path:
     """Train an expert on the true reward, trying :data:`EXPERT_RECIPES` in order until one's best checkpoint
     reaches :func:`expert_bar` on held-out episodes; cache it with its card (bar, held-out return, recipe).
@@ -228,7 +224,7 @@ def train_expert(env_id: str, path: Path | None = None, seed: int = 0, log: Call
     them reaches the bar (a teacher should be reliably good, not good on average), or, with no bar, once
     ``patience`` checks in a row did not improve; the best checkpoint is kept. Raises :class:`ExpertError`
     (naming every recipe's held-out return and ``--set expert=PATH``) when none reaches the bar; nothing is
-    cached then. ``path`` is for a single recipe's file (tests); by default each recipe has its own.
+    cached then. Each recipe has its own file (:func:`expert_path`).
     Deterministic for a given seed on one thread.
     """
     import json
@@ -238,7 +234,7 @@ def train_expert(env_id: str, path: Path | None = None, seed: int = 0, log: Call
     bar = expert_bar(env_id)
     tried = []
     for algo, max_steps, chunk, settings in EXPERT_RECIPES[_kind(env_id)]:
-        target = path or expert_path(env_id, algo)
+        target = expert_path(env_id, algo)
         with torch_threads(1):
             model, steps = _train_recipe(env_id, target, algo, settings, seed, max_steps, chunk, bar, log, patience)
         mean, worst = heldout_return(model, env_id)
@@ -279,7 +275,7 @@ def _train_recipe(env_id: str, path: Path, algo: str, settings: dict[str, Any], 
     while done < max_steps:
         model.learn(chunk, reset_num_timesteps=False)
         done += chunk
-        rets = evaluate_policy(eval_env, lambda o: _greedy(model, o, discrete), 20, seed=50_000)
+        rets = evaluate_policy(eval_env, greedy(model, discrete), 20, seed=50_000)
         score = float(rets.mean() + rets.min()) / 2
         if score > best:
             best, best_steps, stale = score, done, 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,12 @@ def load_sb3_policy(run_dir: str | Path, info: dict[str, Any]) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"policy file {path} named in policy.json does not exist")
     model = _algo_class(info.get("algo", "ppo")).load(str(path), device="cpu")
-    discrete = bool(info.get("discrete", False))
+    return greedy(model, bool(info.get("discrete", False)))
+
+
+def greedy(model: Any, discrete: bool) -> Callable[[np.ndarray], Any]:
+    """The deterministic ``obs -> action`` of an SB3 model (an int for discrete actions): how every expert,
+    demonstrator and saved SB3 policy acts."""
 
     def act(obs: np.ndarray) -> Any:
         a, _ = model.predict(np.asarray(obs), deterministic=True)
