@@ -233,6 +233,16 @@ def test_train_dagger_and_maxent_jobs(tmp_path):
     assert main(["evaluate", str(tmp_path / "fl"), "--episodes", "2"]) == 0
 
 
+def test_bc_settings_overrides_apply_over_the_learners_own_defaults():
+    from rlhf_gym.jobs.demonstration import bc_settings
+    from rlhf_gym.learners.dagger import DAGGER_SETTINGS
+
+    assert bc_settings({}) == BCSettings() and BCSettings().patience > DAGGER_SETTINGS.patience
+    assert bc_settings({}, DAGGER_SETTINGS) == DAGGER_SETTINGS  # DAgger's refits keep their short patience
+    st = bc_settings({"bc_patience": "40", "bc_hidden": "32,16"}, DAGGER_SETTINGS)
+    assert (st.patience, st.hidden, st.max_epochs) == (40, (32, 16), DAGGER_SETTINGS.max_epochs)
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--learner", "coach"], "must be one of bc, dagger"),
     (["--learner", "maxent-irl"], "transition table"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,9 @@ def demonstration_learner(cfg: TrainConfig) -> str:
     raise ValueError(f"--learner for demonstration feedback must be one of {', '.join(LEARNERS)}, got {cfg.learner!r}")
 
 
-def bc_settings(extra: dict[str, Any]) -> BCSettings:
-    """BC's settings from ``--set bc_<field>=...`` (``bc_hidden=64,64``); unknown ``bc_`` keys are an error."""
+def bc_settings(extra: dict[str, Any], base: BCSettings | None = None) -> BCSettings:
+    """BC's settings from ``--set bc_<field>=...`` (``bc_hidden=64,64``) over ``base`` (BC's defaults unless
+    given); unknown ``bc_`` keys are an error."""
     names = [f"bc_{f.name}" for f in fields(BCSettings)]
     bad = sorted(k for k in extra if k.startswith("bc_") and k not in names)
     if bad:
@@ -54,7 +55,7 @@ def bc_settings(extra: dict[str, Any]) -> BCSettings:
         if f"bc_{f.name}" in extra:
             v = extra[f"bc_{f.name}"]
             kw[f.name] = tuple(int(x) for x in str(v).split(",")) if f.name == "hidden" else type(f.default)(v)
-    return BCSettings(**kw)
+    return replace(base or BCSettings(), **kw)
 
 
 def train_demonstration(cfg: TrainConfig) -> dict[str, Any]:
@@ -256,7 +257,7 @@ def _learn_tabular_bc(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: s
 def _learn_dagger(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, source: Any, run: Any,
                   metrics: Any, device: str) -> dict[str, Any]:
     from rlhf_gym.envs import make_env
-    from rlhf_gym.learners.dagger import dagger
+    from rlhf_gym.learners.dagger import DAGGER_SETTINGS, dagger
     from rlhf_gym.rollouts import evaluate_policy
     from rlhf_gym.runs import plot_curve
 
@@ -275,7 +276,7 @@ def _learn_dagger(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, 
     res = dagger(env, source, cfg.budget, discrete=discrete, n_actions=n, act_low=lo, act_high=hi,
                  init_obs=init_obs, init_acts=init_acts, rounds=int(cfg.extra.get("rounds", 5)),
                  seed=cfg.seed, env_id=cfg.env, run_id=run_id,
-                 settings=bc_settings(cfg.extra), on_round=on_round, device=device)
+                 settings=bc_settings(cfg.extra, DAGGER_SETTINGS), on_round=on_round, device=device)
     env.close()
     eval_env.close()
     plot_curve(metrics.rows, "labels_used", ["mean_return"], run.file("learning_curve.png"),
