@@ -50,9 +50,10 @@ def make_env(env_id: EnvLike, seed: int | None = None, render_mode: str | None =
 
     ``env_id`` may be a registered id (``CartPole-v1``; ``ALE/...`` and ``MinAtar/...`` import their
     extras only when asked for), an entry point ``package.module:Class`` or ``path/to/file.py:Class``,
-    a class or factory, or an environment object. Anything written for the old ``gym`` API (4-tuple
-    ``step``, ``reset`` returning only the observation, ``seed()``) is wrapped in
-    :class:`~rlhf_gym.envs.old_api.OldApiAdapter`.
+    a class or factory, or an environment object. Anything else that is not a Gymnasium ``Env`` (written
+    for the old ``gym`` API: 4-tuple ``step``, ``reset`` returning only the observation, ``seed()``; or
+    gym 0.26's) is adapted by :func:`~rlhf_gym.envs.old_api.adapt_old_api`: Shimmy's wrappers for a real
+    ``gym.Env`` where Shimmy is installed, :class:`~rlhf_gym.envs.old_api.OldApiAdapter` otherwise.
     """
     if isinstance(env_id, str):
         env = _make_from_string(env_id, render_mode, kwargs)
@@ -132,10 +133,10 @@ def _call_params(fn: Any) -> dict[str, Any]:
 
 
 def _adapt(env: Any, render_mode: str | None) -> gym.Env:
-    from rlhf_gym.envs.old_api import OldApiAdapter, is_old_api
+    from rlhf_gym.envs.old_api import adapt_old_api, is_old_api
 
     if is_old_api(env):
-        return OldApiAdapter(env, render_mode=render_mode)
+        return adapt_old_api(env, render_mode=render_mode)
     if isinstance(env, gym.Env):
         return env
     raise EnvError(f"{type(env).__name__} is not an environment (no reset/step/action_space/observation_space)")

@@ -11,33 +11,139 @@ Gymnasium ``Env``, so everything downstream (rollouts, SB3, ``check_env``) sees 
 * old-style spaces (any object shaped like ``gym.spaces.Box``/``Discrete``/...) become Gymnasium spaces,
   and Box observations are cast to the space's dtype;
 * ``render()`` passes the chosen ``render_mode`` as the old ``render(mode=...)`` argument.
+
+A real ``gym.Env`` (an instance of the installed ``gym`` package's class, ``gym.make``'d or a subclass)
+goes through Shimmy's wrappers instead, where Shimmy is installed (the extra ``rlhf-gym[gym-compat]``):
+``GymV26CompatibilityV0`` when its ``reset`` takes ``seed`` (gym >= 0.26), else ``GymV21CompatibilityV0``
+(:func:`adapt_old_api`). ``gym`` is never imported here: an object can only be a ``gym.Env`` once its
+own code has imported ``gym``, so the check reads ``sys.modules``.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+import sys
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 
+GYM_COMPAT_EXTRA = "rlhf-gym[gym-compat]"
+
+OldApiVia = Literal["auto", "shimmy", "ours"]
+
 
 def is_old_api(env: Any) -> bool:
-    """True for an object that looks like an old-``gym`` environment rather than a Gymnasium one.
+    """True for an object that looks like an environment but is not a Gymnasium one, so needs adapting.
 
-    Gymnasium environments are recognised by class; anything else with ``reset``/``step`` and spaces is
-    probed by the shape of ``reset``: an old one takes no ``seed`` keyword (or has a ``seed()`` method
-    and is not a Gymnasium ``Env``).
+    Gymnasium environments are recognised by class. Anything else with ``reset``/``step`` and both spaces
+    counts: a ``gym.Env`` of any version (0.26's ``reset(seed=...)`` returning ``(obs, info)`` and 5-tuple
+    ``step`` included), or a duck-typed object written for either API.
     """
     if isinstance(env, gym.Env):
         return False
-    if not all(hasattr(env, a) for a in ("reset", "step", "action_space", "observation_space")):
-        return False
+    return is_gym_env(env) or all(hasattr(env, a) for a in ("reset", "step", "action_space", "observation_space"))
+
+
+def is_gym_env(env: Any) -> bool:
+    """True for an instance of the old ``gym`` package's ``Env`` (wrappers included); never imports ``gym``."""
+    gym_module = sys.modules.get("gym")
+    env_cls = getattr(gym_module, "Env", None)
+    return isinstance(env_cls, type) and isinstance(env, env_cls)
+
+
+def adapt_old_api(env: Any, render_mode: str | None = None, via: OldApiVia = "auto") -> gym.Env:
+    """A Gymnasium ``Env`` over an old-API environment object.
+
+    Args:
+        env: the old environment (an instance).
+        render_mode: the mode frames are asked for (``rgb_array``/``human``/None).
+        via: ``auto`` uses Shimmy's wrappers for a real ``gym.Env`` where Shimmy is installed and
+            :class:`OldApiAdapter` otherwise; ``shimmy`` insists on Shimmy (an ``ImportError`` naming the
+            extra when it or ``gym`` is missing; a ``TypeError`` for an object that is not a ``gym.Env``);
+            ``ours`` always uses :class:`OldApiAdapter`.
+    """
+    if via not in ("auto", "shimmy", "ours"):
+        raise ValueError(f"via must be 'auto', 'shimmy' or 'ours', not {via!r}")
+    if is_gym_env(env):
+        _skip_numpy1_step_check(env)
+    if via == "ours":
+        return OldApiAdapter(env, render_mode=render_mode)
+    if via == "shimmy":
+        _import_shimmy()
+        if not is_gym_env(env):
+            raise TypeError(f"{type(env).__name__} is not a gym.Env; Shimmy's wrappers adapt only objects of the "
+                            "gym package (via='auto' or 'ours' adapts duck-typed ones)")
+        return shimmy_adapter(env, render_mode=render_mode)
+    if is_gym_env(env) and _shimmy_available():
+        return shimmy_adapter(env, render_mode=render_mode)
+    return OldApiAdapter(env, render_mode=render_mode)
+
+
+def shimmy_adapter(env: Any, render_mode: str | None = None) -> gym.Env:
+    """Shimmy's wrapper for a real ``gym.Env``, chosen as Stable-Baselines3 chooses it: ``GymV26CompatibilityV0``
+    when ``env.unwrapped.reset`` takes ``seed`` (the gym 0.26 API), else ``GymV21CompatibilityV0``.
+
+    gym 0.26's ``PassiveEnvChecker`` (put on by ``gym.make``) checks the first ``step`` with ``np.bool8``,
+    which NumPy 2 removed; where NumPy has no ``bool8`` that one check is marked done, so stepping works.
+    """
+    shimmy = _import_shimmy()
+    _skip_numpy1_step_check(env)
+    if "seed" in _params(getattr(getattr(env, "unwrapped", env), "reset", None)):
+        own_mode = getattr(env, "render_mode", None)
+        if render_mode is not None and own_mode != render_mode:
+            raise ValueError(f"{type(env).__name__} was made with render_mode={own_mode!r}, not {render_mode!r}: "
+                             "a gym 0.26 environment fixes its mode when made (pass the class or entry point "
+                             "to make_env, which makes it with the mode asked for)")
+        wrapped = shimmy.GymV26CompatibilityV0(env=env)
+    else:
+        wrapped = shimmy.GymV21CompatibilityV0(env=env, render_mode=render_mode)
+    wrapped.spec = _gymnasium_spec(getattr(wrapped, "spec", None))
+    return wrapped
+
+
+def _gymnasium_spec(old: Any) -> gym.envs.registration.EnvSpec | None:
+    """Gymnasium's ``EnvSpec`` with the fields of gym's (which Shimmy passes on as is, and which Gymnasium's
+    wrappers cannot copy: it has no ``additional_wrappers``); None where there is none or it does not fit."""
+    if old is None or isinstance(old, gym.envs.registration.EnvSpec):
+        return old
     try:
-        params = inspect.signature(env.reset).parameters
-    except (TypeError, ValueError):
-        return True
-    return "seed" not in params or callable(getattr(env, "seed", None))
+        return gym.envs.registration.EnvSpec(
+            id=str(old.id), entry_point=getattr(old, "entry_point", None),
+            reward_threshold=getattr(old, "reward_threshold", None),
+            nondeterministic=bool(getattr(old, "nondeterministic", False)),
+            max_episode_steps=getattr(old, "max_episode_steps", None), kwargs=dict(getattr(old, "kwargs", {}) or {}))
+    except Exception:  # an id Gymnasium cannot parse: better no spec than a wrong one
+        return None
+
+
+def _import_shimmy() -> Any:
+    try:
+        import gym  # noqa: F401  (Shimmy's wrappers need it; imported only when asked for)
+        import shimmy
+    except ImportError as e:
+        raise ImportError(f"Shimmy's gym wrappers need shimmy and gym: pip install '{GYM_COMPAT_EXTRA}' ({e})") from e
+    return shimmy
+
+
+def _shimmy_available() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("shimmy") is not None  # None too where sys.modules["shimmy"] is None
+    except (ImportError, ValueError):
+        return False
+
+
+def _skip_numpy1_step_check(env: Any) -> None:
+    if int(np.__version__.split(".")[0]) < 2:  # np.bool8 still there (asking for it warns on 1.2x)
+        return
+    for _ in range(64):  # walk gym's wrapper chain (TimeLimit > OrderEnforcing > PassiveEnvChecker > env)
+        if type(env).__name__ == "PassiveEnvChecker" and hasattr(env, "checked_step"):
+            env.checked_step = True
+        env = env.__dict__.get("env") if hasattr(env, "__dict__") else None
+        if env is None:
+            return
 
 
 def convert_space(space: Any) -> gym.spaces.Space:
@@ -82,8 +188,8 @@ class OldApiAdapter(gym.Env):
         self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps
         self._t = 0
-        params = _params(env.reset)
-        self._reset_takes_seed = "seed" in params
+        params = _params(env.reset)  # gym 0.26's wrappers take reset(**kwargs), and pass seed on
+        self._reset_takes_seed = "seed" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
         self._render_takes_mode = "mode" in _params(getattr(env, "render", None))
 
     def _obs(self, obs: Any) -> Any:
