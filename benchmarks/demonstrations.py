@@ -19,7 +19,8 @@ held-out episodes, seeds 10 000+):
   ``cartpole-pref-demos-bc`` adds ``demo_bc=true`` (the policy cloned first); its controls: random
   "demonstrations" + BC + 10 labels, and expert demonstrations + BC with no labels (what the labels add).
 * MountainCar-v0, 5 expert episodes (``mountaincar-bc|gail|airl``, bar: a mean of -120, i.e. the goal reached;
-  the cached expert is DQN there, PPO's defaults never reach the goal), where preferences alone failed.
+  the cached expert is DQN there, PPO's defaults never reach the goal), where preferences alone failed; and
+  ``mountaincar-pref-demos(-bc)``: the demonstrations + preferences rows with 50 oracle labels.
 * FrozenLake-v1 (4x4 and 8x8, slippery), 100 expert episodes (the exact optimal policy of the transition
   table): ``maxent-irl``; reported: agreement of the recovered reward's optimal policy with the expert's on
   every non-terminal state, and its success rate as a share of the expert's. Control: 100 random episodes.
@@ -62,7 +63,9 @@ TASKS = {"cartpole": ("CartPole-v1", 475.0, ("bc", "dagger", "gail", "airl"), "p
 #: expert episodes per row where the issue states fewer than 10 (MountainCar-v0: 5)
 DEMO_EPISODES = {"mountaincar": 5}
 CARTPOLE_ROWS = TASKS["cartpole"][2]
-PREF_ROWS = ("cartpole-pref-demos", "cartpole-pref-demos-bc")
+#: demonstrations + preferences: row prefix -> oracle labels after the demonstrations (the issue's numbers)
+PREF_LABELS = {"cartpole": 10, "mountaincar": 50}
+PREF_ROWS = tuple(f"{k}-pref-demos{x}" for k in PREF_LABELS for x in ("", "-bc"))
 BASELINE_ROWS = tuple(f"{k}-{v[3]}" for k, v in TASKS.items())
 ROWS = (*(f"{k}-{x}" for k, v in TASKS.items() for x in v[2]), *BASELINE_ROWS, "frozenlake4-maxent",
         "frozenlake8-maxent", *PREF_ROWS)
@@ -169,50 +172,54 @@ def expert_summary(env_id: str) -> dict[str, Any] | None:
                                                                "heldout_episodes", "steps")}
 
 
-def pref_job(seed: int, out: Path, demos: Path | None, budget: int, extra: dict[str, Any]) -> dict[str, Any]:
+def pref_job(env_id: str, seed: int, out: Path, demos: Path | None, budget: int,
+             extra: dict[str, Any]) -> dict[str, Any]:
     """One preference run (oracle teacher) through the product's path, optionally from ``--demos``."""
-    cfg = TrainConfig(env="CartPole-v1", feedback="preference", teacher="oracle", budget=budget, seed=seed,
+    cfg = TrainConfig(env=env_id, feedback="preference", teacher="oracle", budget=budget, seed=seed,
                       out=str(out), demos=str(demos) if demos else None, eval_episodes=20, progress=False,
-                      extra=dict(extra))
+                      extra=dict(EXTRA) | dict(extra))
     t0 = time.time()
     res = train(cfg)
     res["wall_s"] = round(time.time() - t0, 2)
     return res
 
 
-PREF_DEMOS, PREF_LABELS = 5, 10
+PREF_DEMOS = 5
 
 
 def pref_row(row: str, seeds: list[int], tmp: Path, save: Any) -> dict[str, Any]:
-    """Demonstrations + preferences on CartPole: 5 expert demonstrations then 10 oracle labels, against the same
-    with 5 random-policy "demonstrations" and (the plain row) with none, or (the BC row) with no labels."""
+    """Demonstrations + preferences: 5 expert demonstrations then the task's oracle labels (CartPole 10,
+    MountainCar 50), against the same with 5 random-policy "demonstrations" and (the plain row) with none, or
+    (the BC row) with no labels."""
+    task = row.split("-", 1)[0]
+    env_id, bar, labels = TASKS[task][0], TASKS[task][1], PREF_LABELS[task]
     bc = row.endswith("-bc")
     extra = {"demo_bc": True} if bc else {}
-    arms = {"expert": ("expert", PREF_LABELS), "random": ("random", PREF_LABELS)}
-    arms.update({"no_labels": ("expert", 0)} if bc else {"no_demos": (None, PREF_LABELS)})
+    arms = {"expert": ("expert", labels), "random": ("random", labels)}
+    arms.update({"no_labels": ("expert", 0)} if bc else {"no_demos": (None, labels)})
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in arms}
     for seed in seeds:
         for arm, (source, budget) in arms.items():
             demos = None
             if source is not None:
-                folder = tmp / f"pref-{source}-{seed}"
+                folder = tmp / f"pref-{task}-{source}-{seed}"
                 folder.mkdir(exist_ok=True)
                 demos = folder / "demos.jsonl"
                 if not demos.exists():
-                    record("CartPole-v1", source, seed, PREF_DEMOS, folder)
-            res = pref_job(seed, tmp / f"{row}-{arm}-{seed}", demos, budget, extra if demos else {})
+                    record(env_id, source, seed, PREF_DEMOS, folder)
+            res = pref_job(env_id, seed, tmp / f"{row}-{arm}-{seed}", demos, budget, extra if demos else {})
             runs[arm].append({k: res.get(k) for k in ("mean_return", "std_return", "feedback_used", "timesteps",
                                                       "wall_s", "prequential_accuracy", "demo_pairs",
                                                       "demo_level_returns", "demo_fit_accuracy")} | {"seed": seed})
             print(f"  {row} {arm} seed {seed}: return {res['mean_return']:.1f} ({res['wall_s']:.0f}s)", flush=True)
             save()
-    out: dict[str, Any] = {"env": "CartPole-v1", "learner": "preference (ppo) + demos" + (" + BC" if bc else ""),
-                           "seeds": len(runs["expert"]), "bar": BAR,
-                           "demos": f"{PREF_DEMOS} expert episodes + {PREF_LABELS} oracle labels",
+    out: dict[str, Any] = {"env": env_id, "learner": "preference (ppo) + demos" + (" + BC" if bc else ""),
+                           "seeds": len(runs["expert"]), "bar": bar,
+                           "demos": f"{PREF_DEMOS} expert episodes + {labels} oracle labels",
                            "settings": extra, "runs": runs}
     for arm, rs in runs.items():
         out[f"{arm}_return"] = summary([r["mean_return"] for r in rs])
-        out[f"{arm}_solved"] = sum(r["mean_return"] >= BAR for r in rs)
+        out[f"{arm}_solved"] = sum(r["mean_return"] >= bar for r in rs)
     out["return"], out["solved"] = out["expert_return"], out["expert_solved"]
     out["control_return"], out["control_solved"] = out["random_return"], out["random_solved"]
     out["env_steps"] = summary([float(r["timesteps"] or 0) for r in runs["expert"]])
@@ -367,7 +374,7 @@ def print_table(data: dict[str, Any]) -> None:
             ctl = f"agree {fmt(r['control_agreement'], 2)}"
             print(f"{name:<22} {r['seeds']:>5}  {res:<36} {ctl:<30} {'-':<26} {fmt(r['wall_s'], 0)}")
         elif name in PREF_ROWS:
-            res = f"{fmt(r['return'])} ({r['solved']}/{r['seeds']} >= 475)"
+            res = f"{fmt(r['return'])} ({r['solved']}/{r['seeds']} >= {r.get('bar', BAR):g})"
             ctl = "; ".join(f"{arm} {fmt(r[f'{arm}_return'])} ({r[f'{arm}_solved']}/{r['seeds']})"
                             for arm in ("random", "no_demos", "no_labels") if f"{arm}_return" in r)
             print(f"{name:<22} {r['seeds']:>5}  {res:<36} {ctl}")

@@ -103,10 +103,17 @@ def test_demo_bc_starts_the_policy_from_the_demonstrations(tmp_path):
     assert res["mean_return"] >= 150, res["mean_return"]
 
 
+def test_demo_bc_reads_the_bc_settings(tmp_path):
+    demos = demo_file(tmp_path, balance, "expert")
+    res = train_preference(cfg(tmp_path, "bc3", demos, demo_bc=True, bc_max_epochs=3, bc_patience=100))
+    assert res["bc"]["epochs"] == 3  # stopped by bc_max_epochs, not by its default of 200
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--reward", "REWARD"], "--demos pre-trains the reward model"),
     (["--env", "Pendulum-v1"], "recorded on CartPole-v1"),
     (["--set", "demo_pairz=3"], "unknown --set key"),
+    (["--set", "bc_patients=3"], "unknown --set key"),
 ])
 def test_demos_with_preferences_bad_input_exits_2(tmp_path, capsys, extra, message):
     demos = demo_file(tmp_path, balance, "expert", n=1)

@@ -39,8 +39,11 @@ def train_preference(cfg: TrainConfig) -> dict[str, Any]:
     from rlhf_gym.runtime import torch_threads
 
     cfg.validate()
+    from rlhf_gym.learners.bc import BCSettings
+
     check_settings(cfg.extra, (*(f.name for f in fields(PreferenceSettings)), *WEIGHTING_SETTINGS,
-                               *teacher_settings("preference", cfg.teacher)),
+                               *teacher_settings("preference", cfg.teacher),
+                               *(f"bc_{f.name}" for f in fields(BCSettings))),  # demo_bc's cloning
                    f"--feedback preference --teacher {cfg.teacher}")
     with torch_threads(cfg.threads):
         return _train_preference(cfg)
@@ -111,7 +114,7 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
         # zero-mean random reward (the zero-label control)
         init = loop.collect()
         if demos:
-            demo_info = pretrain_from_demos(loop, init, demos, st)
+            demo_info = pretrain_from_demos(loop, init, demos, st, cfg.extra)
         else:
             reward.fit_input_normalisation(np.concatenate([t.obs for t in init]))
             normalise_output(reward, [], sample_segments(init, 32, cfg.segment_length, loop.rng))
@@ -173,10 +176,11 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def pretrain_from_demos(loop: PreferenceLoop, init: list[Any], demos: list[Any], st: PreferenceSettings
-                        ) -> dict[str, Any]:
+def pretrain_from_demos(loop: PreferenceLoop, init: list[Any], demos: list[Any], st: PreferenceSettings,
+                        extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Before the first query: the reward model fitted on comparisons ranked from the demonstrations (D-REX,
-    :meth:`PreferenceLoop.build_demo_pairs`) and, with ``demo_bc``, the policy cloned from them."""
+    :meth:`PreferenceLoop.build_demo_pairs`) and, with ``demo_bc``, the policy cloned from them (early
+    stopping: :data:`~rlhf_gym.learners.bc.PRETRAIN_SETTINGS` under the ``bc_*`` keys of ``extra``)."""
     n = loop.build_demo_pairs()
     # input scaling from every state the ranking shows (demonstrations, noisy clones, random play)
     loop.reward.fit_input_normalisation(np.concatenate([t.obs for t in init] +
@@ -186,11 +190,12 @@ def pretrain_from_demos(loop: PreferenceLoop, init: list[Any], demos: list[Any],
                            "demo_level_returns": [float(np.mean([t.ret for t in ts])) for ts in loop.demo_levels],
                            "demo_fit_accuracy": (getattr(loop, "last_fit", None) or {}).get("train_accuracy")}
     if st.demo_bc:
-        from rlhf_gym.jobs.demonstration import stack_demos
-        from rlhf_gym.learners.bc import pretrain_sb3_policy
+        from rlhf_gym.jobs.demonstration import bc_settings, stack_demos
+        from rlhf_gym.learners.bc import PRETRAIN_SETTINGS, pretrain_sb3_policy
 
         obs, acts, groups = stack_demos(demos)
-        out["bc"] = pretrain_sb3_policy(loop.algo, obs, acts, groups=groups, seed=loop.seed)
+        out["bc"] = pretrain_sb3_policy(loop.algo, obs, acts, groups=groups, seed=loop.seed,
+                                        settings=bc_settings(extra or {}, PRETRAIN_SETTINGS))
     return out
 
 
