@@ -14,20 +14,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from _old_api_shapes import Box, Discrete
 from rlhf_gym.envs import EnvError, OldApiAdapter, is_old_api, make_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = ROOT / "examples" / "old_gym_tutorial.py"
-
-
-class Box:  # shaped like gym.spaces.Box, but not Gymnasium's (as an old env's spaces are)
-    def __init__(self, low, high, shape, dtype):
-        self.low, self.high, self.shape, self.dtype = np.full(shape, low), np.full(shape, high), shape, np.dtype(dtype)
-
-
-class Discrete:
-    def __init__(self, n):
-        self.n = n
 
 
 class WalkEnv:

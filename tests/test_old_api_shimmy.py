@@ -14,20 +14,10 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from _old_api_shapes import Box, Discrete
 from rlhf_gym.envs import OldApiAdapter, adapt_old_api, is_gym_env, is_old_api, make_env
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Box:  # shaped like gym.spaces.Box, but neither gym's nor Gymnasium's
-    def __init__(self, low, high, shape, dtype):
-        self.low, self.high = np.full(shape, low, dtype=dtype), np.full(shape, high, dtype=dtype)
-        self.shape, self.dtype = shape, np.dtype(dtype)
-
-
-class Discrete:
-    def __init__(self, n):
-        self.n = n
 
 
 class NewStyleWalk:
