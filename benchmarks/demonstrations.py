@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhf_gym.config import TrainConfig
+from rlhf_gym.config import TrainConfig, parse_set
 from rlhf_gym.envs import make_env
 from rlhf_gym.pipeline import train
 from rlhf_gym.rollouts import evaluate_policy
@@ -309,11 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="settings for every demonstration run (an ablation: rows are stored as row+KEY=VALUE)")
     args = p.parse_args(argv)
-    for kv in args.set:
-        k, sep, v = kv.partition("=")
-        if not sep:
-            p.error(f"--set needs KEY=VALUE, got {kv!r}")
-        EXTRA[k] = v
+    try:
+        EXTRA.update(parse_set(args.set))  # typed as the CLI types them
+    except ValueError as e:
+        p.error(str(e))
     suffix = "".join(f"+{k}={v}" for k, v in sorted(EXTRA.items()))
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     bad = [r for r in rows if r not in ROWS]
