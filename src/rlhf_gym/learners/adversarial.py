@@ -52,6 +52,8 @@ class AdversarialSettings:
     """What the reward network sees: ``obs_act`` (r(s, a)) or ``obs`` (a state-only r(s), the form AIRL's
     disentanglement argument needs for the recovered reward to transfer)."""
     gen_n_envs: int = 8
+    gen_ent_coef: float = 0.0
+    """PPO generator's entropy bonus (the preference learner's PPO has none)."""
     gamma: float = 0.99
     """Discount of AIRL's shaping term."""
     disc_gp: float = 10.0
@@ -279,6 +281,8 @@ def train_adversarial(env_id: str, demos: Sequence[Trajectory], make_disc: Calla
     log = TransitionLog(make_vec_env(lambda: make_env(env_id), n_envs=n_envs, seed=seed), st.disc_window)
     venv = LearnedRewardVecEnv(log, reward)
     model = make_algo(algo, venv, seed, timesteps, device=device)
+    if algo == "ppo":
+        model.ent_coef = float(st.gen_ent_coef)
     rng = np.random.default_rng(seed)
     res = AdversarialResult(model, reward, disc)
     t0 = time.time()
