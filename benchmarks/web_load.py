@@ -633,7 +633,7 @@ def crash_run(spec: str, backend: str, workers: int, tmp: Path, n_annot: int, n_
 
 
 def run_backend(spec: str, n_annot: int, n_labels: int, crash_at: float, pace_s: float, pace_annot: int,
-                crowd: int) -> dict[str, Any]:
+                crowd: int, load_only: bool = False) -> dict[str, Any]:
     backend, _, w = spec.partition(":")
     workers = int(w or 1)
     res: dict[str, Any] = {"backend": backend, "workers": workers, "spec": spec}
@@ -645,6 +645,8 @@ def run_backend(spec: str, n_annot: int, n_labels: int, crash_at: float, pace_s:
             srv.start()
             try:
                 res["load"] = load_run(spec, srv, db, tmp, n_annot, n_labels)
+                if load_only:
+                    return res
                 res["pace"] = pace_run(spec, srv, db, pace_annot, pace_s, shared=False, prefix="pace")
                 if crowd and backend == "postgresql":
                     res["crowd"] = pace_run(spec, srv, db, crowd, pace_s, shared=True, prefix="crowd")
@@ -679,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crowd", type=int, default=1000,
                     help="annotators of the large person-paced run on PostgreSQL (0: none)")
     ap.add_argument("--crash-at", type=float, default=0.4, help="share of labels acknowledged before SIGKILL")
+    ap.add_argument("--load-only", action="store_true",
+                    help="only the no-pause load run (no pace, crowd, clip or crash runs): for paired timings")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "web_load.json"))
     args = ap.parse_args(argv)
     if not (1 <= args.annotators <= 200 and 1 <= args.labels <= 1000):
@@ -692,7 +696,15 @@ def main(argv: list[str] | None = None) -> int:
         backends = [b for b in backends if not b.startswith("postgresql")]
     load_before = [round(x, 2) for x in os.getloadavg()]
     results = [run_backend(b, args.annotators, args.labels, args.crash_at, args.pace_seconds, args.pace_annotators,
-                           args.crowd) for b in backends]
+                           args.crowd, args.load_only) for b in backends]
+    if args.load_only:
+        for r in results:
+            ld = r["load"]
+            print(f"{r['spec']}: {ld['labels_per_s']:.1f} labels/s, p50 {ld['p50_ms']:.1f} ms, p99 {ld['p99_ms']:.1f} ms, "
+                  f"acked {ld['acked']} stored {ld['stored']} dup {ld['duplicates']} lost {ld['acked_missing']} "
+                  f"errors {ld['errors']} audit {ld['audit_ok']} owner {ld['owner_commands_ok']} "
+                  f"(load average before {load_before[0]}, at end {os.getloadavg()[0]:.2f})")
+        return 0 if all(r["load"]["acked"] == r["load"]["stored"] and r["load"]["audit_ok"] for r in results) else 1
 
     print(f"\nweb_load: {args.annotators} annotators x {args.labels} labels on 127.0.0.1 "
           f"({os.cpu_count()} CPUs, {platform.python_version()}, load average before {load_before[0]})")

@@ -132,6 +132,11 @@ class AccessCache:
             self.generation = head if self.generation is None or changed else max(self.generation, head)
             return self.epoch
 
+    def snapshot(self) -> tuple[int | None, int]:
+        """``(generation, epoch)`` read together: the basis of decisions taken from memory."""
+        with self._lock:
+            return self.generation, self.epoch
+
     def advance(self, head: int, epoch: int) -> None:
         """After our own labels were committed (audit entries up to ``head``, all labels): move the generation."""
         with self._lock:

@@ -9,7 +9,11 @@ audited since the last batch, the annotators' standing (kind, withdrawn, consent
 owners come from memory; otherwise they are read again, with a handful of set-based statements for
 the whole batch. Earlier answers (client keys, one answer per person and query) are one statement,
 the rows go in with one Core insert, and the audit chain is continued from the head read by the
-generation check and written with one insert. Each item gets its own outcome: a stored
+generation check and written with one insert. On PostgreSQL, when every person of the batch is already
+known in memory (queries never change, so any not in memory are read first), the decisions are made before the lock instead and the lock is held for three
+statements (:meth:`BatchMixin._add_fast`); they stand only if the generation check, run under the lock in
+the same statement as the insert, finds nothing but labels since, else the batch is redone this way.
+Each item gets its own outcome: a stored
 :class:`~rlhf_gym.types.Feedback` or the :class:`~rlhf_gym.store.StoreError` that refused it; one bad
 item never fails the others.
 """
@@ -19,13 +23,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, literal, null, or_, select, text, union_all
 
 from rlhf_gym.store import audit
-from rlhf_gym.store.access import AccessCache, QueryMeta, Standing, changed_since
+from rlhf_gym.store.access import LABEL_ACTION, AccessCache, QueryMeta, Standing, changed_since
 from rlhf_gym.store.audit import retry_conflicts
 from rlhf_gym.store.errors import (
     AlreadyAnswered,
@@ -107,6 +111,10 @@ class BatchMixin:
         if not todo:
             return out  # type: ignore[return-value]
         cache = self.access
+        if self._pg:
+            fast = self._add_fast(items, todo, credentials, out)
+            if fast is not None:
+                return fast
         with self.session() as s, s.begin():
             _write_lock(s)
             started = time.monotonic()
@@ -116,90 +124,154 @@ class BatchMixin:
             qids = {items[i][0].query_id for i in todo}
             people = self._standings(s, aids, epoch)
             queries = self._query_metas(s, qids)
+            live: dict[tuple[str, str], str] = {}
             if credentials is not None:
                 stale = {(c.kind, c.secret_hash) for i in todo if (c := credentials[i]) is not None and c.epoch != epoch}
                 live = _live_credentials(s, stale) if stale else {}
             keys = {items[i][1] for i in todo if items[i][1] is not None}
             by_key, answered = _earlier(s, aids, qids, keys)
-            keyed: list[int] = []
-            keyless: list[int] = []
-            rows: dict[int, dict[str, Any]] = {}
-            pending_keys: dict[tuple[str, str], int] = {}
-            same_key_later: dict[int, int] = {}  # item -> the item of this batch first stored with its key
-            pending_pairs: dict[tuple[str, str], int] = {}
-            same_pair_later: dict[int, int] = {}  # item -> the item of this batch that answered its query first
-            for i in todo:
-                fb, key = items[i]
-                ann = people.get(fb.annotator_id)
-                if ann is None:
-                    out[i] = UnknownAnnotator(fb.annotator_id)
-                    continue
-                if ann.withdrawn:
-                    out[i] = Withdrawn(fb.annotator_id)
-                    continue
-                cred = credentials[i] if credentials is not None else None
-                if cred is not None and cred.epoch != epoch and live.get((cred.kind, cred.secret_hash)) != fb.annotator_id:
-                    out[i] = CredentialEnded(f"the {'session' if cred.kind == 'session' else 'invite token'} of "
-                                             f"{fb.annotator_id!r} was ended, revoked or expired; nothing stored")
-                    continue
-                if key is not None:
-                    prev = by_key.get((fb.annotator_id, key))
-                    if prev is not None:
-                        out[i] = KeyUsed(key, prev) if prev.query_id == fb.query_id else KeyConflict(key)
-                        continue
-                    if (fb.annotator_id, key) in pending_keys:
-                        same_key_later[i] = pending_keys[(fb.annotator_id, key)]
-                        continue
-                q = queries.get(fb.query_id)
-                if q is None:
-                    out[i] = UnknownQuery(fb.query_id)
-                    continue
-                if q.assigned_to is not None and q.assigned_to != fb.annotator_id:
-                    out[i] = NotAssigned(fb.query_id, fb.annotator_id)
-                    continue
-                if ann.kind == "human" and not ann.consented:
-                    out[i] = consent_refusal(fb.annotator_id, self.consent_version, declined=ann.consented is False)
-                    continue
-                if key is not None:
-                    pair = (fb.query_id, fb.annotator_id)
-                    if pair in answered:
-                        out[i] = AlreadyAnswered(fb.query_id, fb.annotator_id, answered[pair])
-                        continue
-                    if pair in pending_pairs:
-                        same_pair_later[i] = pending_pairs[pair]
-                        continue
-                    pending_pairs[pair] = i
-                    pending_keys[(fb.annotator_id, key)] = i
-                    keyed.append(i)
-                else:
-                    keyless.append(i)
-                rows[i] = {"query_id": fb.query_id, "annotator_id": fb.annotator_id, "value": fb.value,
-                           "data": _plain(fb.data), "asked_at": fb.asked_at, "answered_at": fb.answered_at,
-                           "step": fb.step, "client_key": key, "withdrawn": False}
+            plan = self._decide(items, todo, credentials, out, epoch, people, queries, live, by_key, answered)
             ids: dict[int, int] = {}
-            if keyed:
+            if plan.keyed:
                 t = FeedbackRow.__table__  # the Core table: no ORM bookkeeping per row
                 got = {(r.annotator_id, r.client_key): r.id for r in s.execute(
-                    insert(t).returning(t.c.id, t.c.annotator_id, t.c.client_key), [rows[i] for i in keyed])}
-                ids.update({i: got[(items[i][0].annotator_id, items[i][1])] for i in keyed})
-            for i in keyless:  # no key to match a multi-row insert's ids by (simulated teachers, one at a time)
-                ids[i] = s.execute(insert(FeedbackRow.__table__).returning(FeedbackRow.__table__.c.id), rows[i]).scalar_one()
-            entries = []
-            for i in sorted(ids):
-                fb = items[i][0]
-                out[i] = Feedback(fb.query_id, fb.annotator_id, fb.value, fb.asked_at, fb.answered_at, fb.step,
-                                  rows[i]["data"], ids[i])
-                entries.append((fb.annotator_id, "feedback.add", {"feedback": ids[i], "query": fb.query_id,
-                                                                   "value": fb.value}))
+                    insert(t).returning(t.c.id, t.c.annotator_id, t.c.client_key), [plan.rows[i] for i in plan.keyed])}
+                ids.update({i: got[(items[i][0].annotator_id, items[i][1])] for i in plan.keyed})
+            for i in plan.keyless:  # no key to match a multi-row insert's ids by (simulated teachers, one at a time)
+                ids[i] = s.execute(insert(FeedbackRow.__table__).returning(FeedbackRow.__table__.c.id),
+                                   plan.rows[i]).scalar_one()
+            entries = _finish(items, plan, ids, out)
             audit.append_many(s, entries, head=(seq, head_hash) if head_hash is not None else None)
-            for i, first in same_key_later.items():
-                done = out[first]
-                out[i] = KeyUsed(items[i][1] or "", done) if isinstance(done, Feedback) else done
-            for i, first in same_pair_later.items():
-                fb = items[i][0]
-                out[i] = AlreadyAnswered(fb.query_id, fb.annotator_id, ids[first])
         cache.advance(seq + len(entries), epoch)
         return out  # type: ignore[return-value]
+
+    @property
+    def _pg(self) -> bool:
+        engine = getattr(self, "engine", None)
+        return engine is not None and engine.dialect.name == "postgresql"
+
+    def _add_fast(self, items: Sequence[tuple[Feedback, str | None]], todo: list[int],
+                  credentials: Sequence[Credential | None] | None,
+                  out: list[Feedback | Exception | None]) -> list[Feedback | Exception] | None:
+        """PostgreSQL, every person's standing in memory: decide before the write lock, then hold it for three
+        statements (lock; insert the answers *and* run the generation check in one statement; the audit
+        entries with the new checkpoint in one statement) and the commit.
+
+        The decisions use the cached standings and credentials and a read of earlier answers made before
+        the lock; they stand only if the generation check under the lock finds nothing but labels audited
+        since the generation they were based on (the same check the ordinary path runs), and the database's
+        unique indexes refuse any answer another process stored meanwhile. Otherwise the transaction is
+        rolled back and None is returned (the caller runs the ordinary path, all under the lock).
+        """
+        cache = self.access
+        gen, epoch = cache.snapshot()
+        if gen is None:
+            return None
+        aids = {items[i][0].annotator_id for i in todo}
+        qids = {items[i][0].query_id for i in todo}
+        people = {a: st for a in aids if (st := cache.standing(a)) is not None}
+        if len(people) < len(aids):
+            return None
+        if credentials is not None and any(c is not None and c.epoch != epoch for i in todo if (c := credentials[i])):
+            return None
+        keys = {items[i][1] for i in todo if items[i][1] is not None}
+        trial: list[Feedback | Exception | None] = list(out)
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with self.session() as s, s.begin():
+                queries = self._query_metas(s, qids)  # queries never change nor go away: read before the lock
+                if len(queries) < len(qids):
+                    return None
+                by_key, answered = _earlier(s, aids, qids, keys)  # before the lock: the unique indexes back it
+                plan = self._decide(items, todo, credentials, trial, epoch, people, queries, {}, by_key, answered)
+                if plan.keyless:
+                    return None
+                _write_lock(s)
+                started = time.monotonic()
+                ids: dict[int, int] = {}
+                if plan.keyed:
+                    got = s.connection().exec_driver_sql(_INSERT_AND_CHECK, _columns(
+                        [plan.rows[i] for i in plan.keyed], gen)).all()
+                    if len(got) != len(plan.keyed):  # no checkpoint row: the ordinary path
+                        raise _Fallback
+                    seq, head_hash, changed = int(got[0][3]), got[0][4], bool(got[0][5])
+                    by = {(r[1], r[2]): r[0] for r in got}
+                    ids.update({i: by[(items[i][0].annotator_id, items[i][1])] for i in plan.keyed})
+                else:
+                    seq, head_hash, changed = changed_since(s, gen)
+                    if head_hash is None:
+                        raise _Fallback
+                if changed or cache.observe(seq, False, started) != epoch:
+                    raise _Fallback
+                entries = _finish(items, plan, ids, trial)
+                audit.append_many(s, entries, head=(seq, head_hash))
+        except _Fallback:
+            return None
+        except IntegrityError as e:  # another process stored one of these answers after our read
+            if "uq_feedback" in str(getattr(e, "orig", e)):
+                return None
+            raise
+        cache.advance(seq + len(entries), epoch)
+        return trial  # type: ignore[return-value]
+
+    def _decide(self, items: Sequence[tuple[Feedback, str | None]], todo: list[int],
+                credentials: Sequence[Credential | None] | None, out: list[Feedback | Exception | None], epoch: int,
+                people: dict[str, Standing], queries: dict[str, QueryMeta], live: dict[tuple[str, str], str],
+                by_key: dict[tuple[str, str], Feedback], answered: dict[tuple[str, str], int]) -> _Plan:
+        """Each item's fate from the facts read: a refusal in ``out``, or a row to insert."""
+        plan = _Plan()
+        pending_keys: dict[tuple[str, str], int] = {}
+        pending_pairs: dict[tuple[str, str], int] = {}
+        for i in todo:
+            fb, key = items[i]
+            ann = people.get(fb.annotator_id)
+            if ann is None:
+                out[i] = UnknownAnnotator(fb.annotator_id)
+                continue
+            if ann.withdrawn:
+                out[i] = Withdrawn(fb.annotator_id)
+                continue
+            cred = credentials[i] if credentials is not None else None
+            if cred is not None and cred.epoch != epoch and live.get((cred.kind, cred.secret_hash)) != fb.annotator_id:
+                out[i] = CredentialEnded(f"the {'session' if cred.kind == 'session' else 'invite token'} of "
+                                         f"{fb.annotator_id!r} was ended, revoked or expired; nothing stored")
+                continue
+            if key is not None:
+                prev = by_key.get((fb.annotator_id, key))
+                if prev is not None:
+                    out[i] = KeyUsed(key, prev) if prev.query_id == fb.query_id else KeyConflict(key)
+                    continue
+                if (fb.annotator_id, key) in pending_keys:
+                    plan.same_key_later[i] = pending_keys[(fb.annotator_id, key)]
+                    continue
+            q = queries.get(fb.query_id)
+            if q is None:
+                out[i] = UnknownQuery(fb.query_id)
+                continue
+            if q.assigned_to is not None and q.assigned_to != fb.annotator_id:
+                out[i] = NotAssigned(fb.query_id, fb.annotator_id)
+                continue
+            if ann.kind == "human" and not ann.consented:
+                out[i] = consent_refusal(fb.annotator_id, self.consent_version, declined=ann.consented is False)
+                continue
+            if key is not None:
+                pair = (fb.query_id, fb.annotator_id)
+                if pair in answered:
+                    out[i] = AlreadyAnswered(fb.query_id, fb.annotator_id, answered[pair])
+                    continue
+                if pair in pending_pairs:
+                    plan.same_pair_later[i] = pending_pairs[pair]
+                    continue
+                pending_pairs[pair] = i
+                pending_keys[(fb.annotator_id, key)] = i
+                plan.keyed.append(i)
+            else:
+                plan.keyless.append(i)
+            plan.rows[i] = {"query_id": fb.query_id, "annotator_id": fb.annotator_id, "value": fb.value,
+                            "data": _plain(fb.data), "asked_at": fb.asked_at, "answered_at": fb.answered_at,
+                            "step": fb.step, "client_key": key, "withdrawn": False}
+        return plan
 
     def _standings(self, s: Session, aids: set[str], epoch: int) -> dict[str, Standing]:
         """Each annotator's standing: from memory when known in this epoch, else read (two statements)."""
@@ -280,6 +352,62 @@ def _earlier(s: Session, aids: set[str], qids: set[str], keys: set[str]) -> tupl
         else:
             answered[(r.query_id, r.annotator_id)] = r.id
     return by_key, answered
+
+
+@dataclass
+class _Plan:
+    """What a batch will insert: rows by item, keyed and keyless items, and items resolved by an earlier one."""
+
+    rows: dict[int, dict[str, Any]] = field(default_factory=dict)
+    keyed: list[int] = field(default_factory=list)
+    keyless: list[int] = field(default_factory=list)
+    same_key_later: dict[int, int] = field(default_factory=dict)  # item -> the item first stored with its key
+    same_pair_later: dict[int, int] = field(default_factory=dict)  # item -> the item that answered its query first
+
+
+class _Fallback(Exception):
+    """The fast path cannot stand (something other than labels was audited meanwhile): roll back."""
+
+
+def _finish(items: Sequence[tuple[Feedback, str | None]], plan: _Plan, ids: dict[int, int],
+            out: list[Feedback | Exception | None]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Fill in the stored answers and the answers resolved by an earlier item; the audit entries to append."""
+    entries = []
+    for i in sorted(ids):
+        fb = items[i][0]
+        out[i] = Feedback(fb.query_id, fb.annotator_id, fb.value, fb.asked_at, fb.answered_at, fb.step,
+                          plan.rows[i]["data"], ids[i])
+        entries.append((fb.annotator_id, "feedback.add", {"feedback": ids[i], "query": fb.query_id,
+                                                           "value": fb.value}))
+    for i, first in plan.same_key_later.items():
+        done = out[first]
+        out[i] = KeyUsed(items[i][1] or "", done) if isinstance(done, Feedback) else done
+    for i, first in plan.same_pair_later.items():
+        fb = items[i][0]
+        out[i] = AlreadyAnswered(fb.query_id, fb.annotator_id, ids[first])
+    return entries
+
+
+#: PostgreSQL, under the write lock: the batch's answers (one array per column, so the text never changes
+#: and the server keeps it prepared) and, in the same statement and snapshot, the generation check of
+#: :func:`~rlhf_gym.store.access.changed_since` (head seq, hash, whether an entry after ``since`` is not a label)
+_INSERT_AND_CHECK = (
+    "WITH ins AS (INSERT INTO feedback (query_id, annotator_id, value, data, asked_at, answered_at, step, client_key,"
+    " withdrawn) SELECT q, a, v, d, t0, t1, st, k, false FROM unnest(%(q)s::varchar[], %(a)s::varchar[],"
+    " %(v)s::float8[], %(d)s::text[]::json[], %(t0)s::float8[], %(t1)s::float8[], %(st)s::text[]::int[],"
+    " %(k)s::varchar[]) AS r(q, a, v, d, t0, t1, st, k) RETURNING id, annotator_id, client_key)"
+    " SELECT ins.id, ins.annotator_id, ins.client_key, h.seq, h.hash, h.changed FROM ins CROSS JOIN"
+    " (SELECT seq, hash, EXISTS (SELECT 1 FROM audit_log WHERE seq > %(since)s AND action <> %(label)s) AS changed"
+    " FROM audit_head WHERE id = 1) AS h")
+
+
+def _columns(rows: list[dict[str, Any]], since: int) -> dict[str, Any]:
+    """The parameters of :data:`_INSERT_AND_CHECK`; ``data`` as the JSON text SQLAlchemy's JSON type writes."""
+    return {"q": [r["query_id"] for r in rows], "a": [r["annotator_id"] for r in rows],
+            "v": [r["value"] for r in rows], "d": [json.dumps(r["data"]) for r in rows],
+            "t0": [r["asked_at"] for r in rows], "t1": [r["answered_at"] for r in rows],
+            "st": [None if r["step"] is None else str(int(r["step"])) for r in rows],
+            "k": [r["client_key"] for r in rows], "since": since, "label": LABEL_ACTION}
 
 
 def _live_credentials(s: Session, creds: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
