@@ -250,6 +250,8 @@ def test_bc_settings_overrides_apply_over_the_learners_own_defaults():
     (["--demos", "EMPTY"], "no demonstrations"),
     (["--demos", "CONTINUOUS"], "not integers"),
     (["--set", "bc_bogus=1"], "bc_bogus"),
+    (["--learner", "gail", "--set", "gen_ent_coef=-1"], "gen_ent_coef must be >= 0"),
+    (["--learner", "airl", "--set", "disc_inputs=pixels"], "disc_inputs must be"),
     (["--teacher", "psychic"], "must be one of"),
 ])
 def test_train_bad_input_exits_2(tmp_path, capsys, extra, message):

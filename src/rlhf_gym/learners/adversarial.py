@@ -62,6 +62,27 @@ class AdversarialSettings:
     separating the two sets by a cliff the generator gets no gradient from (on CartPole, 5 seeds: GAIL
     solved 4/5 with it, 2/5 without; AIRL 3/5 either way). 0: off."""
 
+    def __post_init__(self) -> None:
+        """Refuse values no run could use, naming the setting (the CLI turns this into exit code 2)."""
+        import math
+
+        positive = ("disc_lr", "disc_batch", "disc_updates", "disc_every", "disc_scale", "disc_window",
+                    "disc_hidden", "gen_n_envs")
+        for name in (*positive, "gen_ent_coef", "disc_gp", "gamma"):
+            v = getattr(self, name)
+            if not math.isfinite(float(v)):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("gen_ent_coef", "disc_gp"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma!r}")
+        if self.disc_inputs not in ("obs_act", "obs"):
+            raise ValueError(f"disc_inputs must be obs_act or obs, got {self.disc_inputs!r}")
+
 
 @dataclass
 class Rows:
