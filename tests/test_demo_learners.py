@@ -250,6 +250,8 @@ def test_bc_settings_overrides_apply_over_the_learners_own_defaults():
     (["--demos", "EMPTY"], "no demonstrations"),
     (["--demos", "CONTINUOUS"], "not integers"),
     (["--set", "bc_bogus=1"], "bc_bogus"),
+    (["--set", "bc_max_epochs=0"], "bc_max_epochs must be > 0"),
+    (["--set", "bc_val_frac=1.5"], "bc_val_frac must be in"),
     (["--learner", "gail", "--set", "gen_ent_coef=-1"], "gen_ent_coef must be >= 0"),
     (["--learner", "airl", "--set", "disc_inputs=pixels"], "disc_inputs must be"),
     (["--teacher", "psychic"], "must be one of"),

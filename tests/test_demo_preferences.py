@@ -114,6 +114,7 @@ def test_demo_bc_reads_the_bc_settings(tmp_path):
     (["--env", "Pendulum-v1"], "recorded on CartPole-v1"),
     (["--set", "demo_pairz=3"], "unknown --set key"),
     (["--set", "bc_patients=3"], "unknown --set key"),
+    (["--set", "bc_patience=0"], "bc_patience must be > 0"),
 ])
 def test_demos_with_preferences_bad_input_exits_2(tmp_path, capsys, extra, message):
     demos = demo_file(tmp_path, balance, "expert", n=1)

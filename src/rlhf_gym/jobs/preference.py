@@ -45,6 +45,9 @@ def train_preference(cfg: TrainConfig) -> dict[str, Any]:
                                *teacher_settings("preference", cfg.teacher),
                                *(f"bc_{f.name}" for f in fields(BCSettings))),  # demo_bc's cloning
                    f"--feedback preference --teacher {cfg.teacher}")
+    from rlhf_gym.jobs.demonstration import bc_settings
+
+    bc_settings(cfg.extra)  # demo_bc's values fail before anything is stored
     with torch_threads(cfg.threads):
         return _train_preference(cfg)
 

@@ -40,6 +40,23 @@ class BCSettings:
     val_frac: float = 0.2
     weight_decay: float = 1e-5
 
+    def __post_init__(self) -> None:
+        """Refuse values no fit could use, naming the setting (``--set bc_max_epochs=0`` would train nothing)."""
+        import math
+
+        for name in ("lr", "val_frac", "weight_decay"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise ValueError(f"bc_{name} must be a finite number, got {getattr(self, name)!r}")
+        for name in ("lr", "batch_size", "max_epochs", "patience"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"bc_{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0 <= self.val_frac < 1:
+            raise ValueError(f"bc_val_frac must be in [0, 1) (0: no held-out set), got {self.val_frac!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"bc_weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not self.hidden or any(int(h) < 1 for h in self.hidden):
+            raise ValueError(f"bc_hidden must be layer widths >= 1, got {self.hidden!r}")
+
 
 @dataclass
 class BCResult:
