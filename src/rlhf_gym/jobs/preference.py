@@ -32,21 +32,17 @@ from rlhf_gym.runs import RunDir, plot_curve
 
 def train_preference(cfg: TrainConfig) -> dict[str, Any]:
     """Train a policy from preference feedback (or on a given reward model with ``cfg.reward``)."""
-
-
     from rlhf_gym.config import WEIGHTING_SETTINGS, check_settings
     from rlhf_gym.feedback.registry import teacher_settings
+    from rlhf_gym.jobs.demonstration import bc_settings
+    from rlhf_gym.learners.bc import BCSettings
     from rlhf_gym.runtime import torch_threads
 
     cfg.validate()
-    from rlhf_gym.learners.bc import BCSettings
-
     check_settings(cfg.extra, (*(f.name for f in fields(PreferenceSettings)), *WEIGHTING_SETTINGS,
                                *teacher_settings("preference", cfg.teacher),
                                *(f"bc_{f.name}" for f in fields(BCSettings))),  # demo_bc's cloning
                    f"--feedback preference --teacher {cfg.teacher}")
-    from rlhf_gym.jobs.demonstration import bc_settings
-
     bc_settings(cfg.extra)  # demo_bc's values fail before anything is stored
     with torch_threads(cfg.threads):
         return _train_preference(cfg)
