@@ -453,3 +453,56 @@ def test_airl_state_only_reward_ignores_the_action():
     r1 = res.reward.reward(obs, np.ones(len(obs), int), obs)
     assert res.reward.cfg.inputs == "obs" and np.allclose(r0, r1)
     assert res.disc_steps > 0
+
+
+def test_the_reward_stays_anchored_to_ending_once_an_episode_has_ended():
+    """A generator that stopped falling leaves no absorbing row in its recent window (CartPole's demos
+    never end either); the reward must stay anchored to the absorbing state, not flip to mean-centring,
+    under which half the states it visits would pay less than falling."""
+    from rlhf_gym.learners.adversarial import demo_rows, renormalise
+    from rlhf_gym.rewards.models import RewardModel
+
+    env = make_env("CartPole-v1")
+    expert = demo_rows(demos(cartpole_expert, "CartPole-v1", 2, max_steps=100))
+    gen = demo_rows(demos(cartpole_expert, "CartPole-v1", 2, seed=3, max_steps=100))
+    assert not expert.absorbing.any() and not gen.absorbing.any()
+    reward = RewardModel.for_spaces(env.observation_space, env.action_space, seed=0, ensemble=1)
+    reward.fit_input_normalisation(expert.obs)
+    ending = (expert.obs[:1], expert.acts[:1], None, np.array([True]))
+    renormalise(reward, expert, gen, np.random.default_rng(0))  # no episode of the run ever ended: the mean
+    assert not bool(reward.anchored_to_absorbing)
+    assert abs(float(reward.reward(expert.obs, expert.acts, expert.next_obs).mean())) < 0.2
+    renormalise(reward, expert, gen, np.random.default_rng(0), ended=True)
+    assert bool(reward.anchored_to_absorbing) and abs(float(reward.reward(*ending)[0])) < 1e-6
+
+
+def test_transition_log_keeps_a_uniform_sample_of_the_whole_run():
+    """The reservoir (``disc_history``) holds rows from the start of the run as well as the end, in about
+    uniform proportion, while the recent window holds only the newest; terminations are counted."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from rlhf_gym.learners.adversarial import TransitionLog
+
+    class Clock(gym.Env):
+        observation_space = gym.spaces.Box(0, np.inf, (1,), np.float32)
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, *, seed=None, options=None):
+            self.t = getattr(self, "t", 0)
+            return np.array([self.t], np.float32), {}
+
+        def step(self, action):
+            self.t += 1
+            return np.array([self.t], np.float32), 0.0, self.t % 100 == 0, False, {}
+
+    log = TransitionLog(DummyVecEnv([Clock]), capacity=200, seed=0)
+    log.reset()
+    for _ in range(4000):
+        log.step(np.array([0]))
+    recent, old = log.recent(), log.history()
+    assert len(recent) == len(old) == 200
+    assert recent.obs[~recent.absorbing].min() > 3700
+    ts = old.obs[~old.absorbing, 0]
+    assert ts.min() < 400 and ts.max() > 3600 and 1600 < np.median(ts) < 2400
+    assert log.terminations == 40 and old.absorbing.any()
+    assert not TransitionLog(DummyVecEnv([Clock]), capacity=10).reservoir  # off unless seeded

@@ -47,13 +47,23 @@ class AdversarialSettings:
     """Logit = scale x the reward network's tanh output: D stays within (1.8%, 98.2%)."""
     disc_window: int = 8192
     """Generated transitions the discriminator samples from (the most recent)."""
+    disc_history: float = 0.0
+    """Share of each generated batch drawn from a uniform sample (reservoir, ``disc_window`` rows) of every
+    transition the generator made during the run, the rest from the most recent ones. With recent rows only,
+    states the generator stopped visiting (falling, early) drop out of the discriminator's data, so the
+    reward stops saying anything about them. 0: recent rows only."""
     disc_hidden: int = 64
     disc_inputs: str = "obs_act"
     """What the reward network sees: ``obs_act`` (r(s, a)) or ``obs`` (a state-only r(s), the form AIRL's
     disentanglement argument needs for the recovered reward to transfer)."""
     gen_n_envs: int = 8
     gen_ent_coef: float = 0.0
-    """PPO generator's entropy bonus (the preference learner's PPO has none)."""
+    """PPO generator's entropy bonus in its loss (the preference learner's PPO has none)."""
+    gen_logpi_reward: float = 0.0
+    """PPO generator: this times ``-log pi(a|s)`` (its own policy's, at the step) is added to each step's
+    reward, in the reward's normalised units (``/ (disc_scale * scale)``): at 1 the generator is paid AIRL's
+    whole logit ``f - log pi`` rather than ``f`` alone, the entropy-regularised RL AIRL's argument assumes.
+    SAC has its own entropy term and gets none. 0: off."""
     gamma: float = 0.99
     """Discount of AIRL's shaping term."""
     disc_gp: float = 10.0
@@ -68,16 +78,18 @@ class AdversarialSettings:
 
         positive = ("disc_lr", "disc_batch", "disc_updates", "disc_every", "disc_scale", "disc_window",
                     "disc_hidden", "gen_n_envs")
-        for name in (*positive, "gen_ent_coef", "disc_gp", "gamma"):
+        for name in (*positive, "gen_ent_coef", "gen_logpi_reward", "disc_gp", "gamma"):
             v = getattr(self, name)
             if not math.isfinite(float(v)):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("gen_ent_coef", "disc_gp"):
+        for name in ("gen_ent_coef", "gen_logpi_reward", "disc_gp"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.disc_history <= 1:
+            raise ValueError(f"disc_history must be in [0, 1], got {self.disc_history!r}")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma!r}")
         if self.disc_inputs not in ("obs_act", "obs"):
@@ -99,6 +111,13 @@ class Rows:
 
     def take(self, idx: np.ndarray) -> Rows:
         return Rows(self.obs[idx], self.acts[idx], self.next_obs[idx], self.done[idx], self.absorbing[idx])
+
+    @staticmethod
+    def of(rows: Sequence[tuple[np.ndarray, Any, np.ndarray, bool, bool]]) -> Rows:
+        """Rows from ``(obs, act, next_obs, done, absorbing)`` tuples."""
+        o, a, n, d, ab = zip(*rows, strict=True)
+        return Rows(np.asarray(o, np.float32), np.asarray(a), np.asarray(n, np.float32), np.asarray(d, bool),
+                    np.asarray(ab, bool))
 
 
 def demo_rows(trajs: Sequence[Trajectory]) -> Rows:
@@ -123,12 +142,17 @@ def demo_rows(trajs: Sequence[Trajectory]) -> Rows:
 
 
 class TransitionLog(VecEnvWrapper):
-    """Keeps the generator's most recent transitions (with an absorbing row after each termination)."""
+    """Keeps the generator's most recent transitions (with an absorbing row after each termination) and,
+    with ``seed`` given, a uniform reservoir sample of all of them (Vitter's algorithm R, same capacity)."""
 
-    def __init__(self, venv: VecEnv, capacity: int) -> None:
+    def __init__(self, venv: VecEnv, capacity: int, seed: int | None = None) -> None:
         super().__init__(venv)
         self.capacity = capacity
         self.rows: list[tuple[np.ndarray, Any, np.ndarray, bool, bool]] = []
+        self.reservoir: list[tuple[np.ndarray, Any, np.ndarray, bool, bool]] = []
+        self.seen = 0
+        self.terminations = 0
+        self._rng = None if seed is None else np.random.default_rng(seed)
         self._obs: np.ndarray | None = None
         self._acts: np.ndarray | None = None
         self.steps = 0
@@ -148,19 +172,63 @@ class TransitionLog(VecEnvWrapper):
         for i in range(self.num_envs):
             nxt = infos[i].get("terminal_observation", obs[i]) if dones[i] else obs[i]
             term = bool(dones[i]) and not infos[i].get("TimeLimit.truncated", False)
-            self.rows.append((self._obs[i].copy(), self._acts[i].copy(), np.asarray(nxt).copy(), term, False))
+            self._add((self._obs[i].copy(), self._acts[i].copy(), np.asarray(nxt).copy(), term, False))
             if term:
-                self.rows.append((np.asarray(nxt).copy(), np.zeros_like(self._acts[i]), np.asarray(nxt).copy(), True, True))
+                self.terminations += 1
+                self._add((np.asarray(nxt).copy(), np.zeros_like(self._acts[i]), np.asarray(nxt).copy(), True, True))
         if len(self.rows) > self.capacity:
             del self.rows[: len(self.rows) - self.capacity]
         self.steps += self.num_envs
         self._obs = np.asarray(obs)
         return obs, rews, dones, infos
 
+    def _add(self, row: tuple[np.ndarray, Any, np.ndarray, bool, bool]) -> None:
+        self.rows.append(row)
+        if self._rng is None:
+            return
+        self.seen += 1
+        if len(self.reservoir) < self.capacity:
+            self.reservoir.append(row)
+        else:
+            j = int(self._rng.integers(self.seen))
+            if j < self.capacity:
+                self.reservoir[j] = row
+
     def recent(self) -> Rows:
-        o, a, n, d, ab = zip(*self.rows, strict=True)
-        return Rows(np.asarray(o, np.float32), np.asarray(a), np.asarray(n, np.float32), np.asarray(d, bool),
-                    np.asarray(ab, bool))
+        return Rows.of(self.rows)
+
+    def history(self) -> Rows:
+        """The reservoir: a uniform sample of every transition logged so far."""
+        return Rows.of(self.reservoir)
+
+
+class LogPiBonus(VecEnvWrapper):
+    """Adds ``coef x -log pi(a|s) / (disc_scale x reward.scale)`` of the policy acting (``self.algo``, set once
+    it exists) to every step's reward: the entropy part of AIRL's generator reward."""
+
+    def __init__(self, venv: VecEnv, reward: RewardModel, coef: float, disc_scale: float) -> None:
+        super().__init__(venv)
+        self.reward, self.coef, self.disc_scale = reward, coef, disc_scale
+        self.algo: Any = None
+        self._obs: np.ndarray | None = None
+        self._acts: np.ndarray | None = None
+
+    def reset(self) -> np.ndarray:
+        obs = self.venv.reset()
+        self._obs = np.asarray(obs)
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._acts = np.asarray(actions)
+        self.venv.step_async(actions)
+
+    def step_wait(self) -> Any:
+        obs, rews, dones, infos = self.venv.step_wait()
+        if self.algo is not None and self._obs is not None and self._acts is not None:
+            lp = log_prob(self.algo, self._obs, self._acts).cpu().numpy()
+            rews = rews - self.coef * lp / (self.disc_scale * float(self.reward.scale))
+        self._obs = np.asarray(obs)
+        return obs, np.asarray(rews, np.float32), dones, infos
 
 
 def log_prob(algo: Any, obs: np.ndarray, acts: np.ndarray) -> torch.Tensor:
@@ -224,10 +292,18 @@ class AdversarialResult:
 
 
 def disc_step(disc: Discriminator, opt: torch.optim.Optimizer, expert: Rows, gen: Rows, algo: Any,
-              rng: np.random.Generator, batch: int) -> dict[str, float]:
-    """One logistic-regression step: demonstrated rows labelled 1, generated rows 0 (balanced batches)."""
+              rng: np.random.Generator, batch: int, history: Rows | None = None,
+              history_share: float = 0.0) -> dict[str, float]:
+    """One logistic-regression step: demonstrated rows labelled 1, generated rows 0 (balanced batches); a
+    ``history_share`` of the generated rows comes from ``history`` (the run's reservoir), the rest from ``gen``."""
     e = expert.take(rng.integers(len(expert), size=batch))
     g = gen.take(rng.integers(len(gen), size=batch))
+    if history is not None and len(history) and history_share > 0:
+        k = int(rng.binomial(batch, history_share))
+        old = history.take(rng.integers(len(history), size=k))
+        g = Rows(*(np.concatenate([a[: batch - k], b]) for a, b in
+                   zip((g.obs, g.acts, g.next_obs, g.done, g.absorbing),
+                       (old.obs, old.acts, old.next_obs, old.done, old.absorbing), strict=True)))
     lp_e = lp_g = None
     if disc.needs_log_pi:  # the generator lives on the run's device, as the discriminator does
         lp_e = torch.where(disc.tensor(e.absorbing), 0.0, log_prob(algo, e.obs, e.acts).to(disc.device))
@@ -254,15 +330,21 @@ def disc_step(disc: Discriminator, opt: torch.optim.Optimizer, expert: Rows, gen
     return {"disc_loss": float(loss.detach()), "disc_accuracy": acc, "disc_grad_penalty": gp}
 
 
-def renormalise(reward: RewardModel, expert: Rows, gen: Rows, rng: np.random.Generator) -> None:
-    """Anchor the generator's reward to the absorbing state's (where episodes can end) and scale to RMS 1."""
+def renormalise(reward: RewardModel, expert: Rows, gen: Rows, rng: np.random.Generator,
+                ended: bool = False) -> None:
+    """Anchor the generator's reward to the absorbing state's (where episodes can end) and scale to RMS 1.
+
+    ``ended``: an episode of this run has terminated before (the log's count), so the anchor stays on the
+    absorbing state once the generator stops falling; judged on the recent rows alone, a CartPole generator
+    that survived a whole window had its reward re-centred on the mean, half its states then paid less than
+    falling, and it learned to fall (and the saved reward taught a fresh policy the same)."""
     both = [expert.take(rng.integers(len(expert), size=min(len(expert), 2048))),
             gen.take(rng.integers(len(gen), size=min(len(gen), 2048)))]
     real = [r.take(np.flatnonzero(~r.absorbing)) for r in both]
     obs = np.concatenate([r.obs for r in real])
     acts = np.concatenate([r.acts for r in real])
     nxt = np.concatenate([r.next_obs for r in real])
-    use_absorbing = bool(expert.absorbing.any() or gen.absorbing.any())
+    use_absorbing = bool(ended or expert.absorbing.any() or gen.absorbing.any())
     reward.set_output_normalisation(obs, acts, nxt, use_absorbing=use_absorbing)
 
 
@@ -299,9 +381,15 @@ def train_adversarial(env_id: str, demos: Sequence[Trajectory], make_disc: Calla
     opt = torch.optim.Adam(disc.parameters(), lr=st.disc_lr)
     n_envs = st.gen_n_envs if algo == "ppo" else 1
     # our make_env, not gym.make: entry points, old-API classes and pixel preprocessing reach the generator too
-    log = TransitionLog(make_vec_env(lambda: make_env(env_id), n_envs=n_envs, seed=seed), st.disc_window)
+    log = TransitionLog(make_vec_env(lambda: make_env(env_id), n_envs=n_envs, seed=seed), st.disc_window,
+                        seed=seed + 1 if st.disc_history > 0 else None)
     venv = LearnedRewardVecEnv(log, reward)
+    bonus = None
+    if algo == "ppo" and st.gen_logpi_reward > 0:
+        venv = bonus = LogPiBonus(venv, reward, st.gen_logpi_reward, st.disc_scale)
     model = make_algo(algo, venv, seed, timesteps, device=device)
+    if bonus is not None:
+        bonus.algo = model
     if algo == "ppo":
         model.ent_coef = float(st.gen_ent_coef)
     rng = np.random.default_rng(seed)
@@ -313,11 +401,12 @@ def train_adversarial(env_id: str, demos: Sequence[Trajectory], make_disc: Calla
         if len(log.rows) < st.disc_batch:
             return
         gen = log.recent()
+        old = log.history() if st.disc_history > 0 else None
         stats = {}
         for _ in range(st.disc_updates):
-            stats = disc_step(disc, opt, expert, gen, model, rng, st.disc_batch)
+            stats = disc_step(disc, opt, expert, gen, model, rng, st.disc_batch, old, st.disc_history)
             res.disc_steps += 1
-        renormalise(reward, expert, gen, rng)
+        renormalise(reward, expert, gen, rng, ended=log.terminations > 0)
         # SAC learns from its whole replay buffer: rewards stored under older discriminators are recomputed
         # with the current one, or the generator keeps chasing what the discriminator no longer says
         res.relabelled += relabel_replay_buffer(model, reward)
