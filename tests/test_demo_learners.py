@@ -254,6 +254,8 @@ def test_bc_settings_overrides_apply_over_the_learners_own_defaults():
     (["--set", "bc_val_frac=1.5"], "bc_val_frac must be in"),
     (["--learner", "gail", "--set", "gen_ent_coef=-1"], "gen_ent_coef must be >= 0"),
     (["--learner", "airl", "--set", "disc_inputs=pixels"], "disc_inputs must be"),
+    (["--learner", "airl", "--set", "disc_gp_absorbing=maybe"], "disc_gp_absorbing must be true or false"),
+    (["--learner", "airl", "--set", "disc_history=2"], "disc_history must be in [0, 1]"),
     (["--teacher", "psychic"], "must be one of"),
 ])
 def test_train_bad_input_exits_2(tmp_path, capsys, extra, message):
@@ -274,7 +276,7 @@ def test_train_bad_input_exits_2(tmp_path, capsys, extra, message):
 
 
 # -- GAIL and AIRL ------------------------------------------------------------------------------------
-def _disc_fixture(kind: str, gp: float | None = None):
+def _disc_fixture(kind: str, gp: float | None = None, target: float | None = None, **settings):
     from stable_baselines3 import PPO
 
     from rlhf_gym.learners.adversarial import AdversarialSettings, demo_rows, disc_step, renormalise
@@ -286,7 +288,7 @@ def _disc_fixture(kind: str, gp: float | None = None):
     expert = demo_rows(demos(cartpole_expert, "CartPole-v1", 4, max_steps=200))
     randoms = demo_rows(demos(None, "CartPole-v1", 30, epsilon=1.0, seed=1))
     assert randoms.absorbing.sum() == 30 and expert.absorbing.sum() == 0  # random episodes all end in a fall
-    st = AdversarialSettings() if gp is None else AdversarialSettings(disc_gp=gp)
+    st = AdversarialSettings(**settings) if gp is None else AdversarialSettings(disc_gp=gp, **settings)
     reward = RewardModel.for_spaces(env.observation_space, env.action_space, seed=0, ensemble=1)
     reward.fit_input_normalisation(np.concatenate([expert.obs, randoms.obs]))
     disc = (GAILDiscriminator if kind == "gail" else AIRLDiscriminator)(reward, st)
@@ -297,7 +299,7 @@ def _disc_fixture(kind: str, gp: float | None = None):
     train_gen, held_gen = randoms.take(np.arange(half)), randoms.take(np.arange(half, len(randoms)))
     stats = {}
     for _ in range(150):
-        stats = disc_step(disc, opt, expert, train_gen, algo, rng, 128)
+        stats = disc_step(disc, opt, expert, train_gen, algo, rng, 128, absorbing_target=target)
     renormalise(reward, expert, train_gen, rng)
     return reward, expert, held_gen, stats
 
@@ -506,3 +508,18 @@ def test_transition_log_keeps_a_uniform_sample_of_the_whole_run():
     assert ts.min() < 400 and ts.max() > 3600 and 1600 < np.median(ts) < 2400
     assert log.terminations == 40 and old.absorbing.any()
     assert not TransitionLog(DummyVecEnv([Clock]), capacity=10).reservoir  # off unless seeded
+
+
+@pytest.mark.parametrize("kind", ["gail", "airl"])
+def test_ending_scores_as_generated_when_only_the_generator_ever_ends(kind):
+    """CartPole's demonstrations never end and random play always does: with ``disc_absorbing_bound`` (and
+    no gradient-penalty line to the absorbing state) ending is scored below held-out random play, so a fresh
+    policy on the reward is not taught to fall; without them ending sits above that random play."""
+    def gap(reward, held):
+        real = held.take(np.flatnonzero(~held.absorbing))
+        return float(reward.reward(real.obs, real.acts, real.next_obs).mean())  # ending pays 0 (the anchor)
+
+    plain, _, held, _ = _disc_fixture(kind)
+    bound, expert, held, _ = _disc_fixture(kind, target=0.0, disc_gp_absorbing=False)
+    assert gap(bound, held) > 0 > gap(plain, held), (gap(bound, held), gap(plain, held))
+    assert bound.reward(expert.obs, expert.acts, expert.next_obs).mean() > gap(bound, held)  # still ranked

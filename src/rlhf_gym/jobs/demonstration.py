@@ -330,7 +330,22 @@ def adversarial_settings(extra: dict[str, Any]) -> Any:
     bad = sorted(k for k in extra if k.startswith(("disc_", "gen_")) and k not in names)
     if bad:
         raise ValueError(f"unknown --set key(s) {', '.join(bad)}; GAIL/AIRL read {', '.join(sorted(names))}")
-    return AdversarialSettings(**{k: type(names[k].default)(v) for k, v in extra.items() if k in names})
+    return AdversarialSettings(**{k: _typed(k, names[k].default, v) for k, v in extra.items() if k in names})
+
+
+def _typed(name: str, default: Any, v: Any) -> Any:
+    """``v`` as the type of the setting's default; a bool read from text must say true/false (``bool("false")``
+    would be True)."""
+    if isinstance(default, bool):
+        if isinstance(v, bool):
+            return v
+        text = str(v).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"{name} must be true or false, got {v!r}")
+    return type(default)(v)
 
 
 def _learn_adversarial(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, source: Any, run: Any,

@@ -71,6 +71,16 @@ class AdversarialSettings:
     points between demonstrated and generated rows; Mescheder et al. 2018): keeps the discriminator from
     separating the two sets by a cliff the generator gets no gradient from (on CartPole, 5 seeds: GAIL
     solved 4/5 with it, 2/5 without; AIRL 3/5 either way). 0: off."""
+    disc_absorbing_bound: bool = False
+    """Where only one side ever ends its episodes (CartPole: the demonstrations never do, the generator does),
+    the discriminator's best answer for the absorbing state is certain: "generated" (or "demonstrated").
+    With this on, every step also trains the absorbing state towards that answer, which the rare absorbing
+    rows in a batch otherwise leave near the demonstrated states' score."""
+    disc_gp_absorbing: bool = True
+    """Whether the gradient penalty's interpolation pairs may include an absorbing row. Between a state and
+    the absorbing state (features: a flag) there is nothing to be smooth over, and the penalty along that
+    line holds the absorbing state's reward near the demonstrated states', however often the generator
+    ended its episodes."""
 
     def __post_init__(self) -> None:
         """Refuse values no run could use, naming the setting (the CLI turns this into exit code 2)."""
@@ -293,9 +303,10 @@ class AdversarialResult:
 
 def disc_step(disc: Discriminator, opt: torch.optim.Optimizer, expert: Rows, gen: Rows, algo: Any,
               rng: np.random.Generator, batch: int, history: Rows | None = None,
-              history_share: float = 0.0) -> dict[str, float]:
+              history_share: float = 0.0, absorbing_target: float | None = None) -> dict[str, float]:
     """One logistic-regression step: demonstrated rows labelled 1, generated rows 0 (balanced batches); a
-    ``history_share`` of the generated rows comes from ``history`` (the run's reservoir), the rest from ``gen``."""
+    ``history_share`` of the generated rows comes from ``history`` (the run's reservoir), the rest from ``gen``;
+    ``absorbing_target`` (0 or 1), where given, is the absorbing state's label in one more term."""
     e = expert.take(rng.integers(len(expert), size=batch))
     g = gen.take(rng.integers(len(gen), size=batch))
     if history is not None and len(history) and history_share > 0:
@@ -311,15 +322,24 @@ def disc_step(disc: Discriminator, opt: torch.optim.Optimizer, expert: Rows, gen
     le, lg = disc.logits(e, lp_e), disc.logits(g, lp_g)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     loss = bce(le, torch.ones_like(le)) + bce(lg, torch.zeros_like(lg))
+    if absorbing_target is not None:
+        one = e.take(np.zeros(1, int))
+        end = Rows(one.obs, one.acts, one.obs, np.ones(1, bool), np.ones(1, bool))
+        la = disc.logits(end, torch.zeros(1, device=disc.device) if disc.needs_log_pi else None)
+        loss = loss + bce(la, torch.full_like(la, float(absorbing_target)))
     gp = 0.0
     if disc.st.disc_gp > 0 and not disc.reward.pixels:
         xe = disc.reward.features(e.obs, e.acts, e.next_obs, e.absorbing)
         xg = disc.reward.features(g.obs, g.acts, g.next_obs, g.absorbing)
         alpha = torch.as_tensor(rng.random((batch, 1)), dtype=xe.dtype)
-        x = (alpha * xe + (1 - alpha) * xg).to(disc.device).requires_grad_(True)
+        x = alpha * xe + (1 - alpha) * xg
+        if not disc.st.disc_gp_absorbing:  # no line runs from a state to "the episode has ended"
+            keep = np.flatnonzero(~e.absorbing & ~g.absorbing)
+            x = x[torch.as_tensor(keep)]
+        x = x.to(disc.device).requires_grad_(True)
         out = disc.st.disc_scale * disc.reward.member_rewards(x).mean(0)
         (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-        penalty = grad.pow(2).sum(1).mean()
+        penalty = grad.pow(2).sum(1).mean() if len(x) else grad.sum()
         loss = loss + disc.st.disc_gp * penalty
         gp = float(penalty.detach())
     opt.zero_grad()
@@ -403,8 +423,11 @@ def train_adversarial(env_id: str, demos: Sequence[Trajectory], make_disc: Calla
         gen = log.recent()
         old = log.history() if st.disc_history > 0 else None
         stats = {}
+        target = None
+        if st.disc_absorbing_bound and expert.absorbing.any() != (log.terminations > 0):
+            target = 1.0 if expert.absorbing.any() else 0.0
         for _ in range(st.disc_updates):
-            stats = disc_step(disc, opt, expert, gen, model, rng, st.disc_batch, old, st.disc_history)
+            stats = disc_step(disc, opt, expert, gen, model, rng, st.disc_batch, old, st.disc_history, target)
             res.disc_steps += 1
         renormalise(reward, expert, gen, rng, ended=log.terminations > 0)
         # SAC learns from its whole replay buffer: rewards stored under older discriminators are recomputed
