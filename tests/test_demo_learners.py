@@ -523,3 +523,27 @@ def test_ending_scores_as_generated_when_only_the_generator_ever_ends(kind):
     bound, expert, held, _ = _disc_fixture(kind, target=0.0, disc_gp_absorbing=False)
     assert gap(bound, held) > 0 > gap(plain, held), (gap(bound, held), gap(plain, held))
     assert bound.reward(expert.obs, expert.acts, expert.next_obs).mean() > gap(bound, held)  # still ranked
+
+
+def test_logpi_bonus_pays_the_acting_policys_minus_log_pi_in_normalised_units():
+    """``gen_logpi_reward``: each step's reward gains coef x -log pi(a|s) / (disc_scale x the reward's scale),
+    computed with the policy acting, for the action it took."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from rlhf_gym.learners.adversarial import LogPiBonus, log_prob
+    from rlhf_gym.rewards.models import RewardModel
+
+    env = make_env("CartPole-v1")
+    reward = RewardModel.for_spaces(env.observation_space, env.action_space, seed=0, ensemble=1)
+    reward.scale.fill_(0.5)
+    venv = LogPiBonus(DummyVecEnv([lambda: make_env("CartPole-v1")] * 2), reward, coef=2.0, disc_scale=4.0)
+    algo = PPO("MlpPolicy", venv, seed=0, device="cpu", n_steps=64)
+    venv.algo = algo
+    obs = venv.reset()
+    acts = np.array([0, 1])
+    venv.step_async(acts)
+    _o, rews, _d, _i = venv.step_wait()
+    lp = log_prob(algo, obs, acts).numpy()
+    true = np.ones(2)  # CartPole pays 1 a step
+    assert np.allclose(rews, true - 2.0 * lp / (4.0 * 0.5), atol=1e-5) and (rews > true).all()
