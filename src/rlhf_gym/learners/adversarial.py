@@ -160,7 +160,25 @@ def demo_rows(trajs: Sequence[Trajectory]) -> Rows:
     return Rows(np.concatenate(obs), np.concatenate(acts), np.concatenate(nxt), np.concatenate(done), np.concatenate(ab))
 
 
-class TransitionLog(VecEnvWrapper):
+class _Watcher(VecEnvWrapper):
+    """A wrapper that remembers the observations each step starts from and the actions taken in it."""
+
+    def __init__(self, venv: VecEnv) -> None:
+        super().__init__(venv)
+        self._obs: np.ndarray | None = None
+        self._acts: np.ndarray | None = None
+
+    def reset(self) -> np.ndarray:
+        obs = self.venv.reset()
+        self._obs = np.asarray(obs)
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._acts = np.asarray(actions)
+        self.venv.step_async(actions)
+
+
+class TransitionLog(_Watcher):
     """Keeps the generator's most recent transitions (with an absorbing row after each termination) and,
     with ``seed`` given, a uniform reservoir sample of all of them (Vitter's algorithm R, same capacity)."""
 
@@ -172,18 +190,7 @@ class TransitionLog(VecEnvWrapper):
         self.seen = 0
         self.terminations = 0
         self._rng = None if seed is None else np.random.default_rng(seed)
-        self._obs: np.ndarray | None = None
-        self._acts: np.ndarray | None = None
         self.steps = 0
-
-    def reset(self) -> np.ndarray:
-        obs = self.venv.reset()
-        self._obs = np.asarray(obs)
-        return obs
-
-    def step_async(self, actions: np.ndarray) -> None:
-        self._acts = np.asarray(actions)
-        self.venv.step_async(actions)
 
     def step_wait(self) -> Any:
         obs, rews, dones, infos = self.venv.step_wait()
@@ -221,7 +228,7 @@ class TransitionLog(VecEnvWrapper):
         return Rows.of(self.reservoir)
 
 
-class LogPiBonus(VecEnvWrapper):
+class LogPiBonus(_Watcher):
     """Adds ``coef x -log pi(a|s) / (disc_scale x reward.scale)`` of the policy acting (``self.algo``, set once
     it exists) to every step's reward: the entropy part of AIRL's generator reward."""
 
@@ -229,17 +236,6 @@ class LogPiBonus(VecEnvWrapper):
         super().__init__(venv)
         self.reward, self.coef, self.disc_scale = reward, coef, disc_scale
         self.algo: Any = None
-        self._obs: np.ndarray | None = None
-        self._acts: np.ndarray | None = None
-
-    def reset(self) -> np.ndarray:
-        obs = self.venv.reset()
-        self._obs = np.asarray(obs)
-        return obs
-
-    def step_async(self, actions: np.ndarray) -> None:
-        self._acts = np.asarray(actions)
-        self.venv.step_async(actions)
 
     def step_wait(self) -> Any:
         obs, rews, dones, infos = self.venv.step_wait()
