@@ -57,7 +57,8 @@ class AdversarialSettings:
     """Share of each generated batch drawn from a uniform sample (reservoir, ``disc_window`` rows) of every
     transition the generator made during the run, the rest from the most recent ones. With recent rows only,
     states the generator stopped visiting (falling, early) drop out of the discriminator's data, so the
-    reward stops saying anything about them. 0: recent rows only."""
+    reward stops saying anything about them. 0: recent rows only. (CartPole AIRL, 5 seeds: at 0.5 a fresh PPO
+    on the saved reward solved 5/5, at 0 4/5; off until the other tasks' rows are rerun with it.)"""
     disc_hidden: int = 64
     disc_inputs: str = "obs_act"
     """What the reward network sees: ``obs_act`` (r(s, a)) or ``obs`` (a state-only r(s), the form AIRL's
