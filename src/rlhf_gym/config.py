@@ -136,6 +136,21 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def coerce_setting(name: str, default: Any, v: Any) -> Any:
+    """``v`` (a ``--set`` value, typed or text) as the type of the setting's ``default``; a bool from text must
+    say true/false (``bool("false")`` would be True), else a ValueError naming the setting."""
+    if isinstance(default, bool):
+        if isinstance(v, bool):
+            return v
+        text = str(v).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"{name} must be true or false, got {v!r}")
+    return type(default)(v)
+
+
 def _auto(v: str) -> Any:
     if v.lower() in ("true", "false"):
         return v.lower() == "true"

@@ -19,7 +19,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rlhf_gym.config import TrainConfig
+from rlhf_gym.config import TrainConfig, coerce_setting
 from rlhf_gym.demos.data import (
     Demo,
     check_demos,
@@ -54,7 +54,8 @@ def bc_settings(extra: dict[str, Any], base: BCSettings | None = None) -> BCSett
     for f in fields(BCSettings):
         if f"bc_{f.name}" in extra:
             v = extra[f"bc_{f.name}"]
-            kw[f.name] = tuple(int(x) for x in str(v).split(",")) if f.name == "hidden" else type(f.default)(v)
+            kw[f.name] = (tuple(int(x) for x in str(v).split(",")) if f.name == "hidden"
+                          else coerce_setting(f"bc_{f.name}", f.default, v))
     return replace(base or BCSettings(), **kw)
 
 
@@ -330,22 +331,7 @@ def adversarial_settings(extra: dict[str, Any]) -> Any:
     bad = sorted(k for k in extra if k.startswith(("disc_", "gen_")) and k not in names)
     if bad:
         raise ValueError(f"unknown --set key(s) {', '.join(bad)}; GAIL/AIRL read {', '.join(sorted(names))}")
-    return AdversarialSettings(**{k: _typed(k, names[k].default, v) for k, v in extra.items() if k in names})
-
-
-def _typed(name: str, default: Any, v: Any) -> Any:
-    """``v`` as the type of the setting's default; a bool read from text must say true/false (``bool("false")``
-    would be True)."""
-    if isinstance(default, bool):
-        if isinstance(v, bool):
-            return v
-        text = str(v).strip().lower()
-        if text in ("true", "1", "yes", "on"):
-            return True
-        if text in ("false", "0", "no", "off"):
-            return False
-        raise ValueError(f"{name} must be true or false, got {v!r}")
-    return type(default)(v)
+    return AdversarialSettings(**{k: coerce_setting(k, names[k].default, v) for k, v in extra.items() if k in names})
 
 
 def _learn_adversarial(cfg: TrainConfig, demos: list[Demo], store: Any, run_id: str, source: Any, run: Any,

@@ -133,6 +133,13 @@ class Rows:
         return Rows(self.obs[idx], self.acts[idx], self.next_obs[idx], self.done[idx], self.absorbing[idx])
 
     @staticmethod
+    def cat(a: Rows, b: Rows) -> Rows:
+        """``a``'s rows, then ``b``'s."""
+        return Rows(*(np.concatenate([x, y]) for x, y in zip((a.obs, a.acts, a.next_obs, a.done, a.absorbing),
+                                                               (b.obs, b.acts, b.next_obs, b.done, b.absorbing),
+                                                               strict=True)))
+
+    @staticmethod
     def of(rows: Sequence[tuple[np.ndarray, Any, np.ndarray, bool, bool]]) -> Rows:
         """Rows from ``(obs, act, next_obs, done, absorbing)`` tuples."""
         o, a, n, d, ab = zip(*rows, strict=True)
@@ -317,10 +324,7 @@ def disc_step(disc: Discriminator, opt: torch.optim.Optimizer, expert: Rows, gen
     g = gen.take(rng.integers(len(gen), size=batch))
     if history is not None and len(history) and history_share > 0:
         k = int(rng.binomial(batch, history_share))
-        old = history.take(rng.integers(len(history), size=k))
-        g = Rows(*(np.concatenate([a[: batch - k], b]) for a, b in
-                   zip((g.obs, g.acts, g.next_obs, g.done, g.absorbing),
-                       (old.obs, old.acts, old.next_obs, old.done, old.absorbing), strict=True)))
+        g = Rows.cat(g.take(np.arange(batch - k)), history.take(rng.integers(len(history), size=k)))
     lp_e = lp_g = None
     if disc.needs_log_pi:  # the generator lives on the run's device, as the discriminator does
         lp_e = torch.where(disc.tensor(e.absorbing), 0.0, log_prob(algo, e.obs, e.acts).to(disc.device))
