@@ -14,6 +14,7 @@ from rlhf_gym.feedback.selection import candidate_pairs
 from rlhf_gym.feedback.teachers_preference import make_preference_teacher
 from rlhf_gym.feedback.terminal_pairs import TerminalPairSource, render_segment
 from rlhf_gym.jobs.preference import train_preference
+from rlhf_gym.learners.preference import PreferenceSettings
 from rlhf_gym.rewards.training import retrain_from_store
 from rlhf_gym.rollouts import evaluate_policy, random_policy, rollout
 from rlhf_gym.runs import RunDir
@@ -204,6 +205,34 @@ def test_exploration_pre_training_comes_before_the_first_query(tmp_path):
         train_preference(TrainConfig(env="CartPole-v1", feedback="preference", teacher="oracle", budget=2,
                                      out=str(tmp_path / "bad"), timesteps=1024, progress=False,
                                      extra={"unsup_frac": 0.9}))
+
+
+def _query_steps(tmp_path, name, **extra):
+    cfg = TrainConfig(env="CartPole-v1", feedback="preference", teacher="oracle", budget=6, seed=0,
+                      out=str(tmp_path / name), timesteps=8192, progress=False, eval_episodes=2,
+                      extra={"rounds": 3, "schedule": "fixed", **extra})
+    train_preference(cfg)
+    rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    steps, asked = [], 0
+    for r in rows:
+        if r.get("asked", 0) > asked:
+            steps.append(r["step"])
+            asked = r["asked"]
+    return steps
+
+
+def test_round_power_brings_rounds_forward(tmp_path):
+    even = _query_steps(tmp_path, "even")
+    early = _query_steps(tmp_path, "early", round_power=2)
+    assert len(even) == len(early) == 3
+    assert even[0] == early[0] == 0
+    gaps_even, gaps_early = np.diff(even), np.diff(early)
+    assert abs(gaps_even[1] - gaps_even[0]) <= 256  # evenly spaced, up to one PPO rollout
+    assert early[1] < even[1] and gaps_early[1] > 2 * gaps_early[0]  # (k/n)^2: 0, 1/9, 4/9 of the span
+    with pytest.raises(ValueError, match="round_power"):
+        PreferenceSettings.from_extra({"round_power": "soon"})
+    with pytest.raises(ValueError, match="round_power"):
+        _query_steps(tmp_path, "bad", round_power=0)
 
 
 def test_heldout_labels_are_never_trained_on(tmp_path, monkeypatch):

@@ -148,6 +148,8 @@ def coerce_setting(name: str, default: Any, v: Any) -> Any:
         if text in ("false", "0", "no", "off"):
             return False
         raise ValueError(f"{name} must be true or false, got {v!r}")
+    if isinstance(default, int) and isinstance(v, float) and not v.is_integer():
+        raise ValueError(f"{name} must be a whole number, got {v!r}")  # int(2.5) would silently be 2
     return type(default)(v)
 
 

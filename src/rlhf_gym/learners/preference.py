@@ -75,6 +75,9 @@ class PreferenceSettings:
     label_frac: float = 0.9
     """Labels are asked during this fraction of training (0.5 until issue 13: the failing CartPole seeds drifted
     off the track in states no label had compared)."""
+    round_power: float = 1.0
+    """Round k of n starts at ``(k / n) ** round_power`` of the labelling span: 1 = evenly spaced; above 1
+    the rounds come closer together early, while the reward model knows least and the policy changes most."""
     unsup_frac: float = 0.0
     """Fraction of training spent on unsupervised exploration (a state-entropy reward) before the first
     query, as in PEBBLE; 0 = off."""
@@ -120,10 +123,23 @@ class PreferenceSettings:
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> tuple[PreferenceSettings, dict[str, Any]]:
-        names = {f.name for f in fields(cls)}
-        mine = {k: v for k, v in extra.items() if k in names}
-        return cls(**mine), {k: v for k, v in extra.items() if k not in names}
+        """The settings named in ``extra`` (each read as its default's type, or a ValueError naming it), and the rest."""
+        from rlhf_gym.config import coerce_setting
 
+        by_name = {f.name: f for f in fields(cls)}
+        mine = {}
+        for k, v in extra.items():
+            if k in by_name:
+                default = by_name[k].default
+                try:
+                    mine[k] = v if default is None or v is None else coerce_setting(k, default, v)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"--set {k}={v!r}: {e}" if k in str(e) else
+                                     f"--set {k}: expected {_KIND.get(type(default), 'text')}, got {v!r}") from None
+        return cls(**mine), {k: v for k, v in extra.items() if k not in by_name}
+
+
+_KIND = {int: "a whole number", float: "a number", str: "text"}
 
 DEMO_NOISE = (0.25, 0.5, 0.75, 1.0)
 """Shares of random actions of the cloned policy's episodes, best ranked first (D-REX)."""
@@ -188,7 +204,10 @@ class PreferenceLoop:
             raise ValueError(f"unsup_frac must be in [0, label_frac={st.label_frac}), got {st.unsup_frac}")
         self.unsup_steps = int(st.unsup_frac * timesteps) if learn_reward else 0
         span = st.label_frac * timesteps - self.unsup_steps
-        self.round_steps = [self.unsup_steps + int(k * span / max(len(self.schedule), 1))
+        if st.round_power <= 0:
+            raise ValueError(f"round_power must be > 0, got {st.round_power}")
+        n_sched = max(len(self.schedule), 1)
+        self.round_steps = [self.unsup_steps + int(span * k ** st.round_power / n_sched ** st.round_power)
                             for k in range(len(self.schedule))]
         self.eval_steps = [int(timesteps * (i + 1) / st.eval_points) for i in range(st.eval_points)]
         self.round = 0
