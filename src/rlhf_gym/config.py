@@ -150,7 +150,11 @@ def coerce_setting(name: str, default: Any, v: Any) -> Any:
         raise ValueError(f"{name} must be true or false, got {v!r}")
     if isinstance(default, int) and isinstance(v, float) and not v.is_integer():
         raise ValueError(f"{name} must be a whole number, got {v!r}")  # int(2.5) would silently be 2
-    return type(default)(v)
+    try:
+        return type(default)(v)
+    except (TypeError, ValueError):
+        kind = {int: "a whole number", float: "a number", str: "text"}.get(type(default), type(default).__name__)
+        raise ValueError(f"{name} must be {kind}, got {v!r}") from None
 
 
 def _auto(v: str) -> Any:

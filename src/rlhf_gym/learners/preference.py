@@ -127,19 +127,10 @@ class PreferenceSettings:
         from rlhf_gym.config import coerce_setting
 
         by_name = {f.name: f for f in fields(cls)}
-        mine = {}
-        for k, v in extra.items():
-            if k in by_name:
-                default = by_name[k].default
-                try:
-                    mine[k] = v if default is None or v is None else coerce_setting(k, default, v)
-                except (TypeError, ValueError) as e:
-                    raise ValueError(f"--set {k}={v!r}: {e}" if k in str(e) else
-                                     f"--set {k}: expected {_KIND.get(type(default), 'text')}, got {v!r}") from None
+        mine = {k: v if by_name[k].default is None or v is None else coerce_setting(k, by_name[k].default, v)
+                for k, v in extra.items() if k in by_name}
         return cls(**mine), {k: v for k, v in extra.items() if k not in by_name}
 
-
-_KIND = {int: "a whole number", float: "a number", str: "text"}
 
 DEMO_NOISE = (0.25, 0.5, 0.75, 1.0)
 """Shares of random actions of the cloned policy's episodes, best ranked first (D-REX)."""
