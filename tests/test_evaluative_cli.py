@@ -67,6 +67,9 @@ def test_train_evaluate_video(tmp_path, tiny_expert, capsys):
     (["--budget", "0"], "--budget"),
     (["--learner", "sarsa"], "--learner"),
     (["--teacher", "oracle", "--set", "expert=/no/such/expert.zip"], "expert"),
+    (["--set", "mirror_bad=maybe"], "mirror_bad must be true or false"),  # was read as False
+    (["--set", "hidden=6x4"], "hidden must be whole numbers"),
+    (["--set", "updates_per_answer=2.5"], "updates_per_answer must be a whole number"),
 ])
 def test_bad_arguments_exit_2(tmp_path, capsys, args, message):
     base = ["train", "--teacher", "random", "--budget", "5", "--out", str(tmp_path / "r"), "--no-progress"]

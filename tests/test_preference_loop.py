@@ -175,7 +175,7 @@ def test_an_inverted_reward_is_refit_once_then_reported(tmp_path, monkeypatch, c
 
     calls = []
 
-    def inverted_fit(model, pairs, rng, tc=None, warm=False, weights=None, device=None):
+    def inverted_fit(model, pairs, rng, tc=None, warm=False, weights=None, device=None, unlabelled=()):
         calls.append(warm)
         return {"inverted": True, "warning": "the learned reward looks INVERTED (forced)", "heldout_accuracy": 0.2,
                 "train_accuracy": 1.0}
@@ -243,9 +243,9 @@ def test_heldout_labels_are_never_trained_on(tmp_path, monkeypatch):
     fitted: list[set[int]] = []
     real_fit = pref.fit_reward_model
 
-    def spy(model, pairs, rng, tc=None, warm=False, weights=None, device=None):
+    def spy(model, pairs, rng, tc=None, warm=False, weights=None, device=None, unlabelled=()):
         fitted.append({id(p[0]) for p in pairs})
-        return real_fit(model, pairs, rng, tc, warm=warm, weights=weights, device=device)
+        return real_fit(model, pairs, rng, tc, warm=warm, weights=weights, device=device, unlabelled=unlabelled)
 
     monkeypatch.setattr(pref, "fit_reward_model", spy)
     seen = {}

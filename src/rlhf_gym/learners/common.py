@@ -336,19 +336,21 @@ class LearnerSettings:
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> LearnerSettings:
+        from rlhf_gym.config import coerce_setting
+
         s = cls()
         known = set(s.__dataclass_fields__)
         for k, v in extra.items():
             if k in known:
                 cur = getattr(s, k)
-                if isinstance(cur, bool):
-                    v = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
-                elif isinstance(cur, tuple):
-                    v = tuple(int(x) for x in str(v).replace(",", " ").split()) if not isinstance(v, tuple) else v
-                elif isinstance(cur, float):
-                    v = float(v)
-                elif isinstance(cur, int):
-                    v = int(v)
+                if isinstance(cur, tuple):
+                    try:
+                        parts = v if isinstance(v, list | tuple) else str(v).replace(",", " ").split()
+                        v = tuple(int(x) for x in parts)
+                    except (TypeError, ValueError):
+                        raise ValueError(f"{k} must be whole numbers separated by commas, got {v!r}") from None
+                else:  # bad text for a bool is an error, not False; 2.5 for a whole number is refused
+                    v = coerce_setting(k, cur, v)
                 setattr(s, k, v)
         if not 0 < s.ask_rate <= 1:
             raise ValueError(f"ask_rate must be in (0, 1], got {s.ask_rate}")

@@ -46,6 +46,7 @@ from rlhf_gym.rewards.models import RewardModel
 from rlhf_gym.rewards.training import (
     DemoPair,
     InvertedRewardWarning,
+    RewardTrainConfig,
     fit_reward_model,
     inverted_message,
     looks_inverted,
@@ -71,7 +72,7 @@ class PreferenceSettings:
     selection: str = "disagreement"
     schedule: str = "front"
     rounds: int = 0
-    """Feedback rounds; 0 = about one per 4 labels (1 to 10)."""
+    """Feedback rounds; 0 = about one per 2 labels (1 to 10; :func:`default_rounds`)."""
     label_frac: float = 0.9
     """Labels are asked during this fraction of training (0.5 until issue 13: the failing CartPole seeds drifted
     off the track in states no label had compared)."""
@@ -120,6 +121,13 @@ class PreferenceSettings:
     """Loss weight of one synthetic comparison relative to one label."""
     demo_bc: bool = False
     """With ``--demos``: also pre-train the policy by behavioural cloning before RL starts."""
+    reward_flat: float = 1.0
+    """Weight of the reward fit's flatness penalty on the clip pool's states (``RewardTrainConfig.flat``):
+    of the rewards that order the labelled clips, prefer the one that varies least over the states the
+    policy visits, so states no label compared are not paid by how the network happens to extrapolate (with
+    few labels, CartPole's learned reward paid an off-centre cart more than a centred one and the policy drove
+    off the track). Flat observations only (image models are fitted without it). 0: off. See the README's
+    "Fewer labels (2026-12-08)"."""
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> tuple[PreferenceSettings, dict[str, Any]]:
@@ -471,13 +479,17 @@ class PreferenceLoop:
         self.fit_ids = list(ids)
         if self.st.renormalise and not self.reward.pixels:
             self.reward.renormalise_inputs(self.fit_states(pairs))
+        tc = RewardTrainConfig(flat=self.st.reward_flat)
+        pool = [t for ts in self.pool for t in ts] if tc.flat > 0 else []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", InvertedRewardWarning)
-            m = fit_reward_model(self.reward, pairs, self.rng, warm=warm, weights=weights, device=self.device)
+            m = fit_reward_model(self.reward, pairs, self.rng, tc, warm=warm, weights=weights, device=self.device,
+                                 unlabelled=pool)
             self.judge_heldout(m, warm=warm)
             if m["inverted"]:  # one fresh restart before believing it
                 reinitialise(self.reward, int(self.rng.integers(2**31)))
-                m = fit_reward_model(self.reward, pairs, self.rng, warm=False, weights=weights, device=self.device)
+                m = fit_reward_model(self.reward, pairs, self.rng, tc, warm=False, weights=weights,
+                                     device=self.device, unlabelled=pool)
                 self.judge_heldout(m, warm=False)
         self.trained_once = True
         if m["inverted"]:
@@ -486,7 +498,8 @@ class PreferenceLoop:
             self.warnings.append(msg)
             print(f"WARNING: {msg}", flush=True)
             del caught
-        elif m.get("warning") and m["warning"] not in self.warnings:
+        elif m.get("warning") and m["warning"] not in self.warnings and not (
+                m["labels"] < 5 and self.round < len(self.schedule)):  # "only n labels": more rounds will come
             self.warnings.append(m["warning"])
             log.warning(m["warning"])
         extra = sample_segments([t for ts in self.pool for t in ts], 32, self.segment_length, self.rng) \

@@ -57,6 +57,13 @@ class RewardTrainConfig:
     """Pairs per gradient step once there are more (mini-batches keep a round's cost flat as labels grow)."""
     min_delta: float = 1e-5
     """Early stopping: a validation loss must beat the best by this much to count as better."""
+    flat: float = 0.0
+    """Weight of a penalty on the variance of each member's per-step reward over unlabelled states (the
+    policy's recent rollouts, ``fit_reward_model(unlabelled=...)``): of all rewards that order the labelled
+    clips, prefer the one that varies least, so states no label compared are paid alike instead of by
+    however the network happens to extrapolate. The absorbing state is not among them. 0: off."""
+    flat_rows: int = 512
+    """Unlabelled rows the penalty is computed on (evenly spaced over those given)."""
 
 
 @dataclass
@@ -222,7 +229,7 @@ def _loss_backward(member: nn.Module, data: PairData, tc: RewardTrainConfig) -> 
 
 
 def _fit_member(member: nn.Module, train: PairData, val: PairData | None, steps: int, tc: RewardTrainConfig,
-                rng: np.random.Generator) -> dict:
+                rng: np.random.Generator, flat_x: torch.Tensor | None = None) -> dict:
     opt = torch.optim.AdamW(member.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     best, best_state, since, done = float("inf"), None, 0, 0
     for _ in range(steps):
@@ -231,6 +238,8 @@ def _fit_member(member: nn.Module, train: PairData, val: PairData | None, steps:
                                                                                       replace=False))
         opt.zero_grad()
         loss = _loss_backward(member, batch, tc)
+        if flat_x is not None:
+            (tc.flat * member(flat_x).squeeze(-1).var()).backward()
         opt.step()
         if val is not None and len(val):
             with torch.no_grad():
@@ -250,8 +259,12 @@ def _fit_member(member: nn.Module, train: PairData, val: PairData | None, steps:
 def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment, float]], rng: np.random.Generator,
                      tc: RewardTrainConfig | None = None, warm: bool = False,
                      weights: Sequence[float] | None = None,
-                     device: torch.device | str | None = None) -> dict[str, Any]:
+                     device: torch.device | str | None = None,
+                     unlabelled: Sequence[Trajectory] = ()) -> dict[str, Any]:
     """Fit ``model`` in place on labelled pairs; returns diagnostics.
+
+    ``unlabelled``: episodes whose states the ``tc.flat`` penalty is computed on (ignored when it is 0, and
+    for image models).
 
     ``device`` (a resolved one: ``cpu``, ``cuda``, ``cuda:N``) moves the model there first, and it stays
     there; None fits it where it is. The pairs are featurised on the CPU and moved to the model's device.
@@ -284,6 +297,7 @@ def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment,
         out["warning"] = ("every label so far is a tie: the teacher saw no difference between the clips (on "
                           "MountainCar, none reaches the goal), so the reward model has nothing to learn from")
     steps = tc.warm_steps if warm else tc.max_steps
+    flat_x = _flat_rows(model, unlabelled, tc) if tc.flat > 0 and not model.pixels else None
     oob_correct = oob_count = 0
     member_steps = []
     model.train()
@@ -293,7 +307,7 @@ def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment,
             oob = np.setdiff1d(train_idx, boot)
         else:
             boot, oob = train_idx, np.array([], dtype=int)
-        info = _fit_member(member, data.subset(boot), val, steps, tc, rng)
+        info = _fit_member(member, data.subset(boot), val, steps, tc, rng, flat_x)
         member_steps.append(info["steps"])
         if len(oob):
             with torch.no_grad():
@@ -327,6 +341,21 @@ def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment,
         warnings.warn(msg, InvertedRewardWarning, stacklevel=2)
         log.warning(msg)
     return out
+
+
+def _flat_rows(model: RewardModel, trajs: Sequence[Trajectory], tc: RewardTrainConfig) -> torch.Tensor | None:
+    """Feature rows of up to ``tc.flat_rows`` real steps of ``trajs``, evenly spaced (no random draw, so
+    turning the penalty on changes no other random stream)."""
+    if not trajs:
+        return None
+    obs = np.concatenate([np.asarray(t.obs)[:-1] for t in trajs])
+    acts = np.concatenate([np.asarray(t.acts) for t in trajs])
+    nxt = np.concatenate([np.asarray(t.obs)[1:] for t in trajs])
+    if len(obs) == 0:
+        return None
+    idx = np.unique(np.linspace(0, len(obs) - 1, min(len(obs), tc.flat_rows)).astype(int))
+    x = model.features(obs[idx], acts[idx], nxt[idx], np.zeros(len(idx), bool))
+    return x.to(model.device)
 
 
 def looks_inverted(correct: int, count: int, min_count: int = 5) -> bool:
