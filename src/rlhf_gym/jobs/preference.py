@@ -25,7 +25,7 @@ from rlhf_gym.learners.preference import (
     make_algo,
 )
 from rlhf_gym.rewards.models import RewardModel
-from rlhf_gym.rewards.training import normalise_output
+from rlhf_gym.rewards.training import FEW_LABELS, normalise_output
 from rlhf_gym.rewards.wrappers import LearnedRewardVecEnv
 from rlhf_gym.runs import RunDir, plot_curve
 
@@ -88,7 +88,7 @@ def _train_preference(cfg: TrainConfig) -> dict[str, Any]:
                                         ensemble=st.ensemble, inputs=st.inputs)
         source = teacher_for(cfg, store, run_id, run.path) if cfg.budget > 0 else None
     probe.close()
-    if 0 < cfg.budget < 5 and not cfg.reward:
+    if 0 < cfg.budget < FEW_LABELS and not cfg.reward:
         msg = f"budget {cfg.budget} is tiny: the reward model will be a rough guess (and may come out inverted)"
         warnings.warn(msg, stacklevel=2)
         print(f"WARNING: {msg}", flush=True)

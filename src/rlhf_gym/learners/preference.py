@@ -44,6 +44,7 @@ from rlhf_gym.governance.bias import WeightPolicy
 from rlhf_gym.rewards.diagnostics import ensemble_disagreement, pair_accuracy, reward_correlation
 from rlhf_gym.rewards.models import RewardModel
 from rlhf_gym.rewards.training import (
+    FEW_LABELS,
     DemoPair,
     InvertedRewardWarning,
     RewardTrainConfig,
@@ -269,7 +270,7 @@ class PreferenceLoop:
         t0 = time.time()
         fresh = self.collect()
         self.refresh_demo_pairs()
-        pool = [t for ts in self.pool for t in ts]
+        pool = self.pool_episodes()
         n = self.schedule[self.round]
         cands = candidate_pairs(pool, n * self.st.candidates, self.segment_length, self.rng)
         idx = select_pairs(cands, n, self.st.selection, self.rng, self.reward if self.trained_once else None)
@@ -425,7 +426,7 @@ class PreferenceLoop:
         is free to pay them anything) are shown below the demonstrations."""
         if not self.demo_pairs or self.st.demo_vs_policy <= 0 or not self.pool:
             return
-        pool = [t for ts in self.pool for t in ts]
+        pool = self.pool_episodes()
         fresh = ranked_pairs([self.demo_levels[0], pool], self.st.demo_vs_policy, self.segment_length,
                              self.demo_rng, sources=tuple(sorted(self.demo_basis)))
         self.demo_pairs = self.demo_pairs[:self.n_ranked] + fresh
@@ -480,7 +481,7 @@ class PreferenceLoop:
         if self.st.renormalise and not self.reward.pixels:
             self.reward.renormalise_inputs(self.fit_states(pairs))
         tc = RewardTrainConfig(flat=self.st.reward_flat)
-        pool = [t for ts in self.pool for t in ts] if tc.flat > 0 else []
+        pool = self.pool_episodes() if tc.flat > 0 else []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", InvertedRewardWarning)
             m = fit_reward_model(self.reward, pairs, self.rng, tc, warm=warm, weights=weights, device=self.device,
@@ -499,11 +500,10 @@ class PreferenceLoop:
             print(f"WARNING: {msg}", flush=True)
             del caught
         elif m.get("warning") and m["warning"] not in self.warnings and not (
-                m["labels"] < 5 and self.round < len(self.schedule)):  # "only n labels": more rounds will come
+                m["labels"] < FEW_LABELS and self.round < len(self.schedule)):  # "only n labels": more rounds will come
             self.warnings.append(m["warning"])
             log.warning(m["warning"])
-        extra = sample_segments([t for ts in self.pool for t in ts], 32, self.segment_length, self.rng) \
-            if self.pool else []
+        extra = sample_segments(self.pool_episodes(), 32, self.segment_length, self.rng) if self.pool else []
         normalise_output(self.reward, pairs, extra)
         self.venv.model = self.reward
         path = self.reward.save(self.run.file(f"reward_models/round_{self.round:02d}.safetensors"))
@@ -517,8 +517,12 @@ class PreferenceLoop:
     def fit_states(self, pairs: Sequence[tuple[Segment, Segment, float]]) -> np.ndarray:
         """The real (not absorbing) observations of ``pairs`` and of the current clip pool's episodes."""
         obs = [s.obs[~s.absorbing] for a, b, _ in pairs for s in (a, b)]
-        obs += [np.asarray(t.obs) for ts in self.pool for t in ts]
+        obs += [np.asarray(t.obs) for t in self.pool_episodes()]
         return np.concatenate(obs)
+
+    def pool_episodes(self) -> list[Trajectory]:
+        """Every episode of the clip pool (the rollouts of the last ``pool_rounds`` rounds), oldest first."""
+        return [t for ts in self.pool for t in ts]
 
     def relabel(self) -> None:
         """PEBBLE: recompute every stored reward in SAC's replay buffer with the current model."""

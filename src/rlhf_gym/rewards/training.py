@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+FEW_LABELS = 5
+"""Below this many labels a fitted reward model is a rough guess (and may come out inverted): said once."""
+
+
 class InvertedRewardWarning(UserWarning):
     """Held-out preferences are predicted clearly worse than chance: the learned reward looks inverted."""
 
@@ -291,7 +295,7 @@ def fit_reward_model(model: RewardModel, pairs: Sequence[tuple[Segment, Segment,
     n_val = int(round(n * tc.val_frac)) if n >= tc.min_val else 0
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     val = data.subset(val_idx) if n_val else None
-    if n < 5:
+    if n < FEW_LABELS:
         out["warning"] = f"only {n} label(s): the reward model is a rough guess and may even be inverted"
     elif bool(((data.y - 0.5).abs() < 1e-6).all()):
         out["warning"] = ("every label so far is a tie: the teacher saw no difference between the clips (on "
