@@ -28,7 +28,14 @@ function setStatus(msg, cls) {
   el.textContent = msg || ""; el.className = "status" + (cls ? " " + cls : "");
 }
 
-function setProgress(p) {
+// The counter shows the server's count as of one request. A count from a request that overlapped a label
+// being saved may predate that label (the page once showed "1 labels given" after its second label was
+// saved), so such a count is dropped, and once no label is in flight the counter is read afresh.
+let labelEpoch = 0, labelsInFlight = 0, progressStale = false;
+function progressEpoch() { return labelEpoch; }
+
+function setProgress(p, epoch) {
+  if (epoch !== undefined && epoch !== labelEpoch) { progressStale = true; return; }
   const el = $("progress"); if (!el || !p) return;
   el.textContent = `${p.given} labels given / ${p.wanted} wanted`;
   el.dataset.given = p.given; el.dataset.wanted = p.wanted;
@@ -38,21 +45,32 @@ function setProgress(p) {
 // (a resend of a stored key answers 409 naming the stored label, which counts as saved).
 async function postLabel(body, tries = 4) {
   body.client_key = body.client_key || newKey();
-  for (let i = 0; ; i++) {
-    try {
-      const out = await api("POST", "/api/feedback?progress=true", body);
-      if (out.progress) setProgress(out.progress);
-      window.labelsSaved = (window.labelsSaved || 0) + 1;
-      return out;
-    } catch (e) {
-      if (e.status === 409 && e.detail && e.detail.feedback_id !== undefined) {
+  labelsInFlight++; const epoch = ++labelEpoch;
+  try {
+    for (let i = 0; ; i++) {
+      try {
+        const out = await api("POST", "/api/feedback?progress=true", body);
+        if (out.progress) setProgress(out.progress, epoch); else progressStale = true;
         window.labelsSaved = (window.labelsSaved || 0) + 1;
-        return { feedback_id: e.detail.feedback_id, duplicate: true };
+        return out;
+      } catch (e) {
+        if (e.status === 409 && e.detail && e.detail.feedback_id !== undefined) {
+          window.labelsSaved = (window.labelsSaved || 0) + 1; progressStale = true;
+          return { feedback_id: e.detail.feedback_id, duplicate: true };
+        }
+        if (e.status !== undefined || i + 1 >= tries) throw e;  // a 4xx will not get better by retrying
+        await new Promise((res) => setTimeout(res, 300 * (i + 1)));
       }
-      if (e.status !== undefined || i + 1 >= tries) throw e;  // a 4xx will not get better by retrying
-      await new Promise((res) => setTimeout(res, 300 * (i + 1)));
     }
+  } finally {
+    labelsInFlight--; labelEpoch++;
+    if (labelsInFlight === 0 && progressStale) refreshProgress();
   }
+}
+
+async function refreshProgress() {
+  progressStale = false; const epoch = progressEpoch();
+  try { const me = await api("GET", "/api/me"); setProgress(me.progress, epoch); } catch (e) { /* the next answer updates it */ }
 }
 
 // Load /api/me; send people without consent to the start page; show who is labelling.
@@ -81,8 +99,8 @@ function queryRefill(path, queue, seen, preload, showIfIdle) {
     if (fetching || queue.length >= 3) return;
     fetching = true;
     try {
-      const out = await api("GET", path);
-      setProgress(out.progress);
+      const epoch = progressEpoch(), out = await api("GET", path);
+      setProgress(out.progress, epoch);
       for (const q of out.queries) if (!seen.has(q.id)) { seen.add(q.id); queue.push(q); }
       queue.slice(0, 3).forEach(preload);
     } catch (e) { setStatus(e.message, "error"); }

@@ -12,8 +12,8 @@ const EMPTY = "No steps are waiting for you right now; this page checks again ev
 async function fetchMore() {
   if (fetching) return; fetching = true;
   try {
-    const out = await api("GET", "/api/queries?kind=step&limit=100");
-    setProgress(out.progress);
+    const epoch = progressEpoch(), out = await api("GET", "/api/queries?kind=step&limit=100");
+    setProgress(out.progress, epoch);
     const fresh = out.queries.filter((q) => !seen.has(q.id));
     fresh.forEach((q) => seen.add(q.id));
     await Promise.all(fresh.map((q) => { q.img = new Image(); q.img.src = q.frame; return q.img.decode().catch(() => {}); }));
