@@ -185,6 +185,8 @@ def pref_job(env_id: str, seed: int, out: Path, demos: Path | None, budget: int,
 
 
 PREF_DEMOS = 5
+#: ``--labels N``: the demonstrations + preferences rows with N labels instead of the task's number
+LABELS: dict[str, int] = {}
 
 
 def pref_row(row: str, seeds: list[int], tmp: Path, save: Any) -> dict[str, Any]:
@@ -192,7 +194,7 @@ def pref_row(row: str, seeds: list[int], tmp: Path, save: Any) -> dict[str, Any]
     MountainCar 50), against the same with 5 random-policy "demonstrations" and (the plain row) with none, or
     (the BC row) with no labels."""
     task = row.split("-", 1)[0]
-    env_id, bar, labels = TASKS[task][0], TASKS[task][1], PREF_LABELS[task]
+    env_id, bar, labels = TASKS[task][0], TASKS[task][1], LABELS.get("n") or PREF_LABELS[task]
     bc = row.endswith("-bc")
     extra = {"demo_bc": True} if bc else {}
     arms = {"expert": ("expert", labels), "random": ("random", labels)}
@@ -308,7 +310,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default="", help="a note stored with this run's rows (e.g. why seeds were cut)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="settings for every demonstration run (an ablation: rows are stored as row+KEY=VALUE)")
+    p.add_argument("--labels", type=int, default=None,
+                   help="labels for the demonstrations + preferences rows instead of the task's (stored as row+labels=N)")
     args = p.parse_args(argv)
+    if args.labels is not None:
+        if args.labels < 1:
+            p.error(f"--labels must be at least 1, got {args.labels}")
+        LABELS["n"] = args.labels
     try:
         EXTRA.update(parse_set(args.set))  # typed as the CLI types them
     except ValueError as e:
@@ -354,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
             out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             if args.note:
                 out["note"] = args.note
-            data["rows"][row + suffix] = out
-            mine.add(row + suffix)
+            name = row + suffix + (f"+labels={LABELS['n']}" if LABELS and row in PREF_ROWS else "")
+            data["rows"][name] = out
+            mine.add(name)
             save()
     print_table(data)
     return 0
@@ -372,7 +381,7 @@ def print_table(data: dict[str, Any]) -> None:
             res = f"agree {fmt(r['agreement'], 2)}, succ {fmt(r['success_vs_expert'], 2)}"
             ctl = f"agree {fmt(r['control_agreement'], 2)}"
             print(f"{name:<22} {r['seeds']:>5}  {res:<36} {ctl:<30} {'-':<26} {fmt(r['wall_s'], 0)}")
-        elif name in PREF_ROWS:
+        elif name.split("+")[0] in PREF_ROWS:
             res = f"{fmt(r['return'])} ({r['solved']}/{r['seeds']} >= {r.get('bar', BAR):g})"
             ctl = "; ".join(f"{arm} {fmt(r[f'{arm}_return'])} ({r[f'{arm}_solved']}/{r['seeds']})"
                             for arm in ("random", "no_demos", "no_labels") if f"{arm}_return" in r)

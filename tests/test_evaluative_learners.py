@@ -175,3 +175,32 @@ def test_noisy_and_skipping_teacher_rates():
     skipped = np.isnan(vals).mean()
     wrong = (vals[~np.isnan(vals)] == 0).mean()
     assert 0.07 < skipped < 0.13 and 0.16 < wrong < 0.24
+
+
+@pytest.mark.parametrize("novelty", [False, True])
+def test_ask_novelty_asks_more_in_rare_states_at_about_the_same_rate(novelty):
+    """``ask_novelty``: a state far from every state asked about is asked about more often than one in the
+    crowd, while the overall ask rate stays near ``ask_rate``; without it every step has the same chance."""
+    from rlhf_gym.learners.common import LearnerSettings
+
+    rng = np.random.default_rng(0)
+    agent = make_learner("tamer", 4, 2, np.random.default_rng(1),
+                         LearnerSettings.for_learner(type(make_learner("tamer", 4, 2, rng)),
+                                                     {"ask_novelty": novelty}))
+    for o in rng.normal(0, 1, (200, 4)):
+        agent.observe(o)
+    agent.freeze_scaler()
+    crowd = rng.normal(0, 0.05, (8000, 4))  # a good policy's narrow band of states
+    away = rng.normal(0, 1, (8000, 4))
+    rare = 2.5 * away / np.linalg.norm(away, axis=1, keepdims=True)  # now and then far out, each time elsewhere
+    asked_crowd = asked_rare = 0
+    for i, o in enumerate(crowd):
+        asked_crowd += agent.should_ask(o, 0)
+        if i % 400 == 399:
+            asked_rare += agent.should_ask(rare[i], 0)
+    rate_crowd, rate_rare = asked_crowd / len(crowd), asked_rare / (len(crowd) // 400)
+    assert 0.5 * agent.s.ask_rate < rate_crowd < 1.5 * agent.s.ask_rate, rate_crowd
+    if novelty:
+        assert rate_rare >= 0.5, rate_rare  # at a 5% ask rate about 1 of these 20
+    else:
+        assert rate_rare <= 0.3, rate_rare

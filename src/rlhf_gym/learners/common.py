@@ -306,6 +306,10 @@ class LearnerSettings:
     """Steps of random play (no teacher) to set the observation scaling before the first question."""
     ask_rate: float = 0.2
     """Fraction of steps the learner asks about (spread over varied states, see the README; TAMER: 0.05)."""
+    ask_novelty: bool = False
+    """Ask more often in states unlike those already asked about: a step's chance is ``ask_rate`` times its
+    (scaled) distance to the nearest asked state over the running mean of that distance, so the ask rate
+    stays about ``ask_rate`` while rare states (a cart near the track's end) get answers too."""
     epsilon: float = 0.05
     """Random-action rate while training (value-based learners)."""
     credit_window: tuple[int, int] = (2, 6)
@@ -395,6 +399,8 @@ class FeedbackLearner:
         self.records: list[Credit] = []  # every answer so far, also those of excluded annotators (weight 0)
         self.answers = 0
         self._newest = 0  # replay records the newest answer added
+        self._asked = np.zeros((0, obs_dim), np.float32)  # scaled states asked about (ask_novelty)
+        self._n_asked, self._seen_steps, self._mean_gap = 0, 0, 0.0
 
     # -- acting -----------------------------------------------------------------------------------
     def observe(self, obs: np.ndarray) -> None:
@@ -416,8 +422,24 @@ class FeedbackLearner:
         raise NotImplementedError
 
     def should_ask(self, obs: np.ndarray, action: int) -> bool:
-        """Ask about a random ``ask_rate`` of steps: varied states teach more per answer than runs of similar ones."""
-        return bool(self.rng.random() < self.s.ask_rate)
+        """Ask about a random ``ask_rate`` of steps: varied states teach more per answer than runs of similar ones
+        (with ``ask_novelty``, more often where no question was asked yet)."""
+        if not self.s.ask_novelty:
+            return bool(self.rng.random() < self.s.ask_rate)
+        z = ((np.asarray(obs, np.float64).ravel() - self.scaler.mean) / self.scaler.std).astype(np.float32)
+        p = self.s.ask_rate
+        if self._n_asked:
+            gap = float(np.sqrt(((self._asked[: self._n_asked] - z) ** 2).sum(1).min()))
+            self._seen_steps += 1
+            self._mean_gap += (gap - self._mean_gap) / min(self._seen_steps, 1000)
+            p = min(1.0, p * gap / max(self._mean_gap, 1e-8))
+        ask = bool(self.rng.random() < p)
+        if ask:
+            if self._n_asked == len(self._asked):
+                self._asked = np.concatenate([self._asked, np.zeros((max(64, len(self._asked)), len(z)), np.float32)])
+            self._asked[self._n_asked] = z
+            self._n_asked += 1
+        return ask
 
     # -- learning ----------------------------------------------------------------------------------
     def credit(self, value: float, judged: Seen | None, answer_step: int, history: History) -> Credit | None:
