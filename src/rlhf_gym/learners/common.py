@@ -290,7 +290,7 @@ class LearnerSettings:
     hidden: tuple[int, ...] = (64, 64)
     lr: float = 1e-3
     weight_decay: float = 0.0
-    """Decoupled weight decay (AdamW): keeps the net from memorising wrong answers as replay grows."""
+    """Decoupled weight decay (AdamW): keeps the net from memorising wrong answers as replay grows (TAMER: 1)."""
     updates_per_answer: int = 10
     """Gradient steps on replayed answers after each new answer."""
     anneal_after: int = 50
@@ -309,7 +309,7 @@ class LearnerSettings:
     ask_novelty: bool = False
     """Ask more often in states unlike those already asked about: a step's chance is ``ask_rate`` times its
     (scaled) distance to the nearest asked state over the running mean of that distance, so the ask rate
-    stays about ``ask_rate`` while rare states (a cart near the track's end) get answers too."""
+    stays about ``ask_rate`` while rare states (a cart near the track's end) get answers too (TAMER: on)."""
     epsilon: float = 0.05
     """Random-action rate while training (value-based learners)."""
     credit_window: tuple[int, int] = (2, 6)
