@@ -28,11 +28,14 @@ def cartpole_expert(obs: np.ndarray) -> int:
     return int(3 * obs[2] + obs[3] > 0)
 
 
-def teach_cartpole(learner: str, budget: int, seed: int, noise: float = 0.0, replay: bool = True) -> float:
-    """Mean greedy return (10 episodes) after ``budget`` answers from an expert-action teacher."""
+def teach_cartpole(learner: str, budget: int, seed: int, noise: float = 0.0, replay: bool = True,
+                   **settings: object) -> float:
+    """Mean greedy return (10 episodes) after ``budget`` answers from an expert-action teacher, the learner at
+    its own defaults but for ``replay`` and ``settings``."""
     rng = np.random.default_rng(seed)
     src = SimulatedTeacher(ExpertActionJudge(cartpole_expert), "t", rng=np.random.default_rng(seed + 1), noise=noise)
-    agent = make_learner(learner, 4, 2, rng, LearnerSettings.for_learner(learner_class(learner), {"replay": replay}))
+    agent = make_learner(learner, 4, 2, rng, LearnerSettings.for_learner(learner_class(learner),
+                                                                          {"replay": replay, **settings}))
     stats = teach(make_env("CartPole-v1", seed=seed), agent, src, budget, seed=seed)
     assert stats.used == budget
     agent.model.set_scaler(agent.scaler)
@@ -45,7 +48,7 @@ def random_return() -> float:
     return float(evaluate_policy(env, random_policy(env), 10, seed=10_000).mean())
 
 
-@pytest.mark.parametrize("learner, budget, seeds", [("tamer", 150, (0, 1, 2)), ("coach", 200, (0, 1)),
+@pytest.mark.parametrize("learner, budget, seeds", [("tamer", 150, (0, 1, 2)), ("coach", 300, (0, 1)),
                                                     ("reinforce", 200, (0, 1))])
 def test_each_evaluative_learner_solves_cartpole(learner, budget, seeds):
     rets = [teach_cartpole(learner, budget, s) for s in seeds]
@@ -54,11 +57,14 @@ def test_each_evaluative_learner_solves_cartpole(learner, budget, seeds):
 
 def test_replay_matters_for_an_evaluative_learner():
     """Without replay (updates on the newest answer alone) COACH forgets: same answers, same seeds, worse.
-    (TAMER at its own defaults, which ask about rarer states and decay its weights, barely needs replay at
-    150 answers any more: 500, 500, 500 with it, 489.6, 500, 500 without.)"""
-    seeds = (0, 1)
-    with_replay = [teach_cartpole("coach", 200, s) for s in seeds]
-    without = [teach_cartpole("coach", 200, s, replay=False) for s in seeds]
+
+    Run without the question placement and weight decay that are the defaults since 2026-12-08: with them,
+    a few hundred answers are too few for replay to show (COACH at 200 answers: 500, 427.8, 500 with replay,
+    498.1, 500, 398.8 without; TAMER at 150: 500, 500, 500 and 489.6, 500, 500); over the 1,000 answers of
+    the benchmark's stay check it does (README, "Evaluative benchmark")."""
+    seeds, old = (0, 1), {"ask_novelty": False, "weight_decay": 0.0}
+    with_replay = [teach_cartpole("coach", 200, s, **old) for s in seeds]
+    without = [teach_cartpole("coach", 200, s, replay=False, **old) for s in seeds]
     assert min(with_replay) >= 475, with_replay
     assert np.mean(without) < 0.8 * np.mean(with_replay), (with_replay, without)
 

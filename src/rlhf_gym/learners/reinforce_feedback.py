@@ -71,9 +71,6 @@ class ReinforceFeedbackLearner(FeedbackLearner):
     """Softmax policy; feedback-weighted log-likelihood gradient, replayed, clipped and balanced."""
 
     name = "reinforce"
-    #: weight decay keeps the policy from memorising a noisy teacher's wrong answers: with a 20%-wrong
-    #: teacher it stayed solved over the next 1,000 answers on 5 of 5 seeds (3 of 5 without)
-    defaults = {"weight_decay": 0.5}
 
     def act(self, obs: np.ndarray) -> int:
         logits = self.model.outputs(obs).astype(np.float64)

@@ -21,13 +21,11 @@ acts to maximise it directly (no discounting, no environment reward). Here:
   taken action's noisy ~0.6, and the greedy policy flipped. Mirroring both ways keeps the two actions'
   targets symmetric. With asking about 5% of steps (more episodes, more varied states per answer) this
   halved the answers CartPole needs (see the README's benchmark).
-* Questions go more often to states unlike those asked about before (``ask_novelty``, on by default for
-  TAMER): a good policy visits a narrow band of states, and the rare ones (a cart drifting towards the
-  track's end) otherwise get almost no answers.
-* Weight decay (``weight_decay=1``, AdamW's decoupled decay, on by default for TAMER) keeps H from
-  memorising the wrong answers of a noisy teacher: with a 20%-wrong teacher, TAMER stayed solved over the
-  1,000 answers after its solve on 6 of 10 seeds without it and 10 of 10 with both (README, "Evaluative
-  benchmark").
+* As every evaluative learner (the shared defaults), questions go more often to states unlike those asked
+  about before (``ask_novelty``): a good policy visits a narrow band of states, and the rare ones (a cart
+  drifting towards the track's end) otherwise get almost no answers; and weight decay (``weight_decay=1``)
+  keeps H from memorising a noisy teacher's wrong answers. With a 20%-wrong teacher TAMER stayed solved
+  over the 1,000 answers after its solve on 6 of 10 seeds without them and 10 of 10 with both.
 * Acts greedily on H with a little exploration (``epsilon``).
 * Under ``annotator_weighting`` each answer's squared error is weighted by its annotator's weight (a
   weighted mean, as the preference loop's Bradley-Terry loss), so a flagged annotator's answer pulls H
@@ -46,7 +44,7 @@ class TamerLearner(FeedbackLearner):
     """H(s, a) regression on feedback with replay and a credit window; greedy acting."""
 
     name = "tamer"
-    defaults = {"ask_rate": 0.05, "mirror_bad": True, "mirror_good": True, "ask_novelty": True, "weight_decay": 1.0}
+    defaults = {"ask_rate": 0.05, "mirror_bad": True, "mirror_good": True}
 
     def act(self, obs: np.ndarray) -> int:
         if self.rng.random() < self.s.epsilon:
