@@ -185,16 +185,14 @@ def pref_job(env_id: str, seed: int, out: Path, demos: Path | None, budget: int,
 
 
 PREF_DEMOS = 5
-#: ``--labels N``: the demonstrations + preferences rows with N labels instead of the task's number
-LABELS: dict[str, int] = {}
 
 
-def pref_row(row: str, seeds: list[int], tmp: Path, save: Any) -> dict[str, Any]:
+def pref_row(row: str, seeds: list[int], tmp: Path, save: Any, labels: int | None = None) -> dict[str, Any]:
     """Demonstrations + preferences: 5 expert demonstrations then the task's oracle labels (CartPole 10,
     MountainCar 50), against the same with 5 random-policy "demonstrations" and (the plain row) with none, or
-    (the BC row) with no labels."""
+    (the BC row) with no labels. ``labels``: that many labels instead of the task's (``--labels``)."""
     task = row.split("-", 1)[0]
-    env_id, bar, labels = TASKS[task][0], TASKS[task][1], LABELS.get("n") or PREF_LABELS[task]
+    env_id, bar, labels = TASKS[task][0], TASKS[task][1], labels or PREF_LABELS[task]
     bc = row.endswith("-bc")
     extra = {"demo_bc": True} if bc else {}
     arms = {"expert": ("expert", labels), "random": ("random", labels)}
@@ -313,10 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labels", type=int, default=None,
                    help="labels for the demonstrations + preferences rows instead of the task's (stored as row+labels=N)")
     args = p.parse_args(argv)
-    if args.labels is not None:
-        if args.labels < 1:
-            p.error(f"--labels must be at least 1, got {args.labels}")
-        LABELS["n"] = args.labels
+    if args.labels is not None and args.labels < 1:
+        p.error(f"--labels must be at least 1, got {args.labels}")
     try:
         EXTRA.update(parse_set(args.set))  # typed as the CLI types them
     except ValueError as e:
@@ -353,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             if row in BASELINE_ROWS:
                 out = baseline_row(row.split("-", 1)[0], seeds, save)
             elif row in PREF_ROWS:
-                out = pref_row(row, seeds, tmp, save)
+                out = pref_row(row, seeds, tmp, save, args.labels)
             elif row.split("-", 1)[0] in TASKS:
                 out = env_row(row.split("-", 1)[0], row.split("-", 1)[1], seeds, tmp, save)
             else:
@@ -362,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             if args.note:
                 out["note"] = args.note
-            name = row + suffix + (f"+labels={LABELS['n']}" if LABELS and row in PREF_ROWS else "")
+            name = row + suffix + (f"+labels={args.labels}" if args.labels and row in PREF_ROWS else "")
             data["rows"][name] = out
             mine.add(name)
             save()

@@ -182,11 +182,11 @@ def test_ask_novelty_asks_more_in_rare_states_at_about_the_same_rate(novelty):
     """``ask_novelty``: a state far from every state asked about is asked about more often than one in the
     crowd, while the overall ask rate stays near ``ask_rate``; without it every step has the same chance."""
     from rlhf_gym.learners.common import LearnerSettings
+    from rlhf_gym.learners.evaluative_loop import learner_class
 
     rng = np.random.default_rng(0)
     agent = make_learner("tamer", 4, 2, np.random.default_rng(1),
-                         LearnerSettings.for_learner(type(make_learner("tamer", 4, 2, rng)),
-                                                     {"ask_novelty": novelty}))
+                         LearnerSettings.for_learner(learner_class("tamer"), {"ask_novelty": novelty}))
     for o in rng.normal(0, 1, (200, 4)):
         agent.observe(o)
     agent.freeze_scaler()
