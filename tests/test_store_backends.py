@@ -149,3 +149,42 @@ def test_web_app_on_the_backend(backend_store, tmp_path):
     ans = c.get("/api/admin/answers?run_id=run-1", headers=admin_headers()).json()["answers"]
     assert [a["query_id"] for a in ans] == [q.id for q in qs["pair"]]
     assert c.get(f"/api/clips/{qs['pair'][0].id}/left", headers=headers("alice")).status_code == 200
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_dropped_while_idle_is_replaced_before_use(monkeypatch):
+    """The server's connections are tested only after sitting idle (not at every checkout, which cost the
+    busy label writer a round trip per batch); one the database dropped meanwhile is replaced unseen."""
+    if not PG_URL:
+        pytest.skip("RLHF_GYM_TEST_PG_URL not set (no PostgreSQL server for this run)")
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from rlhf_gym.store import store as store_module
+
+    url, admin, name = _pg_database()
+    s = FeedbackStore(url)
+
+    def drop_connections() -> None:
+        with admin.connect() as c:
+            n = c.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                               "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name}).scalar_one()
+        assert n >= 1  # the store's pooled connection was there to drop
+
+    try:
+        s.add_annotator("a1")
+        drop_connections()
+        monkeypatch.setattr(store_module, "PING_AFTER_IDLE_S", 0.0)  # every pooled connection counts as idle
+        assert s.add_annotator("a2") == "a2"
+        assert {a.id for a in s.annotators()} >= {"a1", "a2"}
+        # A connection used a moment ago is not tested: a drop then surfaces once, and the pool recovers.
+        monkeypatch.setattr(store_module, "PING_AFTER_IDLE_S", 3600.0)
+        drop_connections()
+        with pytest.raises(OperationalError):
+            s.add_annotator("a3")
+        assert s.add_annotator("a3") == "a3"
+    finally:
+        s.close()
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -335,6 +335,22 @@ def _earlier(s: Session, aids: set[str], qids: set[str], keys: set[str]) -> tupl
     """Stored answers that clash with the batch, in one statement: by client key, and (query, person) pairs."""
     if not keys:
         return {}, {}
+    by_key: dict[tuple[str, str], Feedback] = {}
+    answered: dict[tuple[str, str], int] = {}
+    if s.get_bind().dialect.name == "postgresql":  # fixed text (arrays, not IN lists): prepared once per connection
+        rows: Any = s.connection().exec_driver_sql(_PG_EARLIER, {"a": list(aids), "q": list(qids), "k": list(keys)})
+    else:
+        rows = s.execute(_earlier_select(aids, qids, keys))
+    for r in rows:
+        if r[0] == 1:
+            by_key[(r[3], r[9])] = Feedback(r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[1])
+        else:
+            answered[(r[2], r[3])] = r[1]
+    return by_key, answered
+
+
+def _earlier_select(aids: set[str], qids: set[str], keys: set[str]) -> Any:
+    """:func:`_earlier`'s statement for SQLite (columns in the order of :data:`_PG_EARLIER`)."""
     cols = (FeedbackRow.id, FeedbackRow.query_id, FeedbackRow.annotator_id, FeedbackRow.value, FeedbackRow.asked_at,
             FeedbackRow.answered_at, FeedbackRow.step, FeedbackRow.data, FeedbackRow.client_key)
     by_key_q = select(literal(1).label("why"), *cols).where(FeedbackRow.annotator_id.in_(aids),
@@ -343,15 +359,15 @@ def _earlier(s: Session, aids: set[str], qids: set[str], keys: set[str]) -> tupl
                     null().label("value"), null().label("asked_at"), null().label("answered_at"),
                     null().label("step"), null().label("data"), FeedbackRow.client_key).where(
         FeedbackRow.query_id.in_(qids), FeedbackRow.annotator_id.in_(aids), FeedbackRow.client_key.is_not(None))
-    by_key: dict[tuple[str, str], Feedback] = {}
-    answered: dict[tuple[str, str], int] = {}
-    for r in s.execute(union_all(by_key_q, pair_q)):
-        if r.why == 1:
-            by_key[(r.annotator_id, r.client_key)] = Feedback(r.query_id, r.annotator_id, r.value, r.asked_at,
-                                                              r.answered_at, r.step, r.data, r.id)
-        else:
-            answered[(r.query_id, r.annotator_id)] = r.id
-    return by_key, answered
+    return union_all(by_key_q, pair_q)
+
+
+#: PostgreSQL: :func:`_earlier`'s two reads in one statement whose text never changes
+_PG_EARLIER = (
+    "SELECT 1, id, query_id, annotator_id, value, asked_at, answered_at, step, data, client_key FROM feedback"
+    " WHERE annotator_id = ANY(%(a)s::varchar[]) AND client_key = ANY(%(k)s::varchar[])"
+    " UNION ALL SELECT 2, id, query_id, annotator_id, NULL, NULL, NULL, NULL, NULL, client_key FROM feedback"
+    " WHERE query_id = ANY(%(q)s::varchar[]) AND annotator_id = ANY(%(a)s::varchar[]) AND client_key IS NOT NULL")
 
 
 @dataclass

@@ -71,8 +71,6 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-        else:
-            kwargs["pool_pre_ping"] = True
         if ":memory:" not in self.url and self.url != "sqlite://":
             # a web server's thread pool (40 threads) shares the engine: connections beyond the pool
             # are opened and closed for each use, which costs more than the statement they run
@@ -80,6 +78,8 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
         self.engine = create_engine(self.url, **kwargs)
         if self.url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            _ping_when_idle(self.engine)
         if check_schema:
             migrate.ensure(self.engine, self.display_url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
@@ -358,6 +358,39 @@ class FeedbackStore(SessionsMixin, AnnotationMixin, BatchMixin, LineageMixin, Tr
     def audit_entries(self) -> list[dict[str, Any]]:
         with self.session() as s:
             return audit.entries(s)
+
+
+#: a pooled server connection unused for longer than this is tested before it is handed out
+PING_AFTER_IDLE_S = 10.0
+
+
+def _ping_when_idle(engine: Any) -> None:
+    """Test a pooled connection with ``SELECT 1`` before use, but only one left idle for
+    :data:`PING_AFTER_IDLE_S` (a database restarted or a firewall that dropped it shows up then).
+
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: a round trip per label batch on the web
+    app's busy writer connection. A connection found dead is replaced (``DisconnectionError`` makes the
+    pool open a new one) before any statement of the caller runs.
+    """
+    from sqlalchemy.exc import DisconnectionError
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        last = record.info.get("rlhf_gym_last_used")
+        if last is not None and time.monotonic() - last > PING_AFTER_IDLE_S:
+            try:
+                cur = dbapi_conn.cursor()
+                try:
+                    cur.execute("SELECT 1")
+                finally:
+                    cur.close()
+                dbapi_conn.rollback()  # hand the connection over outside any transaction, as it was
+            except Exception as e:  # noqa: BLE001 - any failure means the connection is unusable
+                raise DisconnectionError(f"pooled connection failed its ping: {e}") from e
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["rlhf_gym_last_used"] = time.monotonic()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
