@@ -188,3 +188,41 @@ def test_a_pooled_connection_dropped_while_idle_is_replaced_before_use(monkeypat
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_a_withdrawal_committed_while_a_batch_read_the_person_is_seen(backend_store, monkeypatch):
+    """A person not in memory is read before the write lock (PostgreSQL's short path); a withdrawal by another
+    handle committed right after that read must still refuse the label (the check under the lock catches it).
+    (SQLite reads under the lock, where no other writer can come in between.)"""
+    from rlhf_gym.store import batch as batch_module
+    from rlhf_gym.store.errors import Withdrawn
+
+    s = backend_store
+    if not s._pg:
+        pytest.skip("PostgreSQL only: SQLite reads people under the write lock")
+    other = FeedbackStore(s.url)
+    try:
+        p = s.add_annotator("p")
+        qs = [_q() for _ in range(3)]
+        s.add_queries(qs)
+        s.add_annotator("w")
+        assert s.add_feedback(Feedback(qs[0].id, "w", 1, 0, 1), client_key="w0").id  # generation known now
+        s.access.forget(p)  # p is not in memory: the next batch reads p
+        real = batch_module.BatchMixin._read_standings
+        withdrawn = []
+
+        def read_then_withdraw(self, sess, aids):
+            got = real(self, sess, aids)
+            if p in aids and not withdrawn:
+                other.withdraw_annotator(p)  # committed after p was read as not withdrawn
+                withdrawn.append(p)
+            return got
+
+        monkeypatch.setattr(batch_module.BatchMixin, "_read_standings", read_then_withdraw)
+        out = s.add_feedback_many([(Feedback(qs[1].id, p, 1, 0, 1), "p1")])
+        assert withdrawn == [p]
+        assert isinstance(out[0], Withdrawn)
+        assert [f.annotator_id for f in s.feedback(include_withdrawn=True)] == ["w"]
+        assert s.verify_audit().ok
+    finally:
+        other.close()

@@ -9,10 +9,11 @@ audited since the last batch, the annotators' standing (kind, withdrawn, consent
 owners come from memory; otherwise they are read again, with a handful of set-based statements for
 the whole batch. Earlier answers (client keys, one answer per person and query) are one statement,
 the rows go in with one Core insert, and the audit chain is continued from the head read by the
-generation check and written with one insert. On PostgreSQL, when every person of the batch is already
-known in memory (queries never change, so any not in memory are read first), the decisions are made before the lock instead and the lock is held for three
-statements (:meth:`BatchMixin._add_fast`); they stand only if the generation check, run under the lock in
-the same statement as the insert, finds nothing but labels since, else the batch is redone this way.
+generation check and written with one insert. On PostgreSQL the decisions are made before the lock
+instead (people and queries not in memory read first, after the generation was taken) and the lock is
+held for three statements (:meth:`BatchMixin._add_fast`); they stand only if the generation check, run
+under the lock in the same statement as the insert, finds nothing but labels since, else the batch is
+redone this way.
 Each item gets its own outcome: a stored
 :class:`~rlhf_gym.types.Feedback` or the :class:`~rlhf_gym.store.StoreError` that refused it; one bad
 item never fails the others.
@@ -153,12 +154,13 @@ class BatchMixin:
     def _add_fast(self, items: Sequence[tuple[Feedback, str | None]], todo: list[int],
                   credentials: Sequence[Credential | None] | None,
                   out: list[Feedback | Exception | None]) -> list[Feedback | Exception] | None:
-        """PostgreSQL, every person's standing in memory: decide before the write lock, then hold it for three
-        statements (lock; insert the answers *and* run the generation check in one statement; the audit
-        entries with the new checkpoint in one statement) and the commit.
+        """PostgreSQL: decide before the write lock, then hold it for three statements (lock; insert the answers
+        *and* run the generation check in one statement; the audit entries with the new checkpoint in one
+        statement) and the commit.
 
-        The decisions use the cached standings and credentials and a read of earlier answers made before
-        the lock; they stand only if the generation check under the lock finds nothing but labels audited
+        The decisions use the cached standings and credentials (people not in memory are read, after the
+        generation was taken, so any change to them since shows in the check), and a read of earlier answers
+        made before the lock; they stand only if the generation check under the lock finds nothing but labels audited
         since the generation they were based on (the same check the ordinary path runs), and the database's
         unique indexes refuse any answer another process stored meanwhile. Otherwise the transaction is
         rolled back and None is returned (the caller runs the ordinary path, all under the lock).
@@ -170,8 +172,8 @@ class BatchMixin:
         aids = {items[i][0].annotator_id for i in todo}
         qids = {items[i][0].query_id for i in todo}
         people = {a: st for a in aids if (st := cache.standing(a)) is not None}
-        if len(people) < len(aids):
-            return None
+        missing = aids - people.keys()
+        fresh: list[Standing] = []
         if credentials is not None and any(c is not None and c.epoch != epoch for i in todo if (c := credentials[i])):
             return None
         keys = {items[i][1] for i in todo if items[i][1] is not None}
@@ -183,6 +185,9 @@ class BatchMixin:
                 queries = self._query_metas(s, qids)  # queries never change nor go away: read before the lock
                 if len(queries) < len(qids):
                     return None
+                if missing:  # read after the snapshot: a change to them since is a non-label entry after ``gen``
+                    fresh = self._read_standings(s, missing)
+                    people.update({st.id: st for st in fresh})
                 by_key, answered = _earlier(s, aids, qids, keys)  # before the lock: the unique indexes back it
                 plan = self._decide(items, todo, credentials, trial, epoch, people, queries, {}, by_key, answered)
                 if plan.keyless:
@@ -212,6 +217,8 @@ class BatchMixin:
             if "uq_feedback" in str(getattr(e, "orig", e)):
                 return None
             raise
+        for st in fresh:
+            cache.put_standing(st, epoch)  # kept only if no invalidation happened meanwhile
         cache.advance(seq + len(entries), epoch)
         return trial  # type: ignore[return-value]
 
