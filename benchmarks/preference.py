@@ -98,7 +98,7 @@ def control_of(row: Row, names: set[str]) -> str | None:
     return None
 
 
-def build_sweep(wanted: list[Row], seeds: int, out: Path) -> Sweep:
+def build_sweep(wanted: list[Row], seeds: int, out: Path, name: str = "preference") -> Sweep:
     """One sweep row per benchmark row; baselines run ``job = true-reward`` (SB3, same steps)."""
     names = {r.name for r in wanted}
     rows = []
@@ -108,12 +108,14 @@ def build_sweep(wanted: list[Row], seeds: int, out: Path) -> Sweep:
         job = "train"
         if r.kind == "baseline":
             job = "true-reward"
+            if "algo" in r.extra:
+                values["algo"] = r.extra["algo"]
         else:
             values.update(feedback="preference", teacher=r.teacher, budget=r.budget, noise=r.noise)
             settings = {"threshold": r.threshold, "eval_points": 5, **r.extra}
         rows.append(SweepRow(r.name, values, settings, role=r.role, control=control_of(r, names),
                              threshold=r.threshold, job=job))
-    return Sweep(rows, list(range(seeds)), out, name="preference")
+    return Sweep(rows, list(range(seeds)), out, name=name)
 
 
 def summarise(sweep: Sweep, doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -194,10 +196,17 @@ def git_commit() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return run_benchmark(argv, rows(), RESULTS, "benchmarks/preference.py", __doc__ or "", "preference")
+
+
+def run_benchmark(argv: list[str] | None, all_rows: list[Row], results: Path, script: str, doc_text: str,
+                  name: str, after: Any = None) -> int:
+    """Parse the command line, run the wanted rows as one sweep, write the JSON and print the tables
+    (shared with ``benchmarks/robotics_games.py``; ``after(summary)`` prints what a script adds)."""
+    p = argparse.ArgumentParser(description=doc_text.splitlines()[0])
     p.add_argument("--rows", default="", help="comma-separated row names (default: all, in order)")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 for every row, controls and baselines too")
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", default=str(results))
     p.add_argument("--runs", default=None, help="folder for the run folders and sweep.json (default: next to --out)")
     p.add_argument("--serial", action="store_true", help="run without Ray, one job after another")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
@@ -206,7 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timesteps", type=int, default=None,
                    help="override every row's environment steps (a smoke test of the script, not the benchmark)")
     args = p.parse_args(argv)
-    all_rows = rows()
     if args.timesteps:
         for r in all_rows:
             r.timesteps = args.timesteps
@@ -216,13 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown rows: {', '.join(sorted(unknown))}")
     out = Path(args.out)
     runs_dir = Path(args.runs) if args.runs else out.with_suffix("").parent / f"{out.stem}-runs"
-    sweep = build_sweep(wanted, args.seeds, runs_dir)
+    sweep = build_sweep(wanted, args.seeds, runs_dir, name=name)
     commit = git_commit()  # the code the runs use (taken before they start)
     doc = run_sweep(sweep, serial=args.serial, address=args.address, cpus=args.cpus, resume=args.resume)
     summary = summarise(sweep, doc)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "command": "PYTHONPATH=src python benchmarks/preference.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": f"PYTHONPATH=src python {script} " + " ".join(sys.argv[1:] if argv is None else argv),
         "commit": commit, "engine": doc["engine"], "seeds": sweep.seeds,
         "timesteps_override": args.timesteps,
         "machine": "2 shared CPU cores, 1 torch thread per run",
@@ -239,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(summary))
     print()
     print_extra(summary)
+    if after is not None:
+        after(summary)
     print(f"written to {out}")
     return 0
 
