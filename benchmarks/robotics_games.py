@@ -48,12 +48,11 @@ def rows() -> list[P.Row]:
 
 def print_vs_baseline(summary: list[dict[str, Any]]) -> None:
     """Each row's mean final return as a share of SB3 on the true reward of the same task (same steps)."""
-    base = {s["row"].split("-")[0]: s for s in summary if s["row"].endswith("-true-reward") and "mean" in s
-            and s.get("role") == "baseline"}
+    base = {s["values"]["env"]: s for s in summary if s.get("role") == "baseline" and "mean" in s}
     print("\n| row | mean return | SB3 true reward (same steps) | share |")
     print("|---|---|---|---|")
     for s in summary:
-        b = base.get(s["row"].split("-")[0])
+        b = base.get(s["values"]["env"])
         if b is None or s is b or "mean" not in s:
             continue
         share = s["mean"] / b["mean"] if b["mean"] else float("nan")
